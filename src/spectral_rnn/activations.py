@@ -1,0 +1,110 @@
+"""Elementwise polynomial activations ``f(u) = c_0 + c_1 u + ... + c_l u^l``."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from ._checks import InputError
+
+__all__ = ["Polynomial"]
+
+
+class Polynomial:
+    """A polynomial activation with known coefficients.
+
+    Parameters
+    ----------
+    coefficients:
+        ``(c_0, c_1, ..., c_l)``, lowest order first. Trailing zeros are dropped,
+        so the degree is that of the highest non-zero coefficient.
+
+    Examples
+    --------
+    >>> f = Polynomial([0.0, 1.0, 0.5])      # u + 0.5 u^2
+    >>> f.degree, f.derivative().coefficients
+    (2, (1.0, 1.0))
+    """
+
+    def __init__(self, coefficients: Sequence[float]) -> None:
+        coefs = [float(c) for c in coefficients]
+        if not coefs:
+            raise InputError("activation needs at least one coefficient")
+        if not all(math.isfinite(c) for c in coefs):
+            raise InputError(f"activation coefficients must be finite, got {coefs}")
+        while len(coefs) > 1 and coefs[-1] == 0.0:
+            coefs.pop()
+        self._c = tuple(coefs)
+
+    # ------------------------------------------------------------------ basics
+    @classmethod
+    def parse(cls, text: str) -> "Polynomial":
+        """Parse ``"c0,c1,c2"`` (comma-separated, lowest order first)."""
+        parts = [p.strip() for p in str(text).split(",")]
+        if not parts or any(p == "" for p in parts):
+            raise InputError(f"malformed activation {text!r}: expected comma-separated numbers such as '0,1,0.5'")
+        try:
+            values = [float(p) for p in parts]
+        except ValueError:
+            raise InputError(
+                f"malformed activation {text!r}: expected comma-separated numbers such as '0,1,0.5'"
+            ) from None
+        return cls(values)
+
+    @property
+    def coefficients(self) -> tuple[float, ...]:
+        """``(c_0, ..., c_l)`` with trailing zeros removed."""
+        return self._c
+
+    @property
+    def degree(self) -> int:
+        return len(self._c) - 1
+
+    def coef(self, k: int) -> float:
+        """Coefficient ``c_k`` (0 beyond the degree)."""
+        return self._c[k] if 0 <= k < len(self._c) else 0.0
+
+    def derivative(self, order: int = 1) -> "Polynomial":
+        """The ``order``-th derivative, itself a :class:`Polynomial`."""
+        if order < 0:
+            raise ValueError("derivative order must be non-negative")
+        c = list(self._c)
+        for _ in range(order):
+            c = [k * c[k] for k in range(1, len(c))] or [0.0]
+        return Polynomial(c)
+
+    def __call__(self, u: torch.Tensor | np.ndarray | float) -> torch.Tensor | np.ndarray | float:
+        """Evaluate elementwise (Horner). Works on tensors, arrays and scalars."""
+        out = self._c[-1]
+        for c in reversed(self._c[:-1]):
+            out = out * u + c
+        if isinstance(u, torch.Tensor) and not isinstance(out, torch.Tensor):
+            out = torch.full_like(u, float(out))
+        elif isinstance(u, np.ndarray) and not isinstance(out, np.ndarray):
+            out = np.full_like(u, float(out))
+        return out
+
+    def to_string(self) -> str:
+        """The ``"c0,c1,..."`` form accepted by :meth:`parse` (round-trips exactly)."""
+        return ",".join(repr(c) for c in self._c)
+
+    def __repr__(self) -> str:
+        return f"Polynomial({list(self._c)})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Polynomial) and other._c == self._c
+
+    def __hash__(self) -> int:
+        return hash(self._c)
+
+
+def as_polynomial(activation: "Polynomial | Sequence[float] | str") -> Polynomial:
+    """Accept a :class:`Polynomial`, a coefficient sequence or a ``"c0,c1,..."`` string."""
+    if isinstance(activation, Polynomial):
+        return activation
+    if isinstance(activation, str):
+        return Polynomial.parse(activation)
+    return Polynomial(activation)

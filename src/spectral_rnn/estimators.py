@@ -1,0 +1,294 @@
+"""Spectral estimators: fit an IO-RNN from labelled sequences without backpropagation.
+
+Pipeline of :meth:`SpectralIORNN.fit` (DESIGN.md sections 2-5), each step a single
+streamed pass over the data:
+
+1. fit the input process (Gaussian AR(1) by default) from the inputs alone;
+2. find the span of the A1 rows from random contractions of the moment tensor
+   (skipped when ``d_x`` is small: the identity then spans it);
+3. project the moment tensor onto that span, ``T(I, Q, Q)``, and decompose it
+   (:mod:`spectral_rnn.decomposition`): unit directions of A1 and ``w_j = mu_j s_j^2 a2_j``;
+4. solve the instrument equations for the scales, signs and ``U``
+   (:func:`solve_scales_and_recurrence`).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from ._checks import (
+    IllConditionedError,
+    InputError,
+    as_sequences,
+    check_finite,
+    check_lengths,
+    check_random_state,
+    resolve_device,
+)
+from .activations import Polynomial, as_polynomial
+from .decomposition import CPDecomposer
+from .models import IORNN
+from .moments import CHUNK_STEPS, StepStream
+from .processes import GaussianAR1, MarkovProcess
+
+__all__ = ["SpectralIORNN", "solve_scales_and_recurrence", "check_activation"]
+
+#: condition number above which a linear system of the estimator is declared singular
+MAX_COND = 1e8
+
+
+def check_activation(f: Polynomial) -> None:
+    """Raise unless the scales and U of activation ``f`` are identified by this method."""
+    if f.degree < 2:
+        raise InputError(
+            f"activation {f.to_string()!r} has degree {f.degree}: the spectral method needs degree 2 or 3 "
+            "(a linear RNN has no second-order moment signal)"
+        )
+    if f.degree > 3:
+        raise InputError(f"activation {f.to_string()!r} has degree {f.degree}: degrees 2 and 3 are supported")
+    if f.coef(f.degree - 2 + 1) == 0.0 or (f.degree == 2 and f.coef(1) == 0.0):
+        raise InputError(
+            f"activation {f.to_string()!r}: the coefficient c{f.degree - 1} must be non-zero; without it a per-unit "
+            "rescaling of A1, U and A2 leaves the outputs unchanged, so no data can fix the scales"
+        )
+
+
+def solve_scales_and_recurrence(
+    mom: dict[str, np.ndarray], A_hat: np.ndarray, W: np.ndarray, f: Polynomial
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Scales, signs and recurrent matrix from the instrument moments (DESIGN.md section 5).
+
+    ``mom``: output of :meth:`StepStream.instrument_moments`; ``A_hat`` (d_h, d_x)
+    unit directions; ``W`` (d_h, d_y) with ``w_j = mu_j s_j^2 a2_j``.
+    Quadratic ``f``: per unit j, ``2 c2 s_j (r_j - E[phi x^T] a_j) - 2 c2 E[phi ytil_{t-1}^T] ut_j = c1 E[phi]``,
+    linear in ``(s_j, ut_j)`` with ``ut_jk = mu_k s_k^2 U_jk`` and ``mu_j = 2 c2``.
+    Cubic ``f`` (second-order score): ``mu_j r_j - 6 c3 s_j E[phi x^T] a_j - 6 c3 E[phi ytil_{t-1}^T] ut_j = 2 c2 E[phi]``,
+    linear in ``(mu_j, s_j, ut_j)``.
+    Returns ``(A1, U, A2, mu)``.
+    """
+    d_h = A_hat.shape[0]
+    c1, c2, c3 = f.coef(1), f.coef(2), f.coef(3)
+    phi, phi_x, phi_lag, r = mom["phi"], mom["phi_x"], mom["phi_lag"], mom["r"]
+    scale = np.empty(d_h)
+    mu = np.empty(d_h)
+    Ut = np.empty((d_h, d_h))
+    for j in range(d_h):
+        px = phi_x @ A_hat[j]
+        if f.degree == 2:
+            D = np.column_stack([2 * c2 * (r[:, j] - px), -2 * c2 * phi_lag])
+            rhs = c1 * phi
+        else:
+            D = np.column_stack([r[:, j], -6 * c3 * px, -6 * c3 * phi_lag])
+            rhs = 2 * c2 * phi
+        sv = np.linalg.svd(D, compute_uv=False)
+        if sv[-1] <= sv[0] / MAX_COND:
+            raise IllConditionedError(
+                f"the instrument equations of hidden unit {j} are singular (condition {sv[0] / max(sv[-1], 1e-300):.3g}): "
+                "the inputs do not excite the recurrence enough to identify U"
+            )
+        sol = np.linalg.lstsq(D, rhs, rcond=None)[0]
+        if f.degree == 2:
+            mu[j], scale[j], Ut[j] = 2 * c2, sol[0], sol[1:]
+        else:
+            mu[j], scale[j], Ut[j] = sol[0], sol[1], sol[2:]
+    gain = mu * scale**2  # mu_j s_j^2
+    if np.any(np.abs(gain) <= 1e-12 * np.max(np.abs(gain))) or not np.all(np.isfinite(gain)):
+        raise IllConditionedError("a hidden unit's scale came out (near) zero: the model is not identified from these data")
+    A1 = scale[:, None] * A_hat
+    U = Ut / gain[None, :]
+    A2 = W / gain[:, None]
+    return A1, U, A2, mu
+
+
+class _Progress:
+    """A tqdm bar over the steps of all passes, shown only if a fit lasts > 1 s."""
+
+    def __init__(self, enabled: bool, total: int, desc: str) -> None:
+        self.bar = None
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, desc=desc, unit="step", unit_scale=True, delay=1.0, leave=False)
+
+    def __call__(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class _SpectralBase:
+    """Validation, input process, streaming and the projected decomposition shared by the estimators."""
+
+    def _check_data(self, X: object, Y: object, lengths: object) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        X = as_sequences(X, "inputs")
+        Y = as_sequences(Y, "outputs")
+        if Y.shape[:2] != X.shape[:2]:
+            raise InputError(
+                f"inputs and outputs disagree: inputs have {X.shape[0]} sequences of {X.shape[1]} steps, "
+                f"outputs {Y.shape[0]} of {Y.shape[1]}"
+            )
+        lengths = check_lengths(lengths, X.shape[0], X.shape[1])
+        check_finite(X, lengths, "inputs")
+        check_finite(Y, lengths, "outputs")
+        return X, Y, lengths
+
+    def _check_sizes(self, d_x: int, d_y: int, n_steps: int, n_components: int) -> None:
+        k = self.hidden_size
+        if not isinstance(k, (int, np.integer)) or k < 1:
+            raise InputError(f"hidden_size must be a positive integer, got {k!r}")
+        if n_components > d_x or n_components > d_y:
+            raise InputError(
+                f"hidden size {k} is too large for these data: the moment tensor identifies at most "
+                f"min(d_x, d_y) = {min(d_x, d_y)} components, and this model needs {n_components}"
+            )
+        need = 20 * (d_x + d_y + n_components)
+        if n_steps < need:
+            raise InputError(f"too few time steps: {n_steps} valid steps, the spectral estimate needs at least {need} here")
+
+    def _fit_process(self, X: np.ndarray, lengths: np.ndarray | None) -> MarkovProcess:
+        proc = self.process
+        if proc is None:
+            proc = GaussianAR1()
+        if not proc.is_fitted:
+            proc = copy.deepcopy(proc).fit(X, lengths)
+        if proc.dim != X.shape[2]:
+            raise InputError(f"the input process has dimension {proc.dim}, the inputs {X.shape[2]}")
+        return proc
+
+    def _decompose(self, stream: StepStream, n_components: int, rng: np.random.Generator):
+        """Input span (sketch pass or identity), projected tensor pass, decomposition."""
+        decomposer = self.decomposer if self.decomposer is not None else CPDecomposer()
+        d_x, d_y = stream.X.shape[2], stream.Y.shape[2]
+        k = n_components + getattr(decomposer, "oversample", 6)
+        if k >= d_x:
+            Q = np.eye(d_x)
+        else:
+            M = stream.sketch(rng.standard_normal((d_y, k)), rng.standard_normal((d_x, k)))
+            Q = np.linalg.qr(M)[0]
+        Tp = stream.project(Q)
+        return decomposer.decompose_projected(Tp, Q, n_components, random_state=rng)
+
+    def predict(self, X: object, lengths: object = None) -> np.ndarray:
+        """Conditional mean of the outputs, ``(n_sequences, T, d_y)``."""
+        self._check_fitted()
+        return self.model_.predict(X, lengths, device=self.device)
+
+    def score(self, X: object, Y: object, lengths: object = None) -> float:
+        """``1 -`` (mean squared prediction error / output variance) on valid steps."""
+        from .metrics import prediction_error
+
+        self._check_fitted()
+        return 1.0 - prediction_error(Y, self.predict(X, lengths), lengths)
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "model_"):
+            raise InputError(f"this {type(self).__name__} is not fitted yet: call fit(X, Y) first")
+
+
+class SpectralIORNN(_SpectralBase):
+    """Learn an IO-RNN ``h_t = f(A1 x_t + U h_{t-1})``, ``y_t = A2^T h_t + noise`` by the method of moments.
+
+    Parameters
+    ----------
+    hidden_size: number of hidden units ``d_h`` (at most ``min(d_x, d_y)``).
+    activation: the known polynomial ``f`` (``Polynomial``, coefficients or ``"c0,c1,c2"``),
+        degree 2 with ``c1 != 0``, or degree 3 with ``c2 != 0`` (see :func:`check_activation`).
+    process: input process; ``None`` fits a :class:`GaussianAR1` to the inputs. An
+        unfitted process is fitted (on a copy); a fitted one is used as given.
+    decomposer: tensor decomposer (default :class:`CPDecomposer`).
+    device: "cpu" or "cuda". dtype: torch dtype of the moment passes.
+    chunk_steps: time steps per chunk of a pass (bounds memory).
+    random_state: seed of every random choice (sketches, Jennrich draws).
+    progress: show a progress bar on fits that take more than a second.
+
+    Fitted attributes: ``model_`` (:class:`IORNN`), ``A1_``, ``U_``, ``A2_``,
+    ``process_``, ``mu_`` (E[f''(z_j)] per unit), ``gap_`` (singular-value gap of the
+    moment tensor at rank d_h), ``n_steps_``, ``timings_`` (seconds per stage).
+    """
+
+    def __init__(
+        self,
+        hidden_size: int,
+        activation: Polynomial | Sequence[float] | str = (0.0, 1.0, 0.5),
+        process: MarkovProcess | None = None,
+        decomposer: CPDecomposer | None = None,
+        device: str = "cpu",
+        dtype: torch.dtype = torch.float64,
+        chunk_steps: int = CHUNK_STEPS,
+        random_state: int | np.random.Generator | None = None,
+        progress: bool = False,
+    ) -> None:
+        self.hidden_size = hidden_size
+        self.activation = activation
+        self.process = process
+        self.decomposer = decomposer
+        self.device = device
+        self.dtype = dtype
+        self.chunk_steps = chunk_steps
+        self.random_state = random_state
+        self.progress = progress
+
+    def fit(self, X: object, Y: object, lengths: object = None) -> "SpectralIORNN":
+        """Fit from inputs ``X`` (n_sequences, T, d_x) and outputs ``Y`` (n_sequences, T, d_y).
+
+        ``lengths`` (n_sequences,) marks ragged sequences; steps past it are ignored.
+        Returns ``self``.
+        """
+        t_start = time.perf_counter()
+        f = as_polynomial(self.activation)
+        check_activation(f)
+        X, Y, lengths = self._check_data(X, Y, lengths)
+        n_steps = int(X.shape[0] * X.shape[1] if lengths is None else lengths.sum())
+        self._check_sizes(X.shape[2], Y.shape[2], n_steps, self.hidden_size)
+        device = resolve_device(self.device)
+        rng = check_random_state(self.random_state)
+        timings: dict[str, float] = {}
+
+        t0 = time.perf_counter()
+        proc = self._fit_process(X, lengths)
+        timings["process"] = time.perf_counter() - t0
+
+        n_passes = 2 + (self.hidden_size + getattr(self.decomposer, "oversample", 6) < X.shape[2])
+        bar = _Progress(self.progress, n_passes * n_steps, "spectral fit")
+        try:
+            stream = StepStream(X, Y, lengths, proc, device=device, dtype=self.dtype,
+                                chunk_steps=self.chunk_steps, progress=bar)
+            t0 = time.perf_counter()
+            dec = self._decompose(stream, self.hidden_size, rng)
+            timings["decomposition"] = time.perf_counter() - t0
+
+            t0 = time.perf_counter()
+            Wpinv = self._output_pinv(dec.W)
+            mom = stream.instrument_moments(dec.A, Wpinv, score_order=f.degree - 1)
+            A1, U, A2, mu = solve_scales_and_recurrence(mom, dec.A, dec.W, f)
+            timings["recurrence"] = time.perf_counter() - t0
+        finally:
+            bar.close()
+
+        self.process_ = proc
+        self.model_ = IORNN(A1, U, A2, f)
+        self.A1_, self.U_, self.A2_ = self.model_.A1, self.model_.U, self.model_.A2
+        self.mu_ = mu
+        self.gap_ = dec.gap
+        self.n_steps_ = n_steps
+        timings["total"] = time.perf_counter() - t_start
+        self.timings_ = timings
+        return self
+
+    @staticmethod
+    def _output_pinv(W: np.ndarray) -> np.ndarray:
+        """``pinv(W)`` (d_y, d_h), so that ``ytil_t = y_t @ pinv(W)``; raises if W is rank-deficient."""
+        sv = np.linalg.svd(W, compute_uv=False)
+        if sv[-1] <= sv[0] / MAX_COND:
+            raise IllConditionedError(
+                "the output directions of the hidden units are (near) collinear: A2 is not of full row rank"
+            )
+        return np.linalg.pinv(W)

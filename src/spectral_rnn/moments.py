@@ -1,0 +1,286 @@
+"""Cross-moments between outputs and input scores, computed in streaming passes.
+
+The moment tensor (DESIGN.md section 3) is::
+
+    T = E[y_t (x) S_2(x_t | x_{t-1})] = sum_j mu_j a2_j (x) a1_j (x) a1_j      (d_y, d_x, d_x)
+
+with ``S_2 = s s^T - Lambda``. It is never formed at full size by the estimators.
+What they need comes from single passes over the data, each a sum over time steps
+accumulated in chunks (so memory does not grow with the number of steps), on CPU
+or GPU:
+
+* :meth:`StepStream.sketch` -- ``T(theta_i, I, omega_i)`` for a few random pairs:
+  a ``(d_x, k)`` matrix whose range is the span of the A1 rows; cost
+  ``O(N k (d_x + d_y))``.
+* :meth:`StepStream.project` -- ``T(I, Q, Q)`` for an orthonormal ``Q (d_x, k)``:
+  a ``(d_y, k, k)`` tensor; cost ``O(N k^2 d_y)``.
+* :meth:`StepStream.instrument_moments` -- the moments of the instrument equations
+  that give the scales and U (DESIGN.md section 5).
+* :func:`cross_moment` -- the dense tensor, for small problems and tests only.
+
+Every pass sees the valid steps of one chunk at a time through a :class:`Window`.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+import numpy as np
+import torch
+
+from ._checks import iter_windows
+from .processes import MarkovProcess
+
+__all__ = ["StepStream", "Window", "cross_moment"]
+
+#: default number of time steps held in memory at once
+CHUNK_STEPS = 1 << 16
+
+
+class Window:
+    """The valid steps of one chunk, flattened to ``m`` rows.
+
+    Attributes are computed on first use: ``x``, ``x_prev``, ``x_prev2`` (m, d_x);
+    ``y``, ``y_prev`` (m, d_y); ``s`` (m, d_x) and ``group`` (m,) of the process's
+    score; ``lambdas`` (K, d_x, d_x). Quantities before the first step are zero
+    (``h_0 = 0``, and a constant is a valid instrument).
+    """
+
+    def __init__(self, stream: "StepStream", X: torch.Tensor, Y: torch.Tensor | None, mask: torch.Tensor,
+                 lengths: torch.Tensor | None, t0: int, first_col: int) -> None:
+        self._stream, self._X, self._Y, self._mask, self._lengths, self._t0 = stream, X, Y, mask, lengths, t0
+        self._first_col = first_col  # window column of absolute step 0 (or -1)
+
+    def _shift(self, A: torch.Tensor, k: int) -> torch.Tensor:
+        out = torch.zeros_like(A)
+        out[:, k:] = A[:, :-k]
+        return out[self._mask]
+
+    @cached_property
+    def x(self) -> torch.Tensor:
+        return self._X[self._mask]
+
+    @cached_property
+    def x_prev(self) -> torch.Tensor:
+        return self._shift(self._X, 1)
+
+    @cached_property
+    def x_prev2(self) -> torch.Tensor:
+        return self._shift(self._X, 2)
+
+    @cached_property
+    def y(self) -> torch.Tensor:
+        return self._Y[self._mask]
+
+    @cached_property
+    def y_prev(self) -> torch.Tensor:
+        return self._shift(self._Y, 1)
+
+    @cached_property
+    def y_next(self) -> torch.Tensor:
+        out = torch.zeros_like(self._Y)
+        out[:, :-1] = self._Y[:, 1:]
+        if self._lengths is not None:  # y_{T+1} = 0 past each sequence's end
+            t = torch.arange(self._t0, self._t0 + self._Y.shape[1], device=self._Y.device)
+            out = out * (t[None, :] + 1 < self._lengths[:, None]).unsqueeze(-1)
+        return out[self._mask]
+
+    @cached_property
+    def _scores(self):
+        s, group, lambdas = self._stream.process.score_terms(
+            self._X, self._lengths, t0=self._t0, two_sided=self._stream.two_sided
+        )
+        return s[self._mask], group[self._mask], lambdas
+
+    @property
+    def s(self) -> torch.Tensor:
+        return self._scores[0]
+
+    @property
+    def group(self) -> torch.Tensor:
+        return self._scores[1]
+
+    @property
+    def lambdas(self) -> torch.Tensor:
+        return self._scores[2]
+
+    @property
+    def n(self) -> int:
+        return int(self._mask.sum())
+
+    def group_sum(self, A: torch.Tensor) -> torch.Tensor:
+        """Per-group column sums of ``A`` (m, p) -> (K, p)."""
+        out = A.new_zeros((self.lambdas.shape[0], A.shape[1]))
+        return out.index_add_(0, self.group, A)
+
+
+class StepStream:
+    """Streams ``(X, Y)`` in chunks of valid time steps, on ``device``.
+
+    Parameters
+    ----------
+    X: (n_sequences, T, d_x) inputs; Y: (n_sequences, T, d_y) outputs or ``None``.
+    lengths: (n_sequences,) or ``None``; process: a fitted input process.
+    two_sided: use the score of ``x_t`` given all other inputs (BRNN) instead of
+        given ``x_{t-1}``.
+    chunk_steps: time steps per chunk; bounds the memory of a pass.
+    progress: a callable ``progress(n_steps_done)`` called after every chunk, or None.
+    """
+
+    def __init__(
+        self,
+        X: np.ndarray,
+        Y: np.ndarray | None,
+        lengths: np.ndarray | None,
+        process: MarkovProcess,
+        two_sided: bool = False,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float64,
+        chunk_steps: int = CHUNK_STEPS,
+        progress=None,
+    ) -> None:
+        self.X, self.Y, self.lengths, self.process = X, Y, lengths, process
+        self.two_sided = two_sided
+        self.device, self.dtype = torch.device(device), dtype
+        self.chunk_steps = chunk_steps
+        self.progress = progress
+        n, T, _ = X.shape
+        self.n_steps = int(n * T if lengths is None else np.sum(lengths))
+
+    def _to(self, A: np.ndarray) -> torch.Tensor:
+        if isinstance(A, torch.Tensor):
+            return A.to(self.device, self.dtype)
+        return torch.as_tensor(A).to(self.device, self.dtype, non_blocking=True)
+
+    def windows(self):
+        """Yield a :class:`Window` per chunk (valid, owned steps only)."""
+        n, T, _ = self.X.shape
+        for rows, w0, w1, o0, o1 in iter_windows(n, T, self.chunk_steps, before=2, after=1):
+            Xw = self._to(self.X[rows, w0:w1])
+            Yw = None if self.Y is None else self._to(self.Y[rows, w0:w1])
+            W = w1 - w0
+            own = torch.zeros(W, dtype=torch.bool, device=self.device)
+            own[o0:o1] = True
+            mask = own.expand(Xw.shape[0], W)
+            Lw = None
+            if self.lengths is not None:
+                Lw = torch.as_tensor(self.lengths[rows], device=self.device)
+                valid = torch.arange(w0, w1, device=self.device)[None, :] < Lw[:, None]
+                mask = mask & valid
+                Xw = Xw.masked_fill(~valid.unsqueeze(-1), 0.0)  # padding is never read
+                if Yw is not None:
+                    Yw = Yw.masked_fill(~valid.unsqueeze(-1), 0.0)
+            elif w1 < T:  # a window cut in time: mark its real end for the two-sided score
+                Lw = torch.full((Xw.shape[0],), T, device=self.device)
+            win = Window(self, Xw, Yw, mask, Lw, w0, 0 if w0 == 0 else -1)
+            yield win
+            if self.progress is not None:
+                self.progress(win.n)
+
+    # ------------------------------------------------------------------ passes
+    def sketch(self, Theta: np.ndarray, Omega: np.ndarray) -> np.ndarray:
+        """``T(theta_i, I, omega_i)`` for the columns of ``Theta`` (d_y, k) and ``Omega`` (d_x, k).
+
+        Returns ``(d_x, k)``: column i is ``E[(theta_i . y)((omega_i . s) s - Lambda omega_i)]``.
+        """
+        Th, Om = self._to(Theta), self._to(Omega)
+        acc = torch.zeros((Om.shape[0], Om.shape[1]), dtype=self.dtype, device=self.device)
+        corr = None
+        for w in self.windows():
+            yt = w.y @ Th  # (m, k)
+            acc += w.s.T @ (yt * (w.s @ Om))
+            g = w.group_sum(yt)  # (K, k)
+            c = torch.einsum("gab,bk,gk->ak", w.lambdas, Om, g)
+            corr = c if corr is None else corr + c
+        return ((acc - corr) / self.n_steps).cpu().numpy()
+
+    def project(self, Q: np.ndarray) -> np.ndarray:
+        """``T(I, Q, Q)`` for ``Q`` (d_x, k): returns (d_y, k, k)."""
+        Qt = self._to(Q)
+        k = Qt.shape[1]
+        acc = None
+        corr = None
+        for w in self.windows():
+            sq = w.s @ Qt  # (m, k)
+            outer = (sq.unsqueeze(2) * sq.unsqueeze(1)).reshape(-1, k * k)
+            a = w.y.T @ outer
+            acc = a if acc is None else acc + a
+            g = w.group_sum(w.y)  # (K, d_y)
+            c = torch.einsum("gi,gab->iab", g, Qt.T @ w.lambdas @ Qt).reshape(-1, k * k)
+            corr = c if corr is None else corr + c
+        return ((acc - corr) / self.n_steps).reshape(-1, k, k).cpu().numpy()
+
+    def instrument_moments(
+        self, A_hat: np.ndarray, Wpinv: np.ndarray, score_order: int, direction: str = "past"
+    ) -> dict[str, np.ndarray]:
+        """Moments of the instrument equations for the scales and the recurrent matrix.
+
+        ``A_hat`` (d_h, d_x): unit input directions; ``Wpinv`` (d_y, d_h): so that
+        ``ytil_t = y_t @ Wpinv``; ``score_order``: 1 (quadratic activation) or 2 (cubic).
+        ``direction="past"``: instruments ``phi_t = [1, x_{t-1}, x_{t-2}, (A_hat x_{t-1})^2]``
+        and lagged outputs ``ytil_{t-1}``; ``"future"`` mirrors them in time (BRNN
+        backward chain). Returns ``phi`` = E[phi] (m,), ``phi_x`` = E[phi x_t^T] (m, d_x),
+        ``phi_lag`` = E[phi ytil_lag^T] (m, d_h), ``r`` (m, d_h) with column j
+        ``E[phi ytil_{t,j} S(a_j, ..., a_j)]`` for the score of that order.
+        """
+        Ah, Wp = self._to(A_hat), self._to(Wpinv)
+        sums: dict[str, torch.Tensor] = {}
+
+        def add(name: str, val: torch.Tensor) -> None:
+            sums[name] = val if name not in sums else sums[name] + val
+
+        for w in self.windows():
+            if direction == "past":
+                x1, x2, ylag = w.x_prev, w.x_prev2, w.y_prev
+            else:
+                x1, x2, ylag = self._future(w)
+            phi = torch.cat([torch.ones_like(x1[:, :1]), x1, x2, (x1 @ Ah.T) ** 2], dim=1)
+            yt = w.y @ Wp  # (m, d_h)
+            sa = w.s @ Ah.T  # (m, d_h): s . a_j
+            if score_order == 1:
+                sc = sa
+            elif score_order == 2:
+                quad = torch.einsum("ja,gab,jb->gj", Ah, w.lambdas, Ah)  # (K, d_h)
+                sc = sa**2 - quad[w.group]
+            else:
+                raise ValueError("score_order must be 1 or 2")
+            add("phi", phi.sum(0))
+            add("phi_x", phi.T @ w.x)
+            add("phi_lag", phi.T @ (ylag @ Wp))
+            add("r", phi.T @ (yt * sc))
+        return {k: (v / self.n_steps).cpu().numpy() for k, v in sums.items()}
+
+    @staticmethod
+    def _future(w: Window) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        raise NotImplementedError  # the BRNN backward chain extends this
+
+
+def cross_moment(
+    X: np.ndarray,
+    Y: np.ndarray,
+    process: MarkovProcess,
+    lengths: np.ndarray | None = None,
+    order: int = 2,
+    two_sided: bool = False,
+    device: str = "cpu",
+) -> np.ndarray:
+    """The dense tensor ``E[y_t (x) S_order(x_t | ...)]``: (d_y, d_x, d_x) for order 2,
+    (d_y, d_x, d_x, d_x) for order 3. Cost ``O(N d_y d_x^order)``: small problems and tests."""
+    stream = StepStream(X, Y, lengths, process, two_sided=two_sided, device=device)
+    d = X.shape[2]
+    acc = None
+    for w in stream.windows():
+        s, y, L = w.s, w.y, w.lambdas[w.group]  # L: (m, d, d)
+        if order == 1:
+            S = s
+        elif order == 2:
+            S = s[:, :, None] * s[:, None, :] - L
+        elif order == 3:
+            sss = s[:, :, None, None] * s[:, None, :, None] * s[:, None, None, :]
+            S = (sss - s[:, :, None, None] * L[:, None, :, :] - s[:, None, :, None] * L[:, :, None, :]
+                 - s[:, None, None, :] * L[:, :, :, None])
+        else:
+            raise ValueError("order must be 1, 2 or 3")
+        a = y.T @ S.reshape(S.shape[0], -1)
+        acc = a if acc is None else acc + a
+    return (acc / stream.n_steps).reshape((Y.shape[2],) + (d,) * order).cpu().numpy()
