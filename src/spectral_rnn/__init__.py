@@ -10,7 +10,7 @@ Where things are:
 from ._checks import DivergenceError, IllConditionedError, InputError, SpectralRNNError
 from .activations import Polynomial
 from .decomposition import CPDecomposer, Decomposition, decompose, decompose_projected
-from .estimators import SpectralIORNN
+from .estimators import SpectralBRNN, SpectralIORNN
 from .metrics import match_units, parameter_errors, prediction_error
 from .models import BRNN, IORNN
 from .moments import StepStream, cross_moment
@@ -29,6 +29,7 @@ __all__ = [
     "InputError",
     "MarkovProcess",
     "Polynomial",
+    "SpectralBRNN",
     "SpectralIORNN",
     "SpectralRNNError",
     "StepStream",

@@ -32,11 +32,11 @@ from ._checks import (
 )
 from .activations import Polynomial, as_polynomial
 from .decomposition import CPDecomposer
-from .models import IORNN
+from .models import BRNN, IORNN
 from .moments import CHUNK_STEPS, StepStream
 from .processes import GaussianAR1, MarkovProcess
 
-__all__ = ["SpectralIORNN", "solve_scales_and_recurrence", "check_activation"]
+__all__ = ["SpectralIORNN", "SpectralBRNN", "solve_scales_and_recurrence", "check_activation", "output_pinv"]
 
 #: condition number above which a linear system of the estimator is declared singular
 MAX_COND = 1e8
@@ -105,6 +105,16 @@ def solve_scales_and_recurrence(
     return A1, U, A2, mu
 
 
+def output_pinv(W: np.ndarray) -> np.ndarray:
+    """``pinv(W)`` (d_y, d_h), so that ``ytil_t = y_t @ pinv(W)``; raises if W is rank-deficient."""
+    sv = np.linalg.svd(W, compute_uv=False)
+    if sv[-1] <= sv[0] / MAX_COND:
+        raise IllConditionedError(
+            "the output directions of the hidden units are (near) collinear: A2 is not of full row rank"
+        )
+    return np.linalg.pinv(W)
+
+
 class _Progress:
     """A tqdm bar over the steps of all passes, shown only if a fit lasts > 1 s."""
 
@@ -125,7 +135,78 @@ class _Progress:
 
 
 class _SpectralBase:
-    """Validation, input process, streaming and the projected decomposition shared by the estimators."""
+    """Hyper-parameters, validation, input process, streaming and the projected
+    decomposition shared by the estimators."""
+
+    def __init__(
+        self,
+        hidden_size: int,
+        activation: Polynomial | Sequence[float] | str = (0.0, 1.0, 0.5),
+        process: MarkovProcess | None = None,
+        decomposer: CPDecomposer | None = None,
+        device: str = "cpu",
+        dtype: torch.dtype = torch.float64,
+        chunk_steps: int = CHUNK_STEPS,
+        random_state: int | np.random.Generator | None = None,
+        progress: bool = False,
+    ) -> None:
+        self.hidden_size = hidden_size
+        self.activation = activation
+        self.process = process
+        self.decomposer = decomposer
+        self.device = device
+        self.dtype = dtype
+        self.chunk_steps = chunk_steps
+        self.random_state = random_state
+        self.progress = progress
+
+    # the recipe both estimators follow; subclasses fill in _fit_components
+    _two_sided = False
+    _chains = 1
+
+    def fit(self, X: object, Y: object, lengths: object = None):
+        """Fit from inputs ``X`` (n_sequences, T, d_x) and outputs ``Y`` (n_sequences, T, d_y).
+
+        ``lengths`` (n_sequences,) marks ragged sequences; steps past it are ignored.
+        Returns ``self``.
+        """
+        t_start = time.perf_counter()
+        f = as_polynomial(self.activation)
+        check_activation(f)
+        X, Y, lengths = self._check_data(X, Y, lengths)
+        n_steps = int(X.shape[0] * X.shape[1] if lengths is None else lengths.sum())
+        n_components = self._chains * self.hidden_size if isinstance(self.hidden_size, (int, np.integer)) else 0
+        self._check_sizes(X.shape[2], Y.shape[2], n_steps, n_components)
+        device = resolve_device(self.device)
+        rng = check_random_state(self.random_state)
+        timings: dict[str, float] = {}
+
+        t0 = time.perf_counter()
+        proc = self._fit_process(X, lengths)
+        timings["process"] = time.perf_counter() - t0
+
+        oversample = getattr(self.decomposer, "oversample", 6)
+        n_passes = self._n_passes + (n_components + oversample < X.shape[2])
+        bar = _Progress(self.progress, n_passes * n_steps, "spectral fit")
+        try:
+            stream = StepStream(X, Y, lengths, proc, two_sided=self._two_sided, device=device, dtype=self.dtype,
+                                chunk_steps=self.chunk_steps, progress=bar)
+            t0 = time.perf_counter()
+            dec = self._decompose(stream, n_components, rng)
+            timings["decomposition"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            self.model_ = self._fit_components(stream, dec, f)
+            timings["recurrence"] = time.perf_counter() - t0
+        finally:
+            bar.close()
+        self.process_ = proc
+        for name in self.model_._names:
+            setattr(self, name + "_", getattr(self.model_, name))
+        self.gap_ = dec.gap
+        self.n_steps_ = n_steps
+        timings["total"] = time.perf_counter() - t_start
+        self.timings_ = timings
+        return self
 
     def _check_data(self, X: object, Y: object, lengths: object) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         X = as_sequences(X, "inputs")
@@ -214,81 +295,59 @@ class SpectralIORNN(_SpectralBase):
     moment tensor at rank d_h), ``n_steps_``, ``timings_`` (seconds per stage).
     """
 
-    def __init__(
-        self,
-        hidden_size: int,
-        activation: Polynomial | Sequence[float] | str = (0.0, 1.0, 0.5),
-        process: MarkovProcess | None = None,
-        decomposer: CPDecomposer | None = None,
-        device: str = "cpu",
-        dtype: torch.dtype = torch.float64,
-        chunk_steps: int = CHUNK_STEPS,
-        random_state: int | np.random.Generator | None = None,
-        progress: bool = False,
-    ) -> None:
-        self.hidden_size = hidden_size
-        self.activation = activation
-        self.process = process
-        self.decomposer = decomposer
-        self.device = device
-        self.dtype = dtype
-        self.chunk_steps = chunk_steps
-        self.random_state = random_state
-        self.progress = progress
+    _n_passes = 2
 
-    def fit(self, X: object, Y: object, lengths: object = None) -> "SpectralIORNN":
-        """Fit from inputs ``X`` (n_sequences, T, d_x) and outputs ``Y`` (n_sequences, T, d_y).
-
-        ``lengths`` (n_sequences,) marks ragged sequences; steps past it are ignored.
-        Returns ``self``.
-        """
-        t_start = time.perf_counter()
-        f = as_polynomial(self.activation)
-        check_activation(f)
-        X, Y, lengths = self._check_data(X, Y, lengths)
-        n_steps = int(X.shape[0] * X.shape[1] if lengths is None else lengths.sum())
-        self._check_sizes(X.shape[2], Y.shape[2], n_steps, self.hidden_size)
-        device = resolve_device(self.device)
-        rng = check_random_state(self.random_state)
-        timings: dict[str, float] = {}
-
-        t0 = time.perf_counter()
-        proc = self._fit_process(X, lengths)
-        timings["process"] = time.perf_counter() - t0
-
-        n_passes = 2 + (self.hidden_size + getattr(self.decomposer, "oversample", 6) < X.shape[2])
-        bar = _Progress(self.progress, n_passes * n_steps, "spectral fit")
-        try:
-            stream = StepStream(X, Y, lengths, proc, device=device, dtype=self.dtype,
-                                chunk_steps=self.chunk_steps, progress=bar)
-            t0 = time.perf_counter()
-            dec = self._decompose(stream, self.hidden_size, rng)
-            timings["decomposition"] = time.perf_counter() - t0
-
-            t0 = time.perf_counter()
-            Wpinv = self._output_pinv(dec.W)
-            mom = stream.instrument_moments(dec.A, Wpinv, score_order=f.degree - 1)
-            A1, U, A2, mu = solve_scales_and_recurrence(mom, dec.A, dec.W, f)
-            timings["recurrence"] = time.perf_counter() - t0
-        finally:
-            bar.close()
-
-        self.process_ = proc
-        self.model_ = IORNN(A1, U, A2, f)
-        self.A1_, self.U_, self.A2_ = self.model_.A1, self.model_.U, self.model_.A2
+    def _fit_components(self, stream: StepStream, dec, f: Polynomial) -> IORNN:
+        Wpinv = output_pinv(dec.W)
+        mom = stream.instrument_moments(dec.A, Wpinv, score_order=f.degree - 1)
+        A1, U, A2, mu = solve_scales_and_recurrence(mom, dec.A, dec.W, f)
         self.mu_ = mu
-        self.gap_ = dec.gap
-        self.n_steps_ = n_steps
-        timings["total"] = time.perf_counter() - t_start
-        self.timings_ = timings
-        return self
+        return IORNN(A1, U, A2, f)
 
-    @staticmethod
-    def _output_pinv(W: np.ndarray) -> np.ndarray:
-        """``pinv(W)`` (d_y, d_h), so that ``ytil_t = y_t @ pinv(W)``; raises if W is rank-deficient."""
-        sv = np.linalg.svd(W, compute_uv=False)
-        if sv[-1] <= sv[0] / MAX_COND:
+
+
+class SpectralBRNN(_SpectralBase):
+    """Learn a bidirectional RNN (DESIGN.md section 1) by the method of moments.
+
+    ``h_t = f(A1 x_t + U h_{t-1})``, ``z_t = f(B1 x_t + V z_{t+1})``,
+    ``y_t = A2^T h_t + B2^T z_t + noise``. Same parameters as :class:`SpectralIORNN`;
+    ``hidden_size`` is the number of units per direction (``2 hidden_size <= d_x, d_y``).
+
+    The moment tensor with the two-sided score of each input (the score of ``x_t``
+    given all other inputs) has ``2 hidden_size`` components. Forward units are told
+    from backward ones by the mean derivative of their output in ``x_{t-1}`` versus
+    ``x_{t+1}`` (:meth:`StepStream.lag_score_moments`); U then comes from past-only
+    instruments and V from future-only ones.
+
+    Fitted attributes: ``model_`` (:class:`BRNN`), ``A1_, U_, A2_, B1_, V_, B2_``,
+    ``process_``, ``mu_`` (forward then backward units), ``gap_``, ``separation_``
+    (per component, the share of its lag derivative that looks to the past: near 1
+    for forward units, near 0 for backward ones), ``n_steps_``, ``timings_``.
+    """
+
+    _two_sided = True
+    _chains = 2
+    _n_passes = 4
+
+    def _fit_components(self, stream: StepStream, dec, f: Polynomial) -> BRNN:
+        d_h = self.hidden_size
+        Wpinv = output_pinv(dec.W)
+        lag = stream.lag_score_moments(Wpinv, lags=(1, -1))
+        past = np.sum(lag[1] ** 2, axis=1)
+        future = np.sum(lag[-1] ** 2, axis=1)
+        share = past / (past + future + 1e-300)
+        order = np.argsort(-share)
+        fwd, bwd = np.sort(order[:d_h]), np.sort(order[d_h:])
+        self.separation_ = share
+        if share[fwd].min() <= 0.5 or share[bwd].max() >= 0.5:
             raise IllConditionedError(
-                "the output directions of the hidden units are (near) collinear: A2 is not of full row rank"
+                f"could not split the {2 * d_h} components into {d_h} forward and {d_h} backward units "
+                f"(past shares {np.array2string(np.sort(share)[::-1], precision=2)}): the data may come from a "
+                "unidirectional RNN, or the recurrences are too weak to tell the directions apart"
             )
-        return np.linalg.pinv(W)
+        mom_f = stream.instrument_moments(dec.A[fwd], Wpinv[:, fwd], score_order=f.degree - 1, direction="past")
+        mom_b = stream.instrument_moments(dec.A[bwd], Wpinv[:, bwd], score_order=f.degree - 1, direction="future")
+        A1, U, A2, mu_f = solve_scales_and_recurrence(mom_f, dec.A[fwd], dec.W[fwd], f)
+        B1, V, B2, mu_b = solve_scales_and_recurrence(mom_b, dec.A[bwd], dec.W[bwd], f)
+        self.mu_ = np.concatenate([mu_f, mu_b])
+        return BRNN(A1, U, A2, B1, V, B2, f)

@@ -41,19 +41,23 @@ class Window:
     """The valid steps of one chunk, flattened to ``m`` rows.
 
     Attributes are computed on first use: ``x``, ``x_prev``, ``x_prev2`` (m, d_x);
-    ``y``, ``y_prev`` (m, d_y); ``s`` (m, d_x) and ``group`` (m,) of the process's
+    ``x_next``, ``x_next2``; ``y``, ``y_prev``, ``y_next`` (m, d_y); ``s`` (m, d_x) and ``group`` (m,) of the process's
     score; ``lambdas`` (K, d_x, d_x). Quantities before the first step are zero
     (``h_0 = 0``, and a constant is a valid instrument).
     """
 
     def __init__(self, stream: "StepStream", X: torch.Tensor, Y: torch.Tensor | None, mask: torch.Tensor,
-                 lengths: torch.Tensor | None, t0: int, first_col: int) -> None:
+                 lengths: torch.Tensor | None, t0: int) -> None:
         self._stream, self._X, self._Y, self._mask, self._lengths, self._t0 = stream, X, Y, mask, lengths, t0
-        self._first_col = first_col  # window column of absolute step 0 (or -1)
 
     def _shift(self, A: torch.Tensor, k: int) -> torch.Tensor:
+        """``A`` at step ``t - k`` for every valid step ``t`` (zero outside the sequence:
+        padding is zeroed before a window is made)."""
         out = torch.zeros_like(A)
-        out[:, k:] = A[:, :-k]
+        if k > 0:
+            out[:, k:] = A[:, :-k]
+        else:
+            out[:, :k] = A[:, -k:]
         return out[self._mask]
 
     @cached_property
@@ -77,20 +81,33 @@ class Window:
         return self._shift(self._Y, 1)
 
     @cached_property
+    def x_next(self) -> torch.Tensor:
+        return self._shift(self._X, -1)
+
+    @cached_property
+    def x_next2(self) -> torch.Tensor:
+        return self._shift(self._X, -2)
+
+    @cached_property
     def y_next(self) -> torch.Tensor:
-        out = torch.zeros_like(self._Y)
-        out[:, :-1] = self._Y[:, 1:]
-        if self._lengths is not None:  # y_{T+1} = 0 past each sequence's end
-            t = torch.arange(self._t0, self._t0 + self._Y.shape[1], device=self._Y.device)
-            out = out * (t[None, :] + 1 < self._lengths[:, None]).unsqueeze(-1)
-        return out[self._mask]
+        return self._shift(self._Y, -1)
+
+    @cached_property
+    def _score_window(self):
+        return self._stream.process.score_terms(self._X, self._lengths, t0=self._t0, two_sided=self._stream.two_sided)
 
     @cached_property
     def _scores(self):
-        s, group, lambdas = self._stream.process.score_terms(
-            self._X, self._lengths, t0=self._t0, two_sided=self._stream.two_sided
-        )
+        s, group, lambdas = self._score_window
         return s[self._mask], group[self._mask], lambdas
+
+    def s_lag(self, k: int) -> torch.Tensor:
+        """The score of ``x_{t-k}`` at every valid step ``t`` (zero where that step does not exist)."""
+        s = self._score_window[0]
+        if self._lengths is not None:  # the score is meaningless on padding
+            t = torch.arange(self._t0, self._t0 + s.shape[1], device=s.device)
+            s = s * (t[None, :] < self._lengths[:, None]).unsqueeze(-1)
+        return self._shift(s, k)
 
     @property
     def s(self) -> torch.Tensor:
@@ -155,7 +172,7 @@ class StepStream:
     def windows(self):
         """Yield a :class:`Window` per chunk (valid, owned steps only)."""
         n, T, _ = self.X.shape
-        for rows, w0, w1, o0, o1 in iter_windows(n, T, self.chunk_steps, before=2, after=1):
+        for rows, w0, w1, o0, o1 in iter_windows(n, T, self.chunk_steps, before=2, after=2):
             Xw = self._to(self.X[rows, w0:w1])
             Yw = None if self.Y is None else self._to(self.Y[rows, w0:w1])
             W = w1 - w0
@@ -172,7 +189,7 @@ class StepStream:
                     Yw = Yw.masked_fill(~valid.unsqueeze(-1), 0.0)
             elif w1 < T:  # a window cut in time: mark its real end for the two-sided score
                 Lw = torch.full((Xw.shape[0],), T, device=self.device)
-            win = Window(self, Xw, Yw, mask, Lw, w0, 0 if w0 == 0 else -1)
+            win = Window(self, Xw, Yw, mask, Lw, w0)
             yield win
             if self.progress is not None:
                 self.progress(win.n)
@@ -232,8 +249,10 @@ class StepStream:
         for w in self.windows():
             if direction == "past":
                 x1, x2, ylag = w.x_prev, w.x_prev2, w.y_prev
+            elif direction == "future":
+                x1, x2, ylag = w.x_next, w.x_next2, w.y_next
             else:
-                x1, x2, ylag = self._future(w)
+                raise ValueError("direction must be 'past' or 'future'")
             phi = torch.cat([torch.ones_like(x1[:, :1]), x1, x2, (x1 @ Ah.T) ** 2], dim=1)
             yt = w.y @ Wp  # (m, d_h)
             sa = w.s @ Ah.T  # (m, d_h): s . a_j
@@ -250,9 +269,19 @@ class StepStream:
             add("r", phi.T @ (yt * sc))
         return {k: (v / self.n_steps).cpu().numpy() for k, v in sums.items()}
 
-    @staticmethod
-    def _future(w: Window) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        raise NotImplementedError  # the BRNN backward chain extends this
+    def lag_score_moments(self, Wpinv: np.ndarray, lags: tuple[int, ...] = (1, -1)) -> dict[int, np.ndarray]:
+        """``E[ytil_t (x) S_1(x_{t-k})]`` for each lag ``k`` in ``lags``: (d_h, d_x) each,
+        with ``ytil_t = y_t @ Wpinv``. With the two-sided score this is the mean
+        derivative of ``ytil_t`` in ``x_{t-k}`` (Stein): zero for units that do not
+        see that input, which tells forward from backward units."""
+        Wp = self._to(Wpinv)
+        sums: dict[int, torch.Tensor] = {}
+        for w in self.windows():
+            yt = w.y @ Wp
+            for k in lags:
+                v = yt.T @ w.s_lag(k)
+                sums[k] = v if k not in sums else sums[k] + v
+        return {k: (v / self.n_steps).cpu().numpy() for k, v in sums.items()}
 
 
 def cross_moment(
