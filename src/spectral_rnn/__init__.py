@@ -9,6 +9,7 @@ Where things are:
 
 from ._checks import DivergenceError, IllConditionedError, InputError, SpectralRNNError
 from .activations import Polynomial
+from .datasets import PlantedProblem, make_planted
 from .decomposition import CPDecomposer, Decomposition, decompose, decompose_projected
 from .estimators import SpectralBRNN, SpectralIORNN
 from .metrics import match_units, parameter_errors, prediction_error
@@ -28,6 +29,7 @@ __all__ = [
     "IllConditionedError",
     "InputError",
     "MarkovProcess",
+    "PlantedProblem",
     "Polynomial",
     "SpectralBRNN",
     "SpectralIORNN",
@@ -36,6 +38,7 @@ __all__ = [
     "cross_moment",
     "decompose",
     "decompose_projected",
+    "make_planted",
     "match_units",
     "parameter_errors",
     "prediction_error",

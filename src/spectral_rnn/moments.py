@@ -40,6 +40,8 @@ CHUNK_STEPS = 1 << 16
 class Window:
     """The valid steps of one chunk, flattened to ``m`` rows.
 
+    ``mask`` (n, W) marks the valid steps the chunk owns (``None``: all of them).
+
     Attributes are computed on first use: ``x``, ``x_prev``, ``x_prev2`` (m, d_x);
     ``x_next``, ``x_next2``; ``y``, ``y_prev``, ``y_next`` (m, d_y); ``s`` (m, d_x) and ``group`` (m,) of the process's
     score; ``lambdas`` (K, d_x, d_x). Quantities before the first step are zero
@@ -58,11 +60,17 @@ class Window:
             out[:, k:] = A[:, :-k]
         else:
             out[:, :k] = A[:, -k:]
-        return out[self._mask]
+        return self._take(out)
+
+    def _take(self, A: torch.Tensor) -> torch.Tensor:
+        """Rows of the valid, owned steps of a per-step window array (n, W, ...) -> (m, ...)."""
+        if self._mask is None:  # every step of the window counts: a view, no copy
+            return A.reshape((-1,) + A.shape[2:])
+        return A[self._mask]
 
     @cached_property
     def x(self) -> torch.Tensor:
-        return self._X[self._mask]
+        return self._take(self._X)
 
     @cached_property
     def x_prev(self) -> torch.Tensor:
@@ -74,7 +82,7 @@ class Window:
 
     @cached_property
     def y(self) -> torch.Tensor:
-        return self._Y[self._mask]
+        return self._take(self._Y)
 
     @cached_property
     def y_prev(self) -> torch.Tensor:
@@ -99,7 +107,7 @@ class Window:
     @cached_property
     def _scores(self):
         s, group, lambdas = self._score_window
-        return s[self._mask], group[self._mask], lambdas
+        return self._take(s), self._take(group), lambdas
 
     def s_lag(self, k: int) -> torch.Tensor:
         """The score of ``x_{t-k}`` at every valid step ``t`` (zero where that step does not exist)."""
@@ -123,7 +131,7 @@ class Window:
 
     @property
     def n(self) -> int:
-        return int(self._mask.sum())
+        return self._X.shape[0] * self._X.shape[1] if self._mask is None else int(self._mask.sum())
 
     def group_sum(self, A: torch.Tensor) -> torch.Tensor:
         """Per-group column sums of ``A`` (m, p) -> (K, p)."""
@@ -176,14 +184,16 @@ class StepStream:
             Xw = self._to(self.X[rows, w0:w1])
             Yw = None if self.Y is None else self._to(self.Y[rows, w0:w1])
             W = w1 - w0
-            own = torch.zeros(W, dtype=torch.bool, device=self.device)
-            own[o0:o1] = True
-            mask = own.expand(Xw.shape[0], W)
+            mask = None  # None: every step of the window counts
+            if (o0, o1) != (0, W):
+                mask = torch.zeros(W, dtype=torch.bool, device=self.device)
+                mask[o0:o1] = True
+                mask = mask.expand(Xw.shape[0], W)
             Lw = None
             if self.lengths is not None:
                 Lw = torch.as_tensor(self.lengths[rows], device=self.device)
                 valid = torch.arange(w0, w1, device=self.device)[None, :] < Lw[:, None]
-                mask = mask & valid
+                mask = valid if mask is None else mask & valid
                 Xw = Xw.masked_fill(~valid.unsqueeze(-1), 0.0)  # padding is never read
                 if Yw is not None:
                     Yw = Yw.masked_fill(~valid.unsqueeze(-1), 0.0)

@@ -1,0 +1,84 @@
+"""Planted problems: data drawn from a known model, for tests, examples and benchmarks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._checks import DivergenceError, InputError, check_random_state
+from .activations import Polynomial
+from .models import BRNN, IORNN
+from .processes import GaussianAR1
+
+__all__ = ["PlantedProblem", "make_planted"]
+
+
+@dataclass
+class PlantedProblem:
+    """A known model, its input process and data drawn from them.
+
+    ``X`` (n_sequences, length, d_x), ``Y`` (n_sequences, length, d_y);
+    ``redraws``: how many model draws were rejected because the polynomial
+    recursion diverged on these inputs (see :func:`make_planted`).
+    """
+
+    process: GaussianAR1
+    model: IORNN | BRNN
+    X: np.ndarray
+    Y: np.ndarray
+    noise_std: float
+    redraws: int
+
+    def held_out(self, n_sequences: int, random_state: int | np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Fresh inputs and the true conditional mean of their outputs (no noise)."""
+        X = self.process.sample(n_sequences, self.X.shape[1], random_state=random_state)
+        return X, self.model.predict(X)
+
+
+def make_planted(
+    kind: str = "iornn",
+    d_x: int = 10,
+    d_h: int = 4,
+    d_y: int = 8,
+    n_steps: int = 100_000,
+    length: int = 10,
+    activation: Polynomial | Sequence[float] | str = (0.0, 1.0, 0.5),
+    recurrent_norm: float = 0.3,
+    input_std: float = 0.4,
+    output_std: float | None = None,
+    noise_std: float = 0.1,
+    rho: float = 0.5,
+    random_state: int | np.random.Generator | None = None,
+    max_redraws: int = 20,
+) -> PlantedProblem:
+    """Draw a planted IO-RNN (``kind="iornn"``) or BRNN (``"brnn"``, ``d_h`` units per
+    direction) and ``n_steps`` time steps of data in sequences of ``length``.
+
+    Inputs follow :meth:`GaussianAR1.random` (``rho``; unit stationary variance);
+    weights follow :meth:`IORNN.random` / :meth:`BRNN.random`; outputs get i.i.d.
+    ``N(0, noise_std^2)`` noise. Polynomial recursions are not globally stable: with
+    heavy enough inputs some weight draws blow up on some sequence. Such a draw is
+    rejected and the weights drawn again (at most ``max_redraws`` times; the count is
+    in ``redraws``), so the data always follow the returned model exactly.
+    """
+    if kind not in ("iornn", "brnn"):
+        raise InputError(f"kind must be 'iornn' or 'brnn', got {kind!r}")
+    if n_steps < length:
+        raise InputError(f"n_steps ({n_steps}) must be at least one sequence of length {length}")
+    rng = check_random_state(random_state)
+    process = GaussianAR1.random(d_x, rho=rho, random_state=rng)
+    X = process.sample(n_steps // length, length, random_state=rng)
+    cls = IORNN if kind == "iornn" else BRNN
+    for redraws in range(max_redraws + 1):
+        model = cls.random(d_x, d_h, d_y, activation=activation, recurrent_norm=recurrent_norm,
+                           input_std=input_std, output_std=output_std, random_state=rng)
+        try:
+            Y = model.simulate(X, noise_std=noise_std, random_state=rng)
+        except DivergenceError:
+            continue
+        return PlantedProblem(process, model, X, Y, noise_std, redraws)
+    raise DivergenceError(
+        f"every one of {max_redraws + 1} planted models diverged on these inputs: use smaller weights or inputs"
+    )
