@@ -51,10 +51,15 @@ def check_activation(f: Polynomial) -> None:
         )
     if f.degree > 3:
         raise InputError(f"activation {f.to_string()!r} has degree {f.degree}: degrees 2 and 3 are supported")
-    if f.coef(f.degree - 2 + 1) == 0.0 or (f.degree == 2 and f.coef(1) == 0.0):
+    if f.degree == 2 and f.coef(1) == 0.0:
         raise InputError(
-            f"activation {f.to_string()!r}: the coefficient c{f.degree - 1} must be non-zero; without it a per-unit "
-            "rescaling of A1, U and A2 leaves the outputs unchanged, so no data can fix the scales"
+            f"activation {f.to_string()!r}: c1 must be non-zero; without it a per-unit rescaling of A1, U and A2 "
+            "leaves the outputs unchanged, so no data can fix the scales"
+        )
+    if f.degree == 3 and f.coef(2) == 0.0:
+        raise InputError(
+            f"activation {f.to_string()!r}: a cubic needs c2 != 0 here; the scale equations use the second-order "
+            "score and are homogeneous without it (odd cubic activations are not supported)"
         )
 
 
