@@ -229,8 +229,7 @@ class StepStream:
         corr = None
         for w in self.windows():
             sq = w.s @ Qt  # (m, k)
-            outer = (sq.unsqueeze(2) * sq.unsqueeze(1)).reshape(-1, k * k)
-            a = w.y.T @ outer
+            a = torch.einsum("ti,ta,tb->iab", w.y, sq, sq).reshape(-1, k * k)  # no (m, k, k) temporary
             acc = a if acc is None else acc + a
             g = w.group_sum(w.y)  # (K, d_y)
             c = torch.einsum("gi,gab->iab", g, Qt.T @ w.lambdas @ Qt).reshape(-1, k * k)
