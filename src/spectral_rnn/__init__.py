@@ -12,6 +12,7 @@ from .activations import Polynomial
 from .datasets import PlantedProblem, make_planted
 from .decomposition import CPDecomposer, Decomposition, decompose, decompose_projected
 from .estimators import SpectralBRNN, SpectralIORNN
+from .io import load_data, load_model, save_data, save_model
 from .metrics import match_units, parameter_errors, prediction_error
 from .models import BRNN, IORNN
 from .moments import StepStream, cross_moment
@@ -38,8 +39,12 @@ __all__ = [
     "cross_moment",
     "decompose",
     "decompose_projected",
+    "load_data",
+    "load_model",
     "make_planted",
     "match_units",
     "parameter_errors",
     "prediction_error",
+    "save_data",
+    "save_model",
 ]
