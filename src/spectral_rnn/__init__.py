@@ -17,21 +17,27 @@ from .metrics import match_units, parameter_errors, prediction_error
 from .models import BRNN, IORNN
 from .moments import StepStream, cross_moment
 from .processes import GaussianAR1, MarkovProcess
+from .compare import Comparison, run_comparison
+from .refine import History, refine, train_bptt
+from .torch_export import PolynomialRNN, from_torch, to_torch
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BRNN",
     "CPDecomposer",
+    "Comparison",
     "Decomposition",
     "DivergenceError",
     "GaussianAR1",
+    "History",
     "IORNN",
     "IllConditionedError",
     "InputError",
     "MarkovProcess",
     "PlantedProblem",
     "Polynomial",
+    "PolynomialRNN",
     "SpectralBRNN",
     "SpectralIORNN",
     "SpectralRNNError",
@@ -39,12 +45,17 @@ __all__ = [
     "cross_moment",
     "decompose",
     "decompose_projected",
+    "from_torch",
     "load_data",
     "load_model",
     "make_planted",
     "match_units",
     "parameter_errors",
     "prediction_error",
+    "refine",
+    "run_comparison",
     "save_data",
     "save_model",
+    "to_torch",
+    "train_bptt",
 ]

@@ -39,7 +39,7 @@ DIVERGENCE_LIMIT = 1e6
 def _as_matrix(a: object, name: str, shape: tuple[int | None, int | None]) -> np.ndarray:
     arr = np.array(a, dtype=np.float64)  # always a fresh, contiguous copy
     if arr.ndim != 2 or any(s is not None and s != d for s, d in zip(shape, arr.shape)):
-        want = tuple("?" if s is None else s for s in shape)
+        want = "(" + ", ".join("?" if s is None else str(s) for s in shape) + ")"
         raise InputError(f"{name} must have shape {want}, got {arr.shape}")
     if not np.isfinite(arr).all():
         raise InputError(f"{name} contains NaN or infinite values")
@@ -110,6 +110,12 @@ class _Model:
     def parameters(self) -> dict[str, np.ndarray]:
         """The weight matrices by name (copies)."""
         return {k: getattr(self, k).copy() for k in self._names}
+
+    def to_torch(self, dtype: torch.dtype = torch.float32, device: str | None = None):
+        """This model as a trainable :class:`~spectral_rnn.torch_export.PolynomialRNN` (same outputs as :meth:`predict`)."""
+        from .torch_export import to_torch
+
+        return to_torch(self, dtype=dtype, device=device)
 
     @property
     def d_x(self) -> int:

@@ -1,0 +1,314 @@
+"""Export fitted models to PyTorch: a polynomial-activation RNN as an ``nn.Module``.
+
+:class:`PolynomialRNN` computes exactly what :meth:`IORNN.predict` / :meth:`BRNN.predict`
+compute (the conditional mean of the outputs), batch-first, with ragged batches
+through ``lengths``, and is differentiable, so it can be trained further
+(:mod:`spectral_rnn.refine`) and deployed like any other module.
+
+Parameter names follow :class:`torch.nn.RNN` where they correspond::
+
+    weight_ih_l0          (d_h, d_x)   = A1      weight_ih_l0_reverse  (d_hb, d_x)  = B1
+    weight_hh_l0          (d_h, d_h)   = U       weight_hh_l0_reverse  (d_hb, d_hb) = V
+    weight_out            (d_y, d_h)   = A2^T    weight_out_reverse    (d_y, d_hb)  = B2^T
+
+(the output layers are stored like :class:`torch.nn.Linear` weights, ``out x in``).
+There are no biases, as in the model. The activation coefficients ``(c_0, ..., c_l)``
+are buffers ``coefficients`` and ``coefficients_reverse`` (saved in the state dict,
+not trained).
+
+Speed: the input projection of all steps is one matrix product; only the
+recurrence runs in the Python time loop, inside a custom autograd function whose
+forward runs without graph recording and whose backward is a hand-written loop of two
+tensor operations per step (the derivative of the activation is evaluated for all
+steps at once). On two CPU cores this is about 2x faster per training step than
+letting autograd record the loop; ``torch.jit.script`` of the loop gave no
+measurable gain and ``torch.compile`` was slower to start than it saved on these
+short runs, so neither is used (see ``benchmarks/bench_vs_backprop.py --profile``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from ._checks import InputError
+
+__all__ = ["PolynomialRNN", "to_torch", "from_torch", "run_polynomial_chain"]
+
+
+def _horner(coefs: list[float], u: torch.Tensor) -> torch.Tensor:
+    """``c_0 + c_1 u + ... + c_l u^l`` with Python-float coefficients (few tensor ops)."""
+    deg = len(coefs) - 1
+    if deg == 0:
+        return torch.full_like(u, coefs[0])
+    out = u * coefs[deg]
+    if coefs[deg - 1] != 0.0:
+        out = out + coefs[deg - 1]
+    for k in range(deg - 2, -1, -1):
+        out = out * u
+        if coefs[k] != 0.0:
+            out = out + coefs[k]
+    return out
+
+
+def _derivative(coefs: list[float]) -> list[float]:
+    return [k * coefs[k] for k in range(1, len(coefs))] or [0.0]
+
+
+class _ChainFunction(torch.autograd.Function):
+    """``h_t = m_t f(drive_t + W h_{prev})`` over time, with a hand-written backward.
+
+    ``drive`` (n, T, d_h); ``W`` (d_h, d_h); ``mask`` (n, T, 1) float or ``None``;
+    ``coefs`` Python floats; ``reverse`` runs from the last step to the first.
+    """
+
+    @staticmethod
+    def forward(ctx, drive, W, mask, coefs, reverse):  # type: ignore[override]
+        n, T, dh = drive.shape
+        Wt = W.t()
+        h = drive.new_zeros((n, dh))
+        steps = range(T - 1, -1, -1) if reverse else range(T)
+        pre = [None] * T
+        states = [None] * T
+        for t in steps:
+            u = torch.addmm(drive[:, t], h, Wt)
+            h = _horner(coefs, u)
+            if mask is not None:
+                h = h * mask[:, t]
+            pre[t] = u
+            states[t] = h
+        H = torch.stack(states, dim=1)
+        Upre = torch.stack(pre, dim=1)
+        ctx.save_for_backward(Upre, H, W, mask)
+        ctx.coefs = coefs
+        ctx.reverse = reverse
+        return H
+
+    @staticmethod
+    def backward(ctx, grad_H):  # type: ignore[override]
+        Upre, H, W, mask = ctx.saved_tensors
+        coefs, reverse = ctx.coefs, ctx.reverse
+        n, T, dh = H.shape
+        fp = _horner(_derivative(coefs), Upre)  # f'(u_t) for every step at once
+        if mask is not None:
+            fp = fp * mask
+        grad_H = grad_H.contiguous()
+        G = [None] * T
+        g = None
+        # the chain runs forward (reverse=False) or backward in time; its gradient the other way
+        steps = range(T) if reverse else range(T - 1, -1, -1)
+        for t in steps:
+            gh = grad_H[:, t] if g is None else torch.addmm(grad_H[:, t], g, W)
+            g = gh * fp[:, t]
+            G[t] = g
+        Gd = torch.stack(G, dim=1)
+        grad_W = None
+        if ctx.needs_input_grad[1] and T > 1:
+            # u_t = drive_t + W h_prev(t): h_prev is h_{t-1} (forward) or h_{t+1} (reverse)
+            if reverse:
+                gu, hp = Gd[:, :-1], H[:, 1:]
+            else:
+                gu, hp = Gd[:, 1:], H[:, :-1]
+            grad_W = gu.reshape(-1, dh).t() @ hp.reshape(-1, dh)
+        elif ctx.needs_input_grad[1]:
+            grad_W = torch.zeros_like(W)
+        return Gd, grad_W, None, None, None
+
+
+def _chain_autograd(drive, W, mask, coefs, reverse):
+    """Reference implementation recorded by autograd (supports double backward)."""
+    n, T, dh = drive.shape
+    h = drive.new_zeros((n, dh))
+    states = [None] * T
+    for t in (range(T - 1, -1, -1) if reverse else range(T)):
+        h = _horner(coefs, torch.addmm(drive[:, t], h, W.t()))
+        if mask is not None:
+            h = h * mask[:, t]
+        states[t] = h
+    return torch.stack(states, dim=1)
+
+
+def run_polynomial_chain(
+    drive: torch.Tensor,
+    W: torch.Tensor,
+    coefficients: list[float] | tuple[float, ...],
+    mask: torch.Tensor | None = None,
+    reverse: bool = False,
+    custom_backward: bool = True,
+) -> torch.Tensor:
+    """States of ``h_t = f(drive_t + W h_prev)`` for all steps, ``(n, T, d_h)``.
+
+    ``mask`` (n, T, 1), 1 on valid steps and 0 on padding: states are zero on padding,
+    so a reverse chain starts at each sequence's own last step. ``custom_backward``
+    uses the fast hand-written backward (first derivatives only); ``False`` records the
+    loop with autograd (slower, supports higher derivatives).
+    """
+    coefs = [float(c) for c in coefficients]
+    if drive.shape[1] == 0:
+        return drive.new_zeros(drive.shape)
+    if custom_backward and torch.is_grad_enabled() and (drive.requires_grad or W.requires_grad):
+        return _ChainFunction.apply(drive, W, mask, coefs, reverse)
+    if not torch.is_grad_enabled() or not (drive.requires_grad or W.requires_grad):
+        with torch.no_grad():
+            return _chain_autograd(drive, W, mask, coefs, reverse)
+    return _chain_autograd(drive, W, mask, coefs, reverse)
+
+
+class PolynomialRNN(nn.Module):
+    """Single-layer RNN with a polynomial activation, unidirectional or bidirectional.
+
+    ``h_t = f(W_ih x_t + W_hh h_{t-1})``, ``y_t = W_out h_t`` (plus, bidirectional,
+    ``z_t = g(W_ih_rev x_t + W_hh_rev z_{t+1})`` and ``W_out_rev z_t``); no biases.
+
+    Parameters
+    ----------
+    input_size, hidden_size, output_size: ``d_x``, ``d_h``, ``d_y``.
+    coefficients: ``(c_0, ..., c_l)`` of ``f``.
+    bidirectional: add the backward chain.
+    coefficients_reverse: of ``g`` (default: those of ``f``).
+    hidden_size_reverse: units of the backward chain (default ``hidden_size``).
+    custom_backward: use the fast hand-written backward of the recurrence.
+    dtype, device: of the parameters. Weights start at zero: load them with
+        :func:`to_torch`, ``load_state_dict`` or :meth:`reset_parameters`.
+
+    ``forward(x, lengths=None)``: ``x`` (n, T, d_x), ``lengths`` (n,) -> outputs
+    (n, T, d_y), zero on padding (padding inputs are never read).
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        output_size: int,
+        coefficients,
+        bidirectional: bool = False,
+        coefficients_reverse=None,
+        hidden_size_reverse: int | None = None,
+        custom_backward: bool = True,
+        dtype: torch.dtype = torch.float32,
+        device: str | torch.device | None = None,
+    ) -> None:
+        super().__init__()
+        for name, v in (("input_size", input_size), ("hidden_size", hidden_size), ("output_size", output_size)):
+            if not isinstance(v, (int, np.integer)) or v < 1:
+                raise InputError(f"{name} must be a positive integer, got {v!r}")
+        self.input_size, self.hidden_size, self.output_size = int(input_size), int(hidden_size), int(output_size)
+        self.bidirectional = bool(bidirectional)
+        self.custom_backward = custom_backward
+        kw = {"dtype": dtype, "device": device}
+        self.weight_ih_l0 = nn.Parameter(torch.zeros(hidden_size, input_size, **kw))
+        self.weight_hh_l0 = nn.Parameter(torch.zeros(hidden_size, hidden_size, **kw))
+        self.weight_out = nn.Parameter(torch.zeros(output_size, hidden_size, **kw))
+        self.register_buffer("coefficients", torch.tensor([float(c) for c in coefficients], **kw))
+        if self.bidirectional:
+            hb = hidden_size if hidden_size_reverse is None else int(hidden_size_reverse)
+            self.hidden_size_reverse = hb
+            self.weight_ih_l0_reverse = nn.Parameter(torch.zeros(hb, input_size, **kw))
+            self.weight_hh_l0_reverse = nn.Parameter(torch.zeros(hb, hb, **kw))
+            self.weight_out_reverse = nn.Parameter(torch.zeros(output_size, hb, **kw))
+            cr = coefficients if coefficients_reverse is None else coefficients_reverse
+            self.register_buffer("coefficients_reverse", torch.tensor([float(c) for c in cr], **kw))
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}, {self.output_size}, coefficients={self.coefficients.tolist()}"
+        if self.bidirectional:
+            s += f", bidirectional=True, hidden_size_reverse={self.hidden_size_reverse}"
+        return s
+
+    @torch.no_grad()
+    def reset_parameters(self, scale: float = 1.0, generator: torch.Generator | None = None) -> None:
+        """PyTorch's standard RNN initialisation, times ``scale``.
+
+        As :class:`torch.nn.RNN`: recurrent-layer weights ``U(-k, k)``, ``k = 1/sqrt(hidden_size)``;
+        as :class:`torch.nn.Linear`: output weights ``U(-k, k)``, ``k = 1/sqrt(fan_in)``
+        (``fan_in`` = all hidden units feeding the output).
+        """
+        k = 1.0 / math.sqrt(self.hidden_size)
+        k_out = 1.0 / math.sqrt(self.hidden_size + (self.hidden_size_reverse if self.bidirectional else 0))
+        for name, p in self.named_parameters():
+            bound = k_out if name.startswith("weight_out") else k
+            if self.bidirectional and name.endswith("_reverse") and not name.startswith("weight_out"):
+                bound = 1.0 / math.sqrt(self.hidden_size_reverse)
+            p.uniform_(-bound * scale, bound * scale, generator=generator)
+
+    def _mask(self, x: torch.Tensor, lengths) -> torch.Tensor | None:
+        if lengths is None:
+            return None
+        lengths = torch.as_tensor(lengths, device=x.device)
+        T = x.shape[1]
+        if bool((lengths >= T).all()):
+            return None
+        return (torch.arange(T, device=x.device)[None, :] < lengths[:, None]).unsqueeze(-1).to(x.dtype)
+
+    def hidden_states(self, x: torch.Tensor, lengths=None):
+        """Forward states ``(n, T, d_h)`` (and backward states, bidirectional)."""
+        mask = self._mask(x, lengths)
+        if mask is not None:
+            x = torch.where(mask.bool(), x, torch.zeros((), dtype=x.dtype, device=x.device))
+        H = run_polynomial_chain(x @ self.weight_ih_l0.t(), self.weight_hh_l0, self.coefficients.tolist(),
+                                 mask, False, self.custom_backward)
+        if not self.bidirectional:
+            return H
+        Z = run_polynomial_chain(x @ self.weight_ih_l0_reverse.t(), self.weight_hh_l0_reverse,
+                                 self.coefficients_reverse.tolist(), mask, True, self.custom_backward)
+        return H, Z
+
+    def forward(self, x: torch.Tensor, lengths=None) -> torch.Tensor:
+        if x.dim() != 3 or x.shape[2] != self.input_size:
+            raise InputError(f"input must have shape (n, T, {self.input_size}), got {tuple(x.shape)}")
+        states = self.hidden_states(x, lengths)
+        if not self.bidirectional:
+            return states @ self.weight_out.t()
+        H, Z = states
+        return H @ self.weight_out.t() + Z @ self.weight_out_reverse.t()
+
+
+def to_torch(model, dtype: torch.dtype = torch.float32, device: str | torch.device | None = None,
+             custom_backward: bool = True) -> PolynomialRNN:
+    """A :class:`PolynomialRNN` computing ``model.predict`` (an :class:`IORNN` or :class:`BRNN`)."""
+    from .models import BRNN, IORNN
+
+    if not isinstance(model, (IORNN, BRNN)):
+        raise InputError(f"to_torch expects an IORNN or a BRNN, got {type(model).__name__}")
+    bidir = isinstance(model, BRNN)
+    mod = PolynomialRNN(
+        model.d_x, model.d_h, model.d_y, model.activation.coefficients, bidirectional=bidir,
+        coefficients_reverse=model.backward_activation.coefficients if bidir else None,
+        hidden_size_reverse=model.B1.shape[0] if bidir else None,
+        custom_backward=custom_backward, dtype=dtype, device=device,
+    )
+    with torch.no_grad():
+        mod.weight_ih_l0.copy_(torch.as_tensor(model.A1))
+        mod.weight_hh_l0.copy_(torch.as_tensor(model.U))
+        mod.weight_out.copy_(torch.as_tensor(model.A2.T))
+        if bidir:
+            mod.weight_ih_l0_reverse.copy_(torch.as_tensor(model.B1))
+            mod.weight_hh_l0_reverse.copy_(torch.as_tensor(model.V))
+            mod.weight_out_reverse.copy_(torch.as_tensor(model.B2.T))
+    return mod
+
+
+def from_torch(module: PolynomialRNN):
+    """The :class:`IORNN` or :class:`BRNN` with the module's weights (float64 copies)."""
+    from .models import BRNN, IORNN
+
+    if not isinstance(module, PolynomialRNN):
+        raise InputError(f"from_torch expects a PolynomialRNN, got {type(module).__name__}")
+
+    def get(name):
+        arr = getattr(module, name).detach().cpu().to(torch.float64).numpy()
+        if not np.isfinite(arr).all():
+            raise InputError(f"the module's {name} contains NaN or infinite values")
+        return arr
+
+    coefs = module.coefficients.detach().cpu().to(torch.float64).tolist()
+    if not module.bidirectional:
+        return IORNN(get("weight_ih_l0"), get("weight_hh_l0"), get("weight_out").T, coefs)
+    return BRNN(
+        get("weight_ih_l0"), get("weight_hh_l0"), get("weight_out").T,
+        get("weight_ih_l0_reverse"), get("weight_hh_l0_reverse"), get("weight_out_reverse").T,
+        coefs, module.coefficients_reverse.detach().cpu().to(torch.float64).tolist(),
+    )

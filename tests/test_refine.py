@@ -1,0 +1,137 @@
+"""Refinement by BPTT and the random-init baseline: error goes down, divergence is handled."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from spectral_rnn import BRNN, IORNN, GaussianAR1, InputError, prediction_error
+from spectral_rnn.refine import History, random_module, refine, train_bptt
+
+
+@pytest.fixture(scope="module")
+def planted():
+    truth = IORNN.random(6, 3, 5, random_state=0)
+    proc = GaussianAR1.random(6, random_state=1)
+    X = proc.sample(600, 8, random_state=2)
+    Y = truth.simulate(X, noise_std=0.1, random_state=3)
+    Xt = proc.sample(200, 8, random_state=4)
+    return truth, X, Y, Xt, truth.predict(Xt)
+
+
+def perturbed(model, scale, seed):
+    rng = np.random.default_rng(seed)
+    p = {k: v + scale * np.abs(v).mean() * rng.standard_normal(v.shape) for k, v in model.parameters().items()}
+    return type(model)(**p, activation=model.activation)
+
+
+def test_refine_lowers_held_out_error(planted):
+    truth, X, Y, Xt, Rt = planted
+    start = perturbed(truth, 0.2, 0)
+    e0 = prediction_error(Rt, start.predict(Xt))
+    model, hist = refine(start, X, Y, max_epochs=15, lr=3e-3, batch_size=32, random_state=0)
+    e1 = prediction_error(Rt, model.predict(Xt))
+    assert isinstance(model, IORNN) and isinstance(hist, History)
+    assert e1 < 0.3 * e0, (e0, e1)
+    assert hist.epoch[0] == 0 and len(hist) == len(hist.val_loss) == len(hist.time) == len(hist.train_loss)
+    assert hist.best_val_loss == min(hist.val_loss) and hist.val_loss[hist.best_epoch] == hist.best_val_loss
+    assert not hist.diverged and hist.stop_reason in ("max_epochs", "early_stopping")
+    assert all(b >= a for a, b in zip(hist.time, hist.time[1:]))
+    assert set(hist.records()[0]) == {"epoch", "train_loss", "val_loss", "time", "lr"}
+
+
+def test_refine_ragged_and_bidirectional(planted):
+    _, X, _, _, _ = planted
+    truth = BRNN.random(6, 2, 5, random_state=5)
+    L = np.random.default_rng(0).integers(3, 9, size=X.shape[0])
+    Y = truth.simulate(X, L, noise_std=0.1, random_state=6)
+    Y[np.arange(8)[None, :] >= L[:, None]] = np.nan  # padding is never read
+    start = perturbed(truth, 0.2, 1)
+    model, hist = refine(start, X, Y, L, max_epochs=4, lr=3e-3, batch_size=64, random_state=0)
+    assert isinstance(model, BRNN)
+    assert hist.best_val_loss < hist.val_loss[0]
+
+
+def test_refine_keeps_start_when_nothing_improves(planted):
+    truth, X, Y, _, _ = planted
+    # the truth is (nearly) optimal; a huge learning rate only makes things worse or diverge
+    model, hist = refine(truth, X, Y, max_epochs=3, lr=5.0, batch_size=64, random_state=0)
+    assert hist.best_epoch == 0
+    assert model == truth
+    assert hist.diverged or hist.stop_reason in ("max_epochs", "early_stopping")
+
+
+def test_divergence_is_handled(planted):
+    truth, X, Y, _, _ = planted
+    big = IORNN(truth.A1 * 4, truth.U * 8, truth.A2, truth.activation)  # blows up on these inputs
+    model, hist = refine(big, X, Y, max_epochs=5, lr=1e-3, random_state=0)
+    assert hist.diverged and hist.stop_reason == "diverged"
+    assert model == big  # nothing better was found: the start comes back untouched
+    # random init at a large scale diverges too; the baseline stops cleanly
+    model, hist = train_bptt(X, Y, hidden_size=3, init_scale=30.0, max_epochs=3, random_state=0)
+    assert hist.diverged and hist.stop_reason == "diverged"
+    assert all(np.isfinite(v).all() for v in model.parameters().values())
+
+
+def test_train_bptt_learns_and_is_reproducible(planted):
+    truth, X, Y, Xt, Rt = planted
+    kw = dict(hidden_size=3, init_scale=0.3, max_epochs=3, lr=1e-2, batch_size=32)
+    m1, h1 = train_bptt(X, Y, random_state=7, **kw)
+    m2, h2 = train_bptt(X, Y, random_state=7, **kw)
+    assert m1 == m2 and h1.val_loss == h2.val_loss
+    assert h1.best_val_loss < h1.val_loss[0]
+    assert isinstance(m1, IORNN) and m1.d_h == 3
+    mb, hb = train_bptt(X, Y, hidden_size=2, bidirectional=True, init_scale=0.3, max_epochs=1, random_state=0)
+    assert isinstance(mb, BRNN) and mb.B1.shape == (2, 6)
+
+
+def test_random_module_init_scale():
+    mod = random_module(10, 4, 8, (0, 1, 0.5), init_scale=0.3, random_state=0)
+    w = mod.weight_hh_l0.detach().abs().max().item()
+    assert 0.3 * 0.5 * 0.5 < w <= 0.3 * 0.5
+    mod1 = random_module(10, 4, 8, (0, 1, 0.5), init_scale=1.0, random_state=0)
+    torch.testing.assert_close(mod1.weight_ih_l0.detach() * 0.3, mod.weight_ih_l0.detach())
+
+
+def test_time_budget(planted):
+    truth, X, Y, _, _ = planted
+    model, hist = refine(perturbed(truth, 0.2, 2), X, Y, max_epochs=10_000, batch_size=8, time_budget=0.5,
+                         patience=10_000, random_state=0)
+    assert hist.stop_reason == "time_budget"
+    assert hist.time[-1] < 3.0
+
+
+def test_monitor_time_excluded(planted):
+    truth, X, Y, _, _ = planted
+    calls = []
+
+    def mon(module, elapsed):
+        calls.append(elapsed)
+
+    refine(perturbed(truth, 0.2, 3), X, Y, max_epochs=2, monitor=mon, random_state=0)
+    assert len(calls) == 3 and calls[0] < 0.5
+
+
+def test_bad_inputs(planted):
+    truth, X, Y, _, _ = planted
+    with pytest.raises(InputError):
+        refine("model", X, Y)
+    with pytest.raises(InputError):
+        refine(truth, X, Y[:, :5])
+    with pytest.raises(InputError):
+        refine(truth, X[..., :4], Y)
+    with pytest.raises(InputError):
+        refine(truth, X, Y, val_fraction=1.5)
+    with pytest.raises(InputError):
+        refine(truth, X, Y, lr=-1.0)
+    with pytest.raises(InputError):
+        refine(truth, X, Y, max_epochs=0)
+    Yn = Y.copy()
+    Yn[0, 0, 0] = math.nan
+    with pytest.raises(InputError):
+        refine(truth, X, Yn)
+    with pytest.raises(InputError):
+        train_bptt(X, Y, hidden_size=0)
+    with pytest.raises(InputError):
+        train_bptt(X, Y, hidden_size=2, init_scale=0.0)

@@ -1,0 +1,155 @@
+"""PyTorch export: the module reproduces predict, both directions, ragged batches, round trip."""
+
+import numpy as np
+import pytest
+import torch
+
+from spectral_rnn import BRNN, IORNN, GaussianAR1, InputError
+from spectral_rnn.torch_export import PolynomialRNN, from_torch, run_polynomial_chain, to_torch
+
+ACTS = [(0.0, 1.0, 0.5), (0.1, 1.0, 0.5, -0.2)]
+
+
+def rel(a, b):
+    return float(np.linalg.norm(np.asarray(a) - np.asarray(b)) / np.linalg.norm(b))
+
+
+@pytest.fixture(scope="module")
+def data():
+    X = GaussianAR1.random(6, random_state=0).sample(40, 11, random_state=1)
+    L = np.random.default_rng(2).integers(1, 12, size=40)
+    L[0] = 11
+    return X, L
+
+
+def models(act):
+    return [
+        IORNN.random(6, 3, 5, activation=act, random_state=3),
+        BRNN.random(6, 3, 5, activation=act, random_state=4),
+        BRNN(*[np.asarray(w) for w in BRNN.random(6, 3, 5, random_state=5).parameters().values()][:3],
+             B1=0.3 * np.ones((2, 6)) / 6, V=0.2 * np.eye(2), B2=0.5 * np.ones((2, 5)),
+             activation=act, backward_activation=(0.0, 1.0, -0.3)),
+    ]
+
+
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
+def test_module_reproduces_predict(data, act, dtype, tol):
+    X, L = data
+    for m in models(act):
+        mod = to_torch(m, dtype=dtype)
+        for lengths in (None, L):
+            P = m.predict(X, lengths)
+            with torch.no_grad():
+                Q = mod(torch.as_tensor(X, dtype=dtype), None if lengths is None else torch.as_tensor(lengths))
+            assert Q.dtype == dtype and Q.shape == P.shape
+            assert rel(Q.numpy(), P) < tol, (type(m).__name__, lengths is None)
+
+
+def test_ragged_padding_never_read_and_zero(data):
+    X, L = data
+    m = BRNN.random(6, 3, 5, random_state=7)
+    Xbad = X.copy()
+    mask = np.arange(X.shape[1])[None, :] < L[:, None]
+    Xbad[~mask] = np.nan
+    mod = m.to_torch(dtype=torch.float64)
+    with torch.no_grad():
+        Q = mod(torch.as_tensor(Xbad), torch.as_tensor(L)).numpy()
+    assert np.isfinite(Q).all()
+    assert np.all(Q[~mask] == 0)
+    # each sequence as if stored alone, without padding: the backward chain starts at its own end
+    for i in (1, 2, 3):
+        Pi = m.predict(X[i : i + 1, : L[i]])
+        np.testing.assert_allclose(Q[i, : L[i]], Pi[0], rtol=1e-12, atol=1e-12)
+
+
+def test_round_trip_exact():
+    for act in ACTS:
+        for m in models(act):
+            back = from_torch(to_torch(m, dtype=torch.float64))
+            assert back == m
+            assert type(back) is type(m)
+            back32 = from_torch(to_torch(m))
+            for k in m._names:
+                np.testing.assert_allclose(getattr(back32, k), getattr(m, k), rtol=1e-6, atol=1e-7)
+
+
+def test_parameter_names_shapes_and_buffers():
+    m = BRNN.random(6, 3, 5, random_state=0)
+    mod = to_torch(m)
+    shapes = {k: tuple(v.shape) for k, v in mod.named_parameters()}
+    assert shapes == {
+        "weight_ih_l0": (3, 6), "weight_hh_l0": (3, 3), "weight_out": (5, 3),
+        "weight_ih_l0_reverse": (3, 6), "weight_hh_l0_reverse": (3, 3), "weight_out_reverse": (5, 3),
+    }
+    assert not any("bias" in k for k in mod.state_dict())
+    assert mod.coefficients.tolist() == [0.0, 1.0, 0.5]
+    assert "coefficients" in mod.state_dict() and "coefficients_reverse" in mod.state_dict()
+    np.testing.assert_array_equal(mod.weight_ih_l0.detach().double().numpy(), m.A1.astype(np.float32))
+    io = to_torch(IORNN.random(6, 3, 5, random_state=0))
+    assert {k for k, _ in io.named_parameters()} == {"weight_ih_l0", "weight_hh_l0", "weight_out"}
+    # a module built from scratch accepts the state dict and computes the same thing
+    fresh = PolynomialRNN(6, 3, 5, [0.0, 0.0, 0.0], bidirectional=True)
+    fresh.load_state_dict(mod.state_dict())
+    x = torch.randn(4, 7, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(x), mod(x))
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("ragged", [False, True])
+def test_custom_backward_matches_autograd(reverse, ragged):
+    g = torch.Generator().manual_seed(0)
+    drive = (0.5 * torch.randn(5, 8, 3, generator=g, dtype=torch.float64)).requires_grad_()
+    W = (0.3 * torch.randn(3, 3, generator=g, dtype=torch.float64)).requires_grad_()
+    mask = None
+    if ragged:
+        L = torch.tensor([8, 3, 1, 6, 8])
+        mask = (torch.arange(8)[None, :] < L[:, None]).unsqueeze(-1).double()
+    coefs = [0.1, 1.0, 0.5, -0.2]
+    w = torch.randn(5, 8, 3, generator=g, dtype=torch.float64)
+    grads = []
+    for custom in (True, False):
+        H = run_polynomial_chain(drive, W, coefs, mask, reverse, custom_backward=custom)
+        grads.append(torch.autograd.grad((H * w).sum(), (drive, W)))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    assert torch.autograd.gradcheck(
+        lambda d, u: run_polynomial_chain(d, u, coefs, mask, reverse), (drive, W), eps=1e-6, atol=1e-6
+    )
+
+
+def test_module_trains():
+    m = IORNN.random(6, 3, 5, random_state=1)
+    mod = to_torch(m)
+    x = torch.randn(16, 9, 6)
+    y = torch.randn(16, 9, 5)
+    loss = ((mod(x, torch.full((16,), 9)) - y) ** 2).mean()
+    loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in mod.parameters())
+    assert mod.coefficients.grad is None
+
+
+def test_bad_inputs():
+    with pytest.raises(InputError):
+        to_torch("not a model")
+    with pytest.raises(InputError):
+        from_torch(torch.nn.Linear(2, 2))
+    mod = to_torch(IORNN.random(6, 3, 5, random_state=1))
+    with pytest.raises(InputError):
+        mod(torch.randn(2, 3, 4))
+    with pytest.raises(InputError):
+        PolynomialRNN(0, 3, 5, [0, 1, 0.5])
+    with torch.no_grad():
+        mod.weight_hh_l0.fill_(float("nan"))
+    with pytest.raises(InputError):
+        from_torch(mod)
+
+
+def test_reset_parameters_follows_torch_rnn_bounds():
+    mod = PolynomialRNN(10, 4, 8, [0, 1, 0.5], bidirectional=True)
+    mod.reset_parameters(scale=0.3, generator=torch.Generator().manual_seed(0))
+    for name, p in mod.named_parameters():
+        bound = 0.3 / np.sqrt(8 if name.startswith("weight_out") else 4)
+        assert float(p.detach().abs().max()) <= bound + 1e-7
+        assert float(p.detach().abs().max()) > 0.5 * bound
