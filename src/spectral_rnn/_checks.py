@@ -93,14 +93,23 @@ def valid_mask(lengths: np.ndarray | None, n_sequences: int, T: int) -> np.ndarr
     return np.arange(T)[None, :] < lengths[:, None]
 
 
-def check_finite(arr: np.ndarray, lengths: np.ndarray | None, name: str) -> None:
-    """Raise :class:`InputError` if a valid (non-padding) step holds NaN or inf."""
-    if lengths is None:
-        ok = bool(np.isfinite(arr).all())
-    else:
-        ok = bool(np.isfinite(arr[valid_mask(lengths, arr.shape[0], arr.shape[1])]).all())
-    if not ok:
-        raise InputError(f"{name} contains NaN or infinite values")
+def check_finite(arr: np.ndarray, lengths: np.ndarray | None, name: str, block_steps: int = 1 << 16) -> None:
+    """Raise :class:`InputError` if a valid (non-padding) step holds NaN or inf.
+
+    Works through blocks of sequences, so the check needs no copy of the data.
+    """
+    n, T = arr.shape[:2]
+    per = max(1, block_steps // T)
+    for i in range(0, n, per):
+        block = arr[i : i + per]
+        if lengths is not None:
+            bad = ~np.isfinite(block).all(axis=tuple(range(2, block.ndim)))
+            bad &= valid_mask(lengths[i : i + per], block.shape[0], T)
+            ok = not bad.any()
+        else:
+            ok = bool(np.isfinite(block).all())
+        if not ok:
+            raise InputError(f"{name} contains NaN or infinite values")
 
 
 def check_random_state(random_state: int | np.random.Generator | None) -> np.random.Generator:

@@ -291,7 +291,7 @@ class GaussianAR1:
         else:
             last = lengths[:, None].to(X.device) - 1
         has_next = (t_abs[None, :-1] < last)  # (n, W-1)
-        s[:, :-1] -= nxt * has_next.unsqueeze(-1).to(X.dtype)
+        s[:, :-1] -= torch.where(has_next.unsqueeze(-1), nxt, torch.zeros((), dtype=X.dtype, device=X.device))
         is_first = (t_abs == 0).expand(n, W)
         is_last = t_abs[None, :] == last
         group = torch.full((n, W), MIDDLE, dtype=torch.long, device=X.device)
