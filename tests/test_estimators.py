@@ -8,6 +8,8 @@ import pytest
 import torch
 
 from spectral_rnn import (
+    CPDecomposer,
+    make_planted,
     DivergenceError,
     GaussianAR1,
     IllConditionedError,
@@ -27,20 +29,13 @@ def planted(N, seed, d_x=10, d_h=4, d_y=8, activation=QUAD, T=10, noise=0.1, inp
     """DESIGN.md section 7: IORNN.random (||U|| = 0.3), GaussianAR1.random inputs, output noise 0.1.
 
     A polynomial RNN is not globally stable: a few draws blow up on rare large inputs (about 1 in 40
-    at 2e5 steps for the section 7 size). Such a draw yields no data, so the model is redrawn (from a
-    seed derived from ``seed``) until the simulation succeeds; ``planted.redraws`` counts the redraws.
+    at 2e5 steps for the section 7 size). ``make_planted`` redraws such a model until the simulation
+    succeeds; ``planted.redraws`` counts the redraws.
     """
-    proc = GaussianAR1.random(d_x, random_state=seed)
-    X = proc.sample(N // T, T, random_state=seed + 1)
-    for k in range(20):
-        m = IORNN.random(d_x, d_h, d_y, activation=activation, input_std=input_std,
-                         random_state=seed + 2 if k == 0 else np.random.default_rng([seed, k]))
-        try:
-            Y = m.simulate(X, noise_std=noise, random_state=seed + 3)
-            break
-        except DivergenceError:
-            planted.redraws += 1
-    return proc, m, X, Y
+    p = make_planted("iornn", d_x, d_h, d_y, n_steps=N, length=T, activation=activation,
+                     input_std=input_std, noise_std=noise, random_state=seed)
+    planted.redraws += p.redraws
+    return p.process, p.model, p.X, p.Y
 
 
 planted.redraws = 0
@@ -149,6 +144,26 @@ def test_independent_of_chunk_steps_and_sketch_path():
             np.testing.assert_allclose(getattr(est, k), getattr(ref, k), rtol=1e-7, atol=1e-10)
     e = evaluate(proc, m, ref)  # held out on short sequences
     assert e["A1"] < 0.15, e
+
+
+def test_sketch_path_close_to_dense_path():
+    """d_x > d_h + oversample: the input span comes from the all-pairs sketch; it should lose
+    little against projecting onto the whole input space."""
+    proc, m, X, Y = planted(80_000, 7, d_x=16, d_h=3, d_y=6)
+    sketch = SpectralIORNN(3, random_state=1).fit(X, Y)
+    dense = SpectralIORNN(3, random_state=1, decomposer=CPDecomposer(oversample=13)).fit(X, Y)
+    es, ed = evaluate(proc, m, sketch), evaluate(proc, m, dense)
+    for k in ("A1", "A2"):
+        assert es[k] < 1.5 * ed[k] + 0.01, (es, ed)
+
+
+def test_float32_passes_match_float64():
+    """The data passes may run in float32 (sums are kept in float64): the estimate barely moves."""
+    proc, m, X, Y = planted(100_000, 3)
+    a = SpectralIORNN(4, random_state=0).fit(X, Y)
+    b = SpectralIORNN(4, random_state=0, dtype=torch.float32).fit(X, Y)
+    for k in ("A1_", "U_", "A2_"):
+        assert np.linalg.norm(getattr(b, k) - getattr(a, k)) < 1e-3 * np.linalg.norm(getattr(a, k)), k
 
 
 # ------------------------------------------------------------------ ragged batches

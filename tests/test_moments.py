@@ -42,7 +42,9 @@ def test_sketch_and_project_are_contractions_of_dense(two_sided):
     Theta, Omega = rng.standard_normal((5, 4)), rng.standard_normal((6, 4))
     stream = StepStream(X, Y, None, proc, two_sided=two_sided)
     sk = stream.sketch(Theta, Omega)
-    np.testing.assert_allclose(sk, np.einsum("yab,yk,bk->ak", T, Theta, Omega), rtol=1e-11, atol=1e-13)
+    # every pair (theta_a, omega_b): column a * k + b
+    want = np.einsum("yib,ya,bk->iak", T, Theta, Omega).reshape(6, -1)
+    np.testing.assert_allclose(sk, want, rtol=1e-11, atol=1e-13)
     Q = np.linalg.qr(rng.standard_normal((6, 3)))[0]
     pr = stream.project(Q)
     np.testing.assert_allclose(pr, np.einsum("yab,ap,bq->ypq", T, Q, Q), rtol=1e-11, atol=1e-13)

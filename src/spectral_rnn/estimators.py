@@ -257,8 +257,8 @@ class _SpectralBase:
         if k >= d_x:
             Q = np.eye(d_x)
         else:
-            M = stream.sketch(rng.standard_normal((d_y, k)), rng.standard_normal((d_x, k)))
-            Q = np.linalg.qr(M)[0]
+            M = stream.sketch(rng.standard_normal((d_y, min(d_y, k))), rng.standard_normal((d_x, k)))
+            Q = np.linalg.svd(M, full_matrices=False)[0][:, :k]
         Tp = stream.project(Q)
         return decomposer.decompose_projected(Tp, Q, n_components, random_state=rng)
 

@@ -9,9 +9,8 @@ What they need comes from single passes over the data, each a sum over time step
 accumulated in chunks (so memory does not grow with the number of steps), on CPU
 or GPU:
 
-* :meth:`StepStream.sketch` -- ``T(theta_i, I, omega_i)`` for a few random pairs:
-  a ``(d_x, k)`` matrix whose range is the span of the A1 rows; cost
-  ``O(N k (d_x + d_y))``.
+* :meth:`StepStream.sketch` -- ``T(theta_a, I, omega_b)`` for random pairs:
+  a matrix whose range is the span of the A1 rows; cost ``O(N d_x p k)``.
 * :meth:`StepStream.project` -- ``T(I, Q, Q)`` for an orthonormal ``Q (d_x, k)``:
   a ``(d_y, k, k)`` tensor; cost ``O(N k^2 d_y)``.
 * :meth:`StepStream.instrument_moments` -- the moments of the instrument equations
@@ -35,6 +34,17 @@ __all__ = ["StepStream", "Window", "cross_moment"]
 
 #: default number of time steps held in memory at once
 CHUNK_STEPS = 1 << 16
+
+
+class _Sums(dict):
+    """Running sums of per-chunk tensors, kept in float64 whatever the compute dtype."""
+
+    def add(self, name: object, val: torch.Tensor) -> None:
+        val = val.to(torch.float64)
+        self[name] = val if name not in self else self[name] + val
+
+    def means(self, n: int) -> dict:
+        return {k: (v / n).cpu().numpy() for k, v in self.items()}
 
 
 class Window:
@@ -206,35 +216,34 @@ class StepStream:
 
     # ------------------------------------------------------------------ passes
     def sketch(self, Theta: np.ndarray, Omega: np.ndarray) -> np.ndarray:
-        """``T(theta_i, I, omega_i)`` for the columns of ``Theta`` (d_y, k) and ``Omega`` (d_x, k).
+        """``T(theta_a, I, omega_b)`` for every column pair of ``Theta`` (d_y, p) and ``Omega`` (d_x, k).
 
-        Returns ``(d_x, k)``: column i is ``E[(theta_i . y)((omega_i . s) s - Lambda omega_i)]``.
+        Returns ``(d_x, p * k)``: column ``a * k + b`` is
+        ``E[(theta_a . y)((omega_b . s) s - Lambda omega_b)]``, a random vector in the span
+        of the A1 rows. All pairs (not ``k`` of them) mix the components well enough
+        that the top singular vectors find weak units too; cost ``O(N d_x p k)``.
         """
         Th, Om = self._to(Theta), self._to(Omega)
-        acc = torch.zeros((Om.shape[0], Om.shape[1]), dtype=self.dtype, device=self.device)
-        corr = None
+        sums = _Sums()
         for w in self.windows():
-            yt = w.y @ Th  # (m, k)
-            acc += w.s.T @ (yt * (w.s @ Om))
-            g = w.group_sum(yt)  # (K, k)
-            c = torch.einsum("gab,bk,gk->ak", w.lambdas, Om, g)
-            corr = c if corr is None else corr + c
-        return ((acc - corr) / self.n_steps).cpu().numpy()
+            yt = w.y @ Th  # (m, p)
+            sums.add("acc", torch.einsum("ta,tb,ti->iab", yt, w.s @ Om, w.s))
+            sums.add("corr", torch.einsum("gij,jb,ga->iab", w.lambdas, Om, w.group_sum(yt)))
+        m = sums.means(self.n_steps)
+        return (m["acc"] - m["corr"]).reshape(Om.shape[0], -1)
 
     def project(self, Q: np.ndarray) -> np.ndarray:
         """``T(I, Q, Q)`` for ``Q`` (d_x, k): returns (d_y, k, k)."""
         Qt = self._to(Q)
         k = Qt.shape[1]
-        acc = None
-        corr = None
+        sums = _Sums()
         for w in self.windows():
             sq = w.s @ Qt  # (m, k)
-            a = torch.einsum("ti,ta,tb->iab", w.y, sq, sq).reshape(-1, k * k)  # no (m, k, k) temporary
-            acc = a if acc is None else acc + a
+            sums.add("acc", torch.einsum("ti,ta,tb->iab", w.y, sq, sq))  # no (m, k, k) temporary
             g = w.group_sum(w.y)  # (K, d_y)
-            c = torch.einsum("gi,gab->iab", g, Qt.T @ w.lambdas @ Qt).reshape(-1, k * k)
-            corr = c if corr is None else corr + c
-        return ((acc - corr) / self.n_steps).reshape(-1, k, k).cpu().numpy()
+            sums.add("corr", torch.einsum("gi,gab->iab", g, Qt.T @ w.lambdas @ Qt))
+        m = sums.means(self.n_steps)
+        return m["acc"] - m["corr"]
 
     def instrument_moments(
         self, A_hat: np.ndarray, Wpinv: np.ndarray, score_order: int, direction: str = "past"
@@ -250,11 +259,7 @@ class StepStream:
         ``E[phi ytil_{t,j} S(a_j, ..., a_j)]`` for the score of that order.
         """
         Ah, Wp = self._to(A_hat), self._to(Wpinv)
-        sums: dict[str, torch.Tensor] = {}
-
-        def add(name: str, val: torch.Tensor) -> None:
-            sums[name] = val if name not in sums else sums[name] + val
-
+        sums = _Sums()
         for w in self.windows():
             if direction == "past":
                 x1, x2, ylag = w.x_prev, w.x_prev2, w.y_prev
@@ -272,11 +277,11 @@ class StepStream:
                 sc = sa**2 - quad[w.group]
             else:
                 raise ValueError("score_order must be 1 or 2")
-            add("phi", phi.sum(0))
-            add("phi_x", phi.T @ w.x)
-            add("phi_lag", phi.T @ (ylag @ Wp))
-            add("r", phi.T @ (yt * sc))
-        return {k: (v / self.n_steps).cpu().numpy() for k, v in sums.items()}
+            sums.add("phi", phi.sum(0))
+            sums.add("phi_x", phi.T @ w.x)
+            sums.add("phi_lag", phi.T @ (ylag @ Wp))
+            sums.add("r", phi.T @ (yt * sc))
+        return sums.means(self.n_steps)
 
     def lag_score_moments(self, Wpinv: np.ndarray, lags: tuple[int, ...] = (1, -1)) -> dict[int, np.ndarray]:
         """``E[ytil_t (x) S_1(x_{t-k})]`` for each lag ``k`` in ``lags``: (d_h, d_x) each,
@@ -284,13 +289,12 @@ class StepStream:
         derivative of ``ytil_t`` in ``x_{t-k}`` (Stein): zero for units that do not
         see that input, which tells forward from backward units."""
         Wp = self._to(Wpinv)
-        sums: dict[int, torch.Tensor] = {}
+        sums = _Sums()
         for w in self.windows():
             yt = w.y @ Wp
             for k in lags:
-                v = yt.T @ w.s_lag(k)
-                sums[k] = v if k not in sums else sums[k] + v
-        return {k: (v / self.n_steps).cpu().numpy() for k, v in sums.items()}
+                sums.add(k, yt.T @ w.s_lag(k))
+        return sums.means(self.n_steps)
 
 
 def cross_moment(
@@ -306,7 +310,7 @@ def cross_moment(
     (d_y, d_x, d_x, d_x) for order 3. Cost ``O(N d_y d_x^order)``: small problems and tests."""
     stream = StepStream(X, Y, lengths, process, two_sided=two_sided, device=device)
     d = X.shape[2]
-    acc = None
+    sums = _Sums()
     for w in stream.windows():
         s, y, L = w.s, w.y, w.lambdas[w.group]  # L: (m, d, d)
         if order == 1:
@@ -319,6 +323,5 @@ def cross_moment(
                  - s[:, None, None, :] * L[:, :, :, None])
         else:
             raise ValueError("order must be 1, 2 or 3")
-        a = y.T @ S.reshape(S.shape[0], -1)
-        acc = a if acc is None else acc + a
-    return (acc / stream.n_steps).reshape((Y.shape[2],) + (d,) * order).cpu().numpy()
+        sums.add("T", y.T @ S.reshape(S.shape[0], -1))
+    return sums.means(stream.n_steps)["T"].reshape((Y.shape[2],) + (d,) * order)
