@@ -119,7 +119,7 @@ def worker(path: str, seed: int, device: str, threads: int | None = None) -> dic
 
     X = np.load(os.path.join(path, "X.npy"))
     Y = np.load(os.path.join(path, "Y.npy"))
-    rss_loaded, peak_loaded, hwm_loaded = _rss_mb(), _maxrss_mb(), _hwm_mb()
+    rss_loaded, peak_loaded = _rss_mb(), _maxrss_mb()
 
     t0 = time.perf_counter()
     try:

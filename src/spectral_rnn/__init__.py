@@ -9,6 +9,7 @@ Where things are:
 
 from ._checks import DivergenceError, IllConditionedError, InputError, SpectralRNNError
 from .activations import Polynomial
+from .compare import Comparison, run_comparison
 from .datasets import PlantedProblem, make_planted
 from .decomposition import CPDecomposer, Decomposition, decompose, decompose_projected
 from .estimators import SpectralBRNN, SpectralIORNN
@@ -17,7 +18,6 @@ from .metrics import match_units, parameter_errors, prediction_error
 from .models import BRNN, IORNN
 from .moments import StepStream, cross_moment
 from .processes import GaussianAR1, MarkovProcess
-from .compare import Comparison, run_comparison
 from .refine import History, refine, train_bptt
 from .torch_export import PolynomialRNN, from_torch, to_torch
 

@@ -16,6 +16,7 @@ __all__ = [
     "IllConditionedError",
     "as_sequences",
     "check_lengths",
+    "check_xy",
     "valid_mask",
     "check_random_state",
     "resolve_device",
@@ -110,6 +111,23 @@ def check_finite(arr: np.ndarray, lengths: np.ndarray | None, name: str, block_s
             ok = bool(np.isfinite(block).all())
         if not ok:
             raise InputError(f"{name} contains NaN or infinite values")
+
+
+def check_xy(
+    X: object, Y: object, lengths: object, d_x: int | None = None, d_y: int | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Validate inputs ``X`` (n, T, d_x), outputs ``Y`` (n, T, d_y) and ``lengths`` together."""
+    X = as_sequences(X, "inputs", dim=d_x)
+    Y = as_sequences(Y, "outputs", dim=d_y)
+    if Y.shape[:2] != X.shape[:2]:
+        raise InputError(
+            f"inputs and outputs disagree: inputs have {X.shape[0]} sequences of {X.shape[1]} steps, "
+            f"outputs {Y.shape[0]} of {Y.shape[1]}"
+        )
+    lengths = check_lengths(lengths, X.shape[0], X.shape[1])
+    check_finite(X, lengths, "inputs")
+    check_finite(Y, lengths, "outputs")
+    return X, Y, lengths
 
 
 def check_random_state(random_state: int | np.random.Generator | None) -> np.random.Generator:

@@ -7,7 +7,6 @@ Every bad input exits with code 2 and one line on stderr
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections.abc import Sequence

@@ -29,9 +29,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ._checks import InputError, SpectralRNNError, check_random_state, resolve_device
+from ._checks import (
+    InputError,
+    SpectralRNNError,
+    check_random_state,
+    check_xy,
+    resolve_device,
+)
 from .activations import Polynomial, as_polynomial
-from .refine import _check_xy, refine, train_bptt
+from .refine import refine, train_bptt
 
 __all__ = ["MethodResult", "Comparison", "run_comparison", "plot_comparison", "DEFAULT_LRS", "DEFAULT_INIT_SCALES"]
 
@@ -295,7 +301,7 @@ def run_comparison(
     plot: a path: write a plot of held-out error against wall time there (PNG, PDF...).
     progress: progress bars; log: a callable receiving one-line progress messages.
     """
-    X, Y, lengths = _check_xy(X, Y, lengths)
+    X, Y, lengths = check_xy(X, Y, lengths)
     if not (budget > 0 and math.isfinite(budget)):
         raise InputError(f"budget must be a positive number of seconds, got {budget!r}")
     if not 0 < test_fraction < 1:
@@ -418,7 +424,9 @@ def run_comparison(
 def plot_comparison(comp: Comparison, path: str, title: str | None = None) -> str:
     """Held-out error against wall time (log scales) for every method; returns ``path``."""
     try:
-        from matplotlib.figure import Figure  # a bare Figure renders with Agg; pyplot is never touched
+        from matplotlib.figure import (
+            Figure,  # a bare Figure renders with Agg; pyplot is never touched
+        )
     except ImportError:
         raise InputError("plotting needs matplotlib: pip install 'spectral-rnn[plot]'") from None
 

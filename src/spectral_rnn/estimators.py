@@ -24,10 +24,8 @@ import torch
 from ._checks import (
     IllConditionedError,
     InputError,
-    as_sequences,
-    check_finite,
-    check_lengths,
     check_random_state,
+    check_xy,
     resolve_device,
 )
 from .activations import Polynomial, as_polynomial
@@ -178,7 +176,7 @@ class _SpectralBase:
         t_start = time.perf_counter()
         f = as_polynomial(self.activation)
         check_activation(f)
-        X, Y, lengths = self._check_data(X, Y, lengths)
+        X, Y, lengths = check_xy(X, Y, lengths)
         n_steps = int(X.shape[0] * X.shape[1] if lengths is None else lengths.sum())
         n_components = self._chains * self.hidden_size if isinstance(self.hidden_size, (int, np.integer)) else 0
         self._check_sizes(X.shape[2], Y.shape[2], n_steps, n_components)
@@ -212,19 +210,6 @@ class _SpectralBase:
         timings["total"] = time.perf_counter() - t_start
         self.timings_ = timings
         return self
-
-    def _check_data(self, X: object, Y: object, lengths: object) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        X = as_sequences(X, "inputs")
-        Y = as_sequences(Y, "outputs")
-        if Y.shape[:2] != X.shape[:2]:
-            raise InputError(
-                f"inputs and outputs disagree: inputs have {X.shape[0]} sequences of {X.shape[1]} steps, "
-                f"outputs {Y.shape[0]} of {Y.shape[1]}"
-            )
-        lengths = check_lengths(lengths, X.shape[0], X.shape[1])
-        check_finite(X, lengths, "inputs")
-        check_finite(Y, lengths, "outputs")
-        return X, Y, lengths
 
     def _check_sizes(self, d_x: int, d_y: int, n_steps: int, n_components: int) -> None:
         k = self.hidden_size

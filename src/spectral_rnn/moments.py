@@ -235,7 +235,6 @@ class StepStream:
     def project(self, Q: np.ndarray) -> np.ndarray:
         """``T(I, Q, Q)`` for ``Q`` (d_x, k): returns (d_y, k, k)."""
         Qt = self._to(Q)
-        k = Qt.shape[1]
         sums = _Sums()
         for w in self.windows():
             sq = w.s @ Qt  # (m, k)

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ._checks import InputError, as_sequences, check_finite, check_lengths, check_random_state, resolve_device
+from ._checks import InputError, check_random_state, check_xy, resolve_device
 from .activations import Polynomial, as_polynomial
 from .torch_export import PolynomialRNN, from_torch, to_torch
 
@@ -75,20 +75,6 @@ class History:
 
 
 # ----------------------------------------------------------------------------- data
-
-
-def _check_xy(X, Y, lengths, d_x=None, d_y=None):
-    X = as_sequences(X, "inputs", dim=d_x)
-    Y = as_sequences(Y, "outputs", dim=d_y)
-    if Y.shape[:2] != X.shape[:2]:
-        raise InputError(
-            f"inputs and outputs disagree: inputs have {X.shape[0]} sequences of {X.shape[1]} steps, "
-            f"outputs {Y.shape[0]} of {Y.shape[1]}"
-        )
-    lengths = check_lengths(lengths, X.shape[0], X.shape[1])
-    check_finite(X, lengths, "inputs")
-    check_finite(Y, lengths, "outputs")
-    return X, Y, lengths
 
 
 class _Data:
@@ -321,7 +307,7 @@ def fit_module(
 
 
 def _prepare(X, Y, lengths, val_fraction, random_state, device, dtype, d_x=None, d_y=None):
-    X, Y, lengths = _check_xy(X, Y, lengths, d_x, d_y)
+    X, Y, lengths = check_xy(X, Y, lengths, d_x, d_y)
     rng = check_random_state(random_state)
     dev = resolve_device(device)
     tr, va = _split(X.shape[0], val_fraction, rng)
