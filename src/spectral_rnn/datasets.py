@@ -20,19 +20,26 @@ class PlantedProblem:
     """A known model, its input process and data drawn from them.
 
     ``X`` (n_sequences, length, d_x), ``Y`` (n_sequences, length, d_y);
-    ``redraws``: how many model draws were rejected because the polynomial
-    recursion diverged on these inputs (see :func:`make_planted`).
+    ``X_test`` (n_test, length, d_x) fresh inputs and ``Y_test`` the true conditional
+    mean of their outputs (no noise); ``redraws``: how many model draws were rejected
+    because the polynomial recursion diverged on these inputs (see :func:`make_planted`).
     """
 
     process: GaussianAR1
     model: IORNN | BRNN
     X: np.ndarray
     Y: np.ndarray
+    X_test: np.ndarray
+    Y_test: np.ndarray
     noise_std: float
     redraws: int
 
     def held_out(self, n_sequences: int, random_state: int | np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Fresh inputs and the true conditional mean of their outputs (no noise)."""
+        """Fresh inputs and the true conditional mean of their outputs (no noise).
+
+        Unlike ``X_test``, these inputs were not part of the stability check of the
+        planted model, so on rare draws the true recursion may diverge on them
+        (:class:`DivergenceError`)."""
         X = self.process.sample(n_sequences, self.X.shape[1], random_state=random_state)
         return X, self.model.predict(X)
 
@@ -49,6 +56,8 @@ def make_planted(
     input_std: float = 0.4,
     output_std: float | None = None,
     noise_std: float = 0.1,
+    n_test: int = 2000,
+    test_length: int | None = None,
     rho: float = 0.5,
     random_state: int | np.random.Generator | None = None,
     max_redraws: int = 20,
@@ -58,10 +67,12 @@ def make_planted(
 
     Inputs follow :meth:`GaussianAR1.random` (``rho``; unit stationary variance);
     weights follow :meth:`IORNN.random` / :meth:`BRNN.random`; outputs get i.i.d.
-    ``N(0, noise_std^2)`` noise. Polynomial recursions are not globally stable: with
-    heavy enough inputs some weight draws blow up on some sequence. Such a draw is
-    rejected and the weights drawn again (at most ``max_redraws`` times; the count is
-    in ``redraws``), so the data always follow the returned model exactly.
+    ``N(0, noise_std^2)`` noise; ``n_test`` held-out sequences of ``test_length`` steps
+    (default ``length``) come with the true conditional mean of their outputs. Polynomial recursions are not
+    globally stable: with heavy enough inputs some weight draws blow up on some
+    sequence. Such a draw is rejected and the weights drawn again (at most
+    ``max_redraws`` times; the count is in ``redraws``), so the training and held-out
+    data always follow the returned model exactly.
     """
     if kind not in ("iornn", "brnn"):
         raise InputError(f"kind must be 'iornn' or 'brnn', got {kind!r}")
@@ -70,15 +81,18 @@ def make_planted(
     rng = check_random_state(random_state)
     process = GaussianAR1.random(d_x, rho=rho, random_state=rng)
     X = process.sample(n_steps // length, length, random_state=rng)
+    test_length = length if test_length is None else test_length
+    X_test = process.sample(max(1, n_test), test_length, random_state=rng)[:n_test]
     cls = IORNN if kind == "iornn" else BRNN
     for redraws in range(max_redraws + 1):
         model = cls.random(d_x, d_h, d_y, activation=activation, recurrent_norm=recurrent_norm,
                            input_std=input_std, output_std=output_std, random_state=rng)
         try:
             Y = model.simulate(X, noise_std=noise_std, random_state=rng)
+            Y_test = model.predict(X_test) if n_test else np.zeros((0, test_length, d_y))
         except DivergenceError:
             continue
-        return PlantedProblem(process, model, X, Y, noise_std, redraws)
+        return PlantedProblem(process, model, X, Y, X_test, Y_test, noise_std, redraws)
     raise DivergenceError(
         f"every one of {max_redraws + 1} planted models diverged on these inputs: use smaller weights or inputs"
     )

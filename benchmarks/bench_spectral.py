@@ -1,17 +1,22 @@
 #!/usr/bin/env python
-"""Benchmark of the spectral IO-RNN fit on planted models (DESIGN.md section 7 size).
+"""Benchmark of the spectral fits on planted models.
 
-Sweeps N = 1e4, 3e4, 1e5, 3e5, 1e6 time steps (sequences of T = 10 steps) with
-d_x = 10, d_h = 4, d_y = 8, f(u) = u + 0.5 u^2, ||U||_2 = 0.3, output noise 0.1;
-models from ``IORNN.random``, inputs from ``GaussianAR1.random(10, random_state=seed)``.
-A last block fits one long sequence (1 x N steps) to show that memory does not grow
-when sequences are cut in time.
+Sweeps N = 1e4, 3e4, 1e5, 3e5, 1e6 time steps (sequences of T = 10 steps) for
+
+* the IO-RNN of DESIGN.md section 7: d_x = 10, d_h = 4, d_y = 8;
+* the BRNN of issue 3: d_x = 12, d_h = 3 per direction, d_y = 8;
+
+both with f(u) = u + 0.5 u^2, input weights of std 0.4, ||U||_2 = ||V||_2 = 0.3, output
+noise 0.1, Gaussian AR(1) inputs (``make_planted``). A last block per kind fits one long
+sequence (1 x N steps) to show that memory does not grow when sequences are cut in time.
 
 Per N it prints (medians over seeds; memory: the largest over seeds):
 
-* rel. errors of A1, A2, U after matching hidden units, and the held-out prediction
-  rel. MSE against the true model's conditional mean on fresh inputs;
-* fit time (one ``SpectralIORNN.fit``), the time of one plain pass over the same data
+* rel. errors of the input weights (A1; for a BRNN the worse of A1 and B1), output
+  weights (A2 / B2) and recurrent weights (U / V) after matching hidden units, and the
+  held-out prediction rel. MSE against the true model's conditional mean on fresh inputs;
+  ``inf`` when the fitted recursion diverges on a held-out sequence (small N);
+* fit time (one ``fit``), the time of one plain pass over the same data
   (X and Y read into torch float64 and one product ``Y^T X``) and their ratio;
 * peak extra memory of the fit: each (N, seed) runs in a fresh subprocess, which
   loads the data, records its RSS, fits, and reads the peak RSS
@@ -24,7 +29,7 @@ sampled inputs yields no data and is redrawn (the count is printed).
 
 Usage::
 
-    python benchmarks/bench_iornn.py [--seeds 3] [--max-n 1e6] [--device cpu|cuda] [--threads K]
+    python benchmarks/bench_spectral.py [--kind iornn|brnn|both] [--seeds 3] [--max-n 1e6] [--device cpu|cuda] [--threads K]
 
 Timings on a shared machine include CPU contention from other processes: compare
 fit and plain pass within one row (they are measured in the same process, one
@@ -47,7 +52,8 @@ import time
 
 import numpy as np
 
-D_X, D_H, D_Y, T, NOISE = 10, 4, 8, 10, 0.1
+SHAPES = {"iornn": (10, 4, 8), "brnn": (12, 3, 8)}  # d_x, d_h (per direction), d_y
+T, NOISE = 10, 0.1
 ACTIVATION = (0.0, 1.0, 0.5)
 SIZES = (10_000, 30_000, 100_000, 300_000, 1_000_000)
 LONG_SIZES = (300_000, 1_000_000)
@@ -74,48 +80,39 @@ def _maxrss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: kilobytes
 
 
-def make_data(n_steps: int, seed: int, long: bool, path: str) -> dict:
-    """Draw a planted model and data; save them under ``path``. Returns metadata."""
-    from spectral_rnn import DivergenceError, GaussianAR1, IORNN
+def make_data(kind: str, n_steps: int, seed: int, long: bool, path: str) -> dict:
+    """Draw a planted model, data and held-out inputs; save them under ``path``. Returns metadata."""
+    from spectral_rnn import make_planted, save_model
 
-    proc = GaussianAR1.random(D_X, random_state=seed)
-    n_seq, length = (1, n_steps) if long else (n_steps // T, T)
-    X = proc.sample(n_seq, length, random_state=seed + 1)
-    redraws = 0
-    for k in range(50):
-        model = IORNN.random(D_X, D_H, D_Y, activation=ACTIVATION,
-                             random_state=seed if k == 0 else np.random.default_rng([seed, k]))
-        try:
-            Y = model.simulate(X, noise_std=NOISE, random_state=seed + 2)
-            break
-        except DivergenceError:
-            redraws += 1
-    else:  # pragma: no cover
-        raise RuntimeError("no stable planted model found")
-    np.save(os.path.join(path, "X.npy"), X)
-    np.save(os.path.join(path, "Y.npy"), Y)
-    np.savez(os.path.join(path, "truth.npz"), A1=model.A1, U=model.U, A2=model.A2)
-    return {"redraws": redraws, "data_mb": (X.nbytes + Y.nbytes) / 2**20}
+    d_x, d_h, d_y = SHAPES[kind]
+    p = make_planted(kind, d_x, d_h, d_y, n_steps=n_steps, length=n_steps if long else T, activation=ACTIVATION,
+                     noise_std=NOISE, n_test=2000, test_length=T, random_state=seed)
+    Xh, Yh = p.X_test, p.Y_test  # 2000 fresh sequences of T steps (also for the long layout)
+    for name, arr in (("X", p.X), ("Y", p.Y), ("Xh", Xh), ("Yh", Yh)):
+        np.save(os.path.join(path, name + ".npy"), arr)
+    save_model(p.model, os.path.join(path, "truth.safetensors"))
+    return {"redraws": p.redraws, "data_mb": (p.X.nbytes + p.Y.nbytes) / 2**20}
 
 
-def worker(path: str, seed: int, device: str, threads: int | None = None) -> dict:
+def worker(kind: str, path: str, seed: int, device: str, threads: int | None = None) -> dict:
     """Runs in a fresh process: load data, fit, measure memory and times, evaluate."""
     import torch
 
     if threads:
         torch.set_num_threads(threads)
 
-    from spectral_rnn import GaussianAR1, IORNN, SpectralIORNN, SpectralRNNError, parameter_errors, prediction_error
+    from spectral_rnn import (DivergenceError, SpectralBRNN, SpectralIORNN, SpectralRNNError, load_model, make_planted,
+                              parameter_errors, prediction_error)
 
+    d_x, d_h, d_y = SHAPES[kind]
+    cls = SpectralIORNN if kind == "iornn" else SpectralBRNN
     # warm up torch and the library on a tiny problem, so their footprint is not the fit's
-    wp = GaussianAR1.random(D_X, random_state=0)
-    wx = wp.sample(3000, T, random_state=0)
-    wm = IORNN.random(D_X, D_H, D_Y, random_state=0)
+    w = make_planted(kind, d_x, d_h, d_y, n_steps=30_000, random_state=0)
     try:
-        SpectralIORNN(D_H, activation=ACTIVATION, random_state=0, device=device).fit(wx, wm.simulate(wx, noise_std=NOISE))
+        cls(d_h, activation=ACTIVATION, random_state=0, device=device).fit(w.X, w.Y)
     except SpectralRNNError:
         pass
-    del wx, wm
+    del w
 
     X = np.load(os.path.join(path, "X.npy"))
     Y = np.load(os.path.join(path, "Y.npy"))
@@ -123,7 +120,7 @@ def worker(path: str, seed: int, device: str, threads: int | None = None) -> dic
 
     t0 = time.perf_counter()
     try:
-        est = SpectralIORNN(D_H, activation=ACTIVATION, random_state=seed, device=device).fit(X, Y)
+        est = cls(d_h, activation=ACTIVATION, random_state=seed, device=device).fit(X, Y)
         error = None
     except SpectralRNNError as exc:  # e.g. too few samples to show d_h components: a clear refusal
         est, error = None, f"{type(exc).__name__}: {exc}"
@@ -137,8 +134,8 @@ def worker(path: str, seed: int, device: str, threads: int | None = None) -> dic
         if dev.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        Xt = torch.as_tensor(X).to(dev, torch.float64).reshape(-1, D_X)
-        Yt = torch.as_tensor(Y).to(dev, torch.float64).reshape(-1, D_Y)
+        Xt = torch.as_tensor(X).to(dev, torch.float64).reshape(-1, d_x)
+        Yt = torch.as_tensor(Y).to(dev, torch.float64).reshape(-1, d_y)
         G = Yt.T @ Xt
         if dev.type == "cuda":
             torch.cuda.synchronize()
@@ -146,15 +143,18 @@ def worker(path: str, seed: int, device: str, threads: int | None = None) -> dic
         del Xt, Yt, G
     plain_s = float(np.median(plain))
 
-    truth = np.load(os.path.join(path, "truth.npz"))
-    model = IORNN(truth["A1"], truth["U"], truth["A2"], ACTIVATION)
-    proc = GaussianAR1.random(D_X, random_state=seed)
-    Xh = proc.sample(2000, T, random_state=seed + 1000)  # fresh inputs
+    model = load_model(os.path.join(path, "truth.safetensors"))
+    Xh, Yh = np.load(os.path.join(path, "Xh.npy")), np.load(os.path.join(path, "Yh.npy"))
     if est is None:
-        errs = {"A1": float("nan"), "U": float("nan"), "A2": float("nan"), "pred": float("nan")}
+        errs = {"in": float("nan"), "rec": float("nan"), "out": float("nan"), "pred": float("nan")}
     else:
-        errs = parameter_errors(model, est.model_)
-        errs["pred"] = prediction_error(model.predict(Xh), est.predict(Xh))
+        e = parameter_errors(model, est.model_)
+        try:
+            pred = prediction_error(Yh, est.predict(Xh))
+        except DivergenceError:  # the fitted recursion blows up on some held-out sequence
+            pred = float("inf")
+        errs = {"in": max(e["A1"], e.get("B1", 0.0)), "rec": max(e["U"], e.get("V", 0.0)),
+                "out": max(e["A2"], e.get("B2", 0.0)), "pred": pred}
     return {
         **errs,
         "error": error,
@@ -169,11 +169,11 @@ def worker(path: str, seed: int, device: str, threads: int | None = None) -> dic
     }
 
 
-def run_one(n_steps: int, seed: int, long: bool, device: str, threads: int | None = None) -> dict:
+def run_one(kind: str, n_steps: int, seed: int, long: bool, device: str, threads: int | None = None) -> dict:
     """Data are drawn in one subprocess and fitted in another: on Linux a child's ru_maxrss
     starts from its parent's RSS at fork (it survives exec), so the driver must stay small."""
-    with tempfile.TemporaryDirectory(prefix="bench_iornn_") as tmp:
-        me = [sys.executable, os.path.abspath(__file__)]
+    with tempfile.TemporaryDirectory(prefix="bench_spectral_") as tmp:
+        me = [sys.executable, os.path.abspath(__file__), "--kind", kind]
         out = subprocess.run(me + ["--make", tmp, "--n", str(n_steps), "--seed", str(seed)] + (["--long"] if long else []),
                              capture_output=True, text=True)
         if out.returncode != 0:
@@ -187,22 +187,23 @@ def run_one(n_steps: int, seed: int, long: bool, device: str, threads: int | Non
     return {**meta, **res}
 
 
-HEADER = (f"{'layout':>10} {'N':>9} {'A1':>7} {'A2':>7} {'U':>7} {'pred':>9} {'fit s':>7} "
+HEADER = (f"{'kind':>5} {'layout':>8} {'N':>9} {'in':>7} {'out':>7} {'rec':>7} {'pred':>9} {'fit s':>7} "
           f"{'plain s':>8} {'ratio':>6} {'extra MB':>9} {'data MB':>8} {'redraw':>6}")
 
 
-def row(layout: str, n: int, rs: list[dict]) -> str:
+def row(kind: str, layout: str, n: int, rs: list[dict]) -> str:
     ok = [r for r in rs if r["error"] is None]
     med = lambda k: float(np.median([r[k] for r in ok])) if ok else float("nan")  # noqa: E731
     refused = len(rs) - len(ok)
     note = f"  ({refused}/{len(rs)} fits refused: ill-conditioned)" if refused else ""
-    return (f"{layout:>10} {n:>9,d} {med('A1'):7.4f} {med('A2'):7.4f} {med('U'):7.4f} {med('pred'):9.2e} "
+    return (f"{kind:>5} {layout:>8} {n:>9,d} {med('in'):7.4f} {med('out'):7.4f} {med('rec'):7.4f} {med('pred'):9.2e} "
             f"{med('fit_s'):7.3f} {med('plain_s'):8.4f} {np.median([r['fit_s'] / r['plain_s'] for r in rs]):6.0f} "
             f"{max(r['extra_mb'] for r in rs):9.1f} {rs[0]['data_mb']:8.1f} {sum(r['redraws'] for r in rs):6d}" + note)
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--kind", choices=("iornn", "brnn", "both"), default="both", help="which model (default both)")
     ap.add_argument("--seeds", type=int, default=3, help="seeds per N (medians are printed)")
     ap.add_argument("--max-n", type=float, default=1e6, help="largest number of time steps")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -218,32 +219,36 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
 
     if args.make:
-        print(json.dumps(make_data(args.n, args.seed, args.long, args.make)))
+        print(json.dumps(make_data(args.kind, args.n, args.seed, args.long, args.make)))
         return
 
     if args.worker:
-        print(json.dumps(worker(args.worker, args.seed, args.device, args.threads)))
+        print(json.dumps(worker(args.kind, args.worker, args.seed, args.device, args.threads)))
         return
 
-    print(f"spectral IO-RNN benchmark: d_x={D_X} d_h={D_H} d_y={D_Y} f=u+0.5u^2 ||U||=0.3 noise={NOISE}; "
+    print(f"spectral fit benchmark: IO-RNN d_x,d_h,d_y={SHAPES['iornn']}, BRNN {SHAPES['brnn']} (d_h per direction); "
+          f"f=u+0.5u^2 ||U||=0.3 noise={NOISE}; "
           f"{args.seeds} seed(s) per N; device={args.device}; torch threads={args.threads or 'default'}; "
           f"cpus={os.cpu_count()}; load average at start {os.getloadavg()[0]:.1f}")
-    print("errors: medians over seeds; extra MB: peak RSS of the fit beyond the loaded data, max over seeds;")
+    print("errors: medians over seeds (in/out/rec: A1/A2/U, for a BRNN the worse of A1,B1 / A2,B2 / U,V);")
+    print("extra MB: peak RSS of the fit beyond the loaded data, max over seeds;")
     print("ratio: fit time / one plain pass (read X, Y into torch float64 + one product Y^T X)\n")
-    blocks = [("n x 10", n, False) for n in SIZES if n <= args.max_n]
-    if not args.no_long:
-        blocks += [("1 x N", n, True) for n in LONG_SIZES if n <= args.max_n]
+    blocks = []
+    for kind in ("iornn", "brnn") if args.kind == "both" else (args.kind,):
+        blocks += [(kind, "n x 10", n, False) for n in SIZES if n <= args.max_n]
+        if not args.no_long:
+            blocks += [(kind, "1 x N", n, True) for n in LONG_SIZES if n <= args.max_n]
     print(HEADER)
-    for layout, n, long in blocks:
-        rs = [run_one(n, s, long, args.device, args.threads) for s in range(args.seeds)]
-        print(row(layout, n, rs), flush=True)
+    for kind, layout, n, long in blocks:
+        rs = [run_one(kind, n, s, long, args.device, args.threads) for s in range(args.seeds)]
+        print(row(kind, layout, n, rs), flush=True)
         if args.verbose:
             for s, r in enumerate(rs):
                 if r["error"]:
                     print(f"{'':>10} seed {s}: {r['error']}")
                     continue
                 st = " ".join(f"{k}={v:.3f}" for k, v in r["stages"].items())
-                print(f"{'':>10} seed {s}: A1 {r['A1']:.4f} A2 {r['A2']:.4f} U {r['U']:.4f} pred {r['pred']:.2e} "
+                print(f"{'':>10} seed {s}: in {r['in']:.4f} out {r['out']:.4f} rec {r['rec']:.4f} pred {r['pred']:.2e} "
                       f"fit {r['fit_s']:.3f}s plain {r['plain_s']:.4f}s extra {r['extra_mb']:.1f}MB "
                       f"(VmHWM-based {r['extra_hwm_mb']:.1f}MB; pre-fit peak over rss {r['load_peak_over_rss_mb']:.1f}MB; "
                       f"torch threads {r['n_threads']}) [{st}]", flush=True)
