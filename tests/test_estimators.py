@@ -51,9 +51,14 @@ def evaluate(proc, m, est, T=10, seed=0):
 
 @functools.lru_cache(maxsize=None)
 def _fit_eval(N, seed, d_x, d_h, d_y):
+    """A fit refused as ill-conditioned (some heavy-tailed draws at small N: 1 in 20 at 2e5 steps)
+    counts as an infinite error, never as a success: medians then treat it as the worst seed."""
     proc, m, X, Y = planted(N, seed, d_x=d_x, d_h=d_h, d_y=d_y)
-    est = SpectralIORNN(d_h, activation=m.activation, random_state=seed).fit(X, Y)
-    return evaluate(proc, m, est, seed=seed)
+    try:
+        est = SpectralIORNN(d_h, activation=m.activation, random_state=seed).fit(X, Y)
+    except IllConditionedError:
+        return {"A1": np.inf, "U": np.inf, "A2": np.inf, "pred": np.inf, "refused": 1}
+    return {**evaluate(proc, m, est, seed=seed), "refused": 0}
 
 
 def fit_eval(N, seed, d_x=10, d_h=4, d_y=8):
@@ -88,7 +93,8 @@ def test_planted_recovery_small():
     assert med["A1"] < 0.06 and med["A2"] < 0.08, med
     assert med["U"] < 0.2, med
     assert med["pred"] < 4e-3, med
-    assert max(r["pred"] for r in rows) < 1e-2, rows
+    assert sum(r["refused"] for r in rows) <= 1, rows
+    assert max(r["pred"] for r in rows if not r["refused"]) < 1e-2, rows
 
 
 def test_error_falls_with_data_small():
