@@ -188,14 +188,15 @@ class _SpectralBase:
         proc = self._fit_process(X, lengths)
         timings["process"] = time.perf_counter() - t0
 
-        oversample = getattr(self.decomposer, "oversample", 6)
-        n_passes = self._n_passes + (n_components + oversample < X.shape[2])
+        decomposer = self.decomposer if self.decomposer is not None else CPDecomposer()
+        sketched = n_components + decomposer.oversample < X.shape[2]
+        n_passes = self._n_passes + sketched
         bar = _Progress(self.progress, n_passes * n_steps, "spectral fit")
         try:
             stream = StepStream(X, Y, lengths, proc, two_sided=self._two_sided, device=device, dtype=self.dtype,
                                 chunk_steps=self.chunk_steps, progress=bar)
             t0 = time.perf_counter()
-            dec = self._decompose(stream, n_components, rng)
+            dec = self._decompose(stream, decomposer, n_components, sketched, rng)
             timings["decomposition"] = time.perf_counter() - t0
             t0 = time.perf_counter()
             self.model_ = self._fit_components(stream, dec, f)
@@ -234,16 +235,17 @@ class _SpectralBase:
             raise InputError(f"the input process has dimension {proc.dim}, the inputs {X.shape[2]}")
         return proc
 
-    def _decompose(self, stream: StepStream, n_components: int, rng: np.random.Generator):
-        """Input span (sketch pass or identity), projected tensor pass, decomposition."""
-        decomposer = self.decomposer if self.decomposer is not None else CPDecomposer()
+    @staticmethod
+    def _decompose(stream: StepStream, decomposer: CPDecomposer, n_components: int, sketched: bool,
+                   rng: np.random.Generator):
+        """Input span (a sketch pass, or the identity when d_x is small), projected tensor pass, decomposition."""
         d_x, d_y = stream.X.shape[2], stream.Y.shape[2]
-        k = n_components + getattr(decomposer, "oversample", 6)
-        if k >= d_x:
-            Q = np.eye(d_x)
-        else:
+        if sketched:
+            k = n_components + decomposer.oversample
             M = stream.sketch(rng.standard_normal((d_y, min(d_y, k))), rng.standard_normal((d_x, k)))
             Q = np.linalg.svd(M, full_matrices=False)[0][:, :k]
+        else:
+            Q = np.eye(d_x)
         Tp = stream.project(Q)
         return decomposer.decompose_projected(Tp, Q, n_components, random_state=rng)
 
