@@ -163,6 +163,17 @@ def test_sketch_path_close_to_dense_path():
         assert es[k] < 1.5 * ed[k] + 0.01, (es, ed)
 
 
+def test_moments_dominated_by_one_step_are_refused():
+    """One extreme output (as from a sequence close to diverging) would decide the whole estimate:
+    refuse with a clear error instead of returning it."""
+    proc, m, X, Y = planted(100_000, 2)
+    SpectralIORNN(4, random_state=0).fit(X, Y)  # the clean data fit
+    Y = Y.copy()
+    Y[123, 4] *= 2000.0
+    with pytest.raises(IllConditionedError, match="extreme time steps"):
+        SpectralIORNN(4, random_state=0).fit(X, Y)
+
+
 def test_float32_passes_match_float64():
     """The data passes may run in float32 (sums are kept in float64): the estimate barely moves."""
     proc, m, X, Y = planted(100_000, 3)

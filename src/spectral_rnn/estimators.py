@@ -38,6 +38,9 @@ __all__ = ["SpectralIORNN", "SpectralBRNN", "solve_scales_and_recurrence", "chec
 
 #: condition number above which a linear system of the estimator is declared singular
 MAX_COND = 1e8
+#: a fit is refused when one time step carries more than this share of the moment tensor's
+#: mass (and more than 200x an average step): the estimate would be that step's, not the data's
+MAX_PEAK_SHARE = 2e-3
 
 
 def check_activation(f: Polynomial) -> None:
@@ -247,6 +250,11 @@ class _SpectralBase:
         else:
             Q = np.eye(d_x)
         Tp = stream.project(Q)
+        if stream.peak_share > max(MAX_PEAK_SHARE, 200.0 / stream.n_steps):
+            raise IllConditionedError(
+                f"the moment tensor is dominated by a few extreme time steps (one step carries {stream.peak_share:.1%} "
+                "of it): heavy-tailed outputs, for example a sequence close to diverging; inspect or remove such sequences"
+            )
         return decomposer.decompose_projected(Tp, Q, n_components, random_state=rng)
 
     def predict(self, X: object, lengths: object = None) -> np.ndarray:

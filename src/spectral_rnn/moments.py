@@ -233,15 +233,25 @@ class StepStream:
         return (m["acc"] - m["corr"]).reshape(Om.shape[0], -1)
 
     def project(self, Q: np.ndarray) -> np.ndarray:
-        """``T(I, Q, Q)`` for ``Q`` (d_x, k): returns (d_y, k, k)."""
+        """``T(I, Q, Q)`` for ``Q`` (d_x, k): returns (d_y, k, k).
+
+        Also sets ``peak_share``: the largest share of ``sum_t ||y_t|| ||Q^T s_t||^2`` that a
+        single time step carries, a measure of how much a few extreme steps dominate the
+        estimate (about ``1/N`` for light tails)."""
         Qt = self._to(Q)
         sums = _Sums()
+        peak = 0.0
         for w in self.windows():
             sq = w.s @ Qt  # (m, k)
             sums.add("acc", torch.einsum("ti,ta,tb->iab", w.y, sq, sq))  # no (m, k, k) temporary
+            mass = w.y.norm(dim=1) * (sq * sq).sum(1)  # each step's weight in the tensor
+            sums.add("mass", mass.sum())
+            if mass.numel():  # a chunk may hold only padding
+                peak = max(peak, float(mass.max()))
             g = w.group_sum(w.y)  # (K, d_y)
             sums.add("corr", torch.einsum("gi,gab->iab", g, Qt.T @ w.lambdas @ Qt))
         m = sums.means(self.n_steps)
+        self.peak_share = peak / max(float(m["mass"]) * self.n_steps, 1e-300)
         return m["acc"] - m["corr"]
 
     def instrument_moments(
