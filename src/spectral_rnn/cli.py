@@ -32,34 +32,24 @@ class _Parser(argparse.ArgumentParser):
 
 
 # ------------------------------------------------------------ argument types
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return v
+def _number(cast, minimum: float, what: str):
+    """An argparse type: ``cast(text)`` (finite) at least ``minimum``, else a one-line error naming ``what``."""
+
+    def parse(text: str):
+        try:
+            v = cast(text)
+        except ValueError:
+            v = None
+        if v is None or not np.isfinite(v) or v < minimum:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return v
+
+    return parse
 
 
-def _nonneg_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
-    return v
-
-
-def _nonneg_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}") from None
-    if not np.isfinite(v) or v < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}")
-    return v
+_positive_int = _number(int, 1, "a positive integer")
+_nonneg_int = _number(int, 0, "a non-negative integer")
+_nonneg_float = _number(float, 0.0, "a non-negative number")
 
 
 def _activation(text: str) -> Polynomial:
