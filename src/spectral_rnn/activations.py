@@ -77,14 +77,21 @@ class Polynomial:
         return Polynomial(c)
 
     def __call__(self, u: torch.Tensor | np.ndarray | float) -> torch.Tensor | np.ndarray | float:
-        """Evaluate elementwise (Horner). Works on tensors, arrays and scalars."""
-        out = self._c[-1]
-        for c in reversed(self._c[:-1]):
-            out = out * u + c
-        if isinstance(u, torch.Tensor) and not isinstance(out, torch.Tensor):
-            out = torch.full_like(u, float(out))
-        elif isinstance(u, np.ndarray) and not isinstance(out, np.ndarray):
-            out = np.full_like(u, float(out))
+        """Evaluate elementwise (Horner, skipping zero coefficients: this runs once per time
+        step in every recursion). Works on tensors, arrays and scalars."""
+        c = self._c
+        if len(c) == 1:
+            if isinstance(u, torch.Tensor):
+                return torch.full_like(u, c[0])
+            if isinstance(u, np.ndarray):
+                return np.full_like(u, c[0])
+            return c[0]
+        out = u * c[-1]
+        for k in range(len(c) - 2, -1, -1):
+            if c[k] != 0.0:
+                out = out + c[k]
+            if k > 0:
+                out = out * u
         return out
 
     def to_string(self) -> str:

@@ -35,27 +35,9 @@ import torch
 from torch import nn
 
 from ._checks import InputError
+from .activations import Polynomial
 
 __all__ = ["PolynomialRNN", "to_torch", "from_torch", "run_polynomial_chain"]
-
-
-def _horner(coefs: list[float], u: torch.Tensor) -> torch.Tensor:
-    """``c_0 + c_1 u + ... + c_l u^l`` with Python-float coefficients (few tensor ops)."""
-    deg = len(coefs) - 1
-    if deg == 0:
-        return torch.full_like(u, coefs[0])
-    out = u * coefs[deg]
-    if coefs[deg - 1] != 0.0:
-        out = out + coefs[deg - 1]
-    for k in range(deg - 2, -1, -1):
-        out = out * u
-        if coefs[k] != 0.0:
-            out = out + coefs[k]
-    return out
-
-
-def _derivative(coefs: list[float]) -> list[float]:
-    return [k * coefs[k] for k in range(1, len(coefs))] or [0.0]
 
 
 class _ChainFunction(torch.autograd.Function):
@@ -68,6 +50,7 @@ class _ChainFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, drive, W, mask, coefs, reverse):  # type: ignore[override]
         n, T, dh = drive.shape
+        f = Polynomial(coefs)
         Wt = W.t()
         h = drive.new_zeros((n, dh))
         steps = range(T - 1, -1, -1) if reverse else range(T)
@@ -75,7 +58,7 @@ class _ChainFunction(torch.autograd.Function):
         states = [None] * T
         for t in steps:
             u = torch.addmm(drive[:, t], h, Wt)
-            h = _horner(coefs, u)
+            h = f(u)
             if mask is not None:
                 h = h * mask[:, t]
             pre[t] = u
@@ -92,7 +75,7 @@ class _ChainFunction(torch.autograd.Function):
         Upre, H, W, mask = ctx.saved_tensors
         coefs, reverse = ctx.coefs, ctx.reverse
         n, T, dh = H.shape
-        fp = _horner(_derivative(coefs), Upre)  # f'(u_t) for every step at once
+        fp = Polynomial(coefs).derivative()(Upre)  # f'(u_t) for every step at once
         if mask is not None:
             fp = fp * mask
         grad_H = grad_H.contiguous()
@@ -121,10 +104,11 @@ class _ChainFunction(torch.autograd.Function):
 def _chain_autograd(drive, W, mask, coefs, reverse):
     """Reference implementation recorded by autograd (supports double backward)."""
     n, T, dh = drive.shape
+    f = Polynomial(coefs)
     h = drive.new_zeros((n, dh))
     states = [None] * T
     for t in (range(T - 1, -1, -1) if reverse else range(T)):
-        h = _horner(coefs, torch.addmm(drive[:, t], h, W.t()))
+        h = f(torch.addmm(drive[:, t], h, W.t()))
         if mask is not None:
             h = h * mask[:, t]
         states[t] = h
