@@ -172,6 +172,14 @@ def test_moments_dominated_by_one_step_are_refused():
     Y[123, 4] *= 2000.0
     with pytest.raises(IllConditionedError, match="extreme time steps"):
         SpectralIORNN(4, random_state=0).fit(X, Y)
+    # opt-in: leave such sequences out; the estimate is exactly the fit without them
+    est = SpectralIORNN(4, random_state=0, outlier_factor=100).fit(X, Y)
+    assert est.n_dropped_ == 1
+    ref = SpectralIORNN(4, random_state=0).fit(np.delete(X, 123, axis=0), np.delete(Y, 123, axis=0))
+    _assert_same_estimate(est, ref)
+    assert evaluate(proc, m, est)["A1"] < 0.06
+    with pytest.raises(InputError, match="outlier_factor"):
+        SpectralIORNN(4, outlier_factor=0.5).fit(X, Y)
 
 
 def test_float32_passes_match_float64():

@@ -94,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--seed", type=_nonneg_int, default=0, help="seed of the estimator's random choices (default 0)")
     f.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="compute device (default cpu)")
     f.add_argument("--bidirectional", action="store_true", help="fit a bidirectional RNN (BRNN)")
+    f.add_argument("--outlier-factor", type=_number(float, 1.0, "a number above 1"), default=None,
+                   help="leave out sequences whose largest |output| exceeds this many times the median over "
+                        "sequences (e.g. 100; default: keep all)")
     f.add_argument("--refine", action="store_true",
                    help="refine the spectral estimate by backpropagation through time (Adam, early stopping on a "
                         "validation split) and write the refined model")
@@ -178,12 +181,14 @@ def _cmd_fit(a: argparse.Namespace) -> int:
         raise InputError(f"{a.data} has no array 'outputs': fitting needs inputs and outputs")
     # the bar (tqdm, shown once a fit passes 1 s) goes to a terminal only, not into logs
     est = Estimator(hidden_size=a.hidden_size, activation=a.activation, device=a.device,
-                    random_state=a.seed, progress=sys.stderr.isatty())
+                    random_state=a.seed, progress=sys.stderr.isatty(), outlier_factor=a.outlier_factor)
     t0 = time.perf_counter()
     est.fit(X, Y, lengths)
     seconds = time.perf_counter() - t0
     model = est.model_
-    n_steps = int(X.shape[0] * X.shape[1] if lengths is None else np.sum(lengths))
+    n_steps = est.n_steps_
+    if est.n_dropped_:
+        print(f"left out {est.n_dropped_} of {X.shape[0]} sequences with extreme outputs (--outlier-factor)")
     if a.refine:
         from .refine import refine
 
