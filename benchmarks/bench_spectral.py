@@ -59,21 +59,22 @@ SIZES = (10_000, 30_000, 100_000, 300_000, 1_000_000)
 LONG_SIZES = (300_000, 1_000_000)
 
 
-def _rss_mb() -> float:
+def _status_mb(key: str) -> float:
+    """A memory figure of this process from /proc/self/status, in MB."""
     with open("/proc/self/status") as fh:
         for line in fh:
-            if line.startswith("VmRSS:"):
+            if line.startswith(key + ":"):
                 return int(line.split()[1]) / 1024.0
     return float("nan")
+
+
+def _rss_mb() -> float:
+    return _status_mb("VmRSS")
 
 
 def _hwm_mb() -> float:
     """Peak RSS of this address space (VmHWM): reset at exec, unlike ru_maxrss."""
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    return float("nan")
+    return _status_mb("VmHWM")
 
 
 def _maxrss_mb() -> float:

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from _helpers import ragged
 from spectral_rnn import (
     CPDecomposer,
     make_planted,
@@ -195,16 +196,6 @@ def test_float32_passes_match_float64():
 # ------------------------------------------------------------------ ragged batches
 
 
-def _ragged(X, Y, seed):
-    n, T, _ = X.shape
-    lengths = np.random.default_rng(seed).integers(2, T + 1, n)
-    lengths[0] = T
-    pad = np.arange(T)[None, :] >= lengths[:, None]
-    Xp, Yp = X.copy(), Y.copy()
-    Xp[pad], Yp[pad] = np.nan, np.nan
-    return Xp, Yp, lengths
-
-
 def _assert_same_estimate(a, b):
     for k in ("A1_", "U_", "A2_"):
         np.testing.assert_allclose(getattr(a, k), getattr(b, k), rtol=1e-8, atol=1e-11)
@@ -226,7 +217,7 @@ def test_ragged_mixed_lengths_storage_invariant():
     """Sequences of mixed lengths: the estimate depends on the sequences only, not on how they are
     padded, ordered or chunked (NaN padding is never read)."""
     proc, m, X, Y = planted(60_000, 9)
-    Xr, Yr, lengths = _ragged(X, Y, 0)
+    Xr, Yr, lengths = ragged(X, Y, 0, min_length=2)
     ref = SpectralIORNN(4, random_state=3).fit(Xr, Yr, lengths)
     n, T, _ = X.shape
     perm = np.random.default_rng(1).permutation(n)
@@ -401,7 +392,7 @@ def test_ragged_acceptance_size():
     """Ragged batch at 1e6 steps (sequences of 2..10 steps): equals the re-padded, permuted storage,
     and meets the acceptance bounds."""
     proc, m, X, Y = planted(1_000_000, 20)
-    Xr, Yr, lengths = _ragged(X, Y, 5)
+    Xr, Yr, lengths = ragged(X, Y, 5, min_length=2)
     ref = SpectralIORNN(4, random_state=0).fit(Xr, Yr, lengths)
     perm = np.random.default_rng(2).permutation(len(lengths))
     est = SpectralIORNN(4, random_state=0).fit(Xr[perm], Yr[perm], lengths[perm])

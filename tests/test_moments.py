@@ -6,6 +6,7 @@ import itertools
 import numpy as np
 import pytest
 
+from _helpers import ragged
 from spectral_rnn import IORNN, GaussianAR1, StepStream, cross_moment
 
 
@@ -20,16 +21,6 @@ def small_data(seed=0, n=60, T=12, d_x=6, d_h=3, d_y=5):
     m = IORNN.random(d_x, d_h, d_y, random_state=seed + 2)
     Y = m.simulate(X, noise_std=0.1, random_state=seed + 3)
     return proc, X, Y, m
-
-
-def ragged(X, Y, seed=0):
-    n, T, _ = X.shape
-    lengths = np.random.default_rng(seed).integers(1, T + 1, n)
-    lengths[0] = T
-    pad = np.arange(T)[None, :] >= lengths[:, None]
-    Xp, Yp = X.copy(), Y.copy()
-    Xp[pad], Yp[pad] = np.nan, np.nan
-    return Xp, Yp, lengths
 
 
 @pytest.mark.parametrize("two_sided", [False, True])

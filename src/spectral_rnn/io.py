@@ -111,15 +111,19 @@ def save_model(model: IORNN | BRNN, path: str | os.PathLike) -> None:
     _atomic_write(path, lambda fh: fh.write(blob))
 
 
+def _check_input_file(path: str, what: str) -> None:
+    if not os.path.exists(path):
+        raise InputError(f"{what} file {path} does not exist")
+    if os.path.isdir(path):
+        raise InputError(f"{what} file {path} is a directory")
+
+
 def load_model(path: str | os.PathLike) -> IORNN | BRNN:
     """Load a model saved by :func:`save_model`; anything else raises :class:`InputError`."""
     from safetensors import safe_open
 
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise InputError(f"model file {path} does not exist")
-    if os.path.isdir(path):
-        raise InputError(f"model file {path} is a directory")
+    _check_input_file(path, "model")
     try:
         with safe_open(path, framework="numpy") as fh:
             meta = fh.metadata() or {}
@@ -174,10 +178,7 @@ def load_data(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None, n
     valid steps, inputs and outputs of different sizes, or bad lengths.
     """
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise InputError(f"data file {path} does not exist")
-    if os.path.isdir(path):
-        raise InputError(f"data file {path} is a directory")
+    _check_input_file(path, "data")
     try:
         with open(path, "rb") as fh:
             magic = fh.read(6)

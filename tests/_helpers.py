@@ -1,0 +1,17 @@
+"""Helpers shared by several test modules (pytest puts tests/ on sys.path)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def ragged(X: np.ndarray, Y: np.ndarray, seed: int = 0, min_length: int = 1):
+    """The same sequences as a ragged batch: random lengths in [min_length, T] (the first
+    sequence full), padding filled with NaN, which must never be read."""
+    n, T, _ = X.shape
+    lengths = np.random.default_rng(seed).integers(min_length, T + 1, n)
+    lengths[0] = T
+    pad = np.arange(T)[None, :] >= lengths[:, None]
+    Xp, Yp = X.copy(), Y.copy()
+    Xp[pad], Yp[pad] = np.nan, np.nan
+    return Xp, Yp, lengths
