@@ -136,13 +136,15 @@ def decompose_projected(
     rank: int,
     random_state: int | np.random.Generator | None = None,
     n_als: int = 10,
+    min_gap: float = MIN_GAP,
 ) -> Decomposition:
     """Decompose from the projection ``Tp = T(I, Q, Q)`` (d_out, k, k), ``Q`` (d_in, k)
     orthonormal with ``k >= rank`` columns spanning the input factors.
 
     Returns the factors in the original space: ``A = (Q b_j)`` normalised, ``W``.
     Raises :class:`IllConditionedError` when the tensor does not show ``rank``
-    well-separated components.
+    well-separated components (singular-value gap ``sigma_r / sigma_{r+1}`` of the
+    unfoldings below ``min_gap``).
     """
     d_out, k, _ = Tp.shape
     if rank > k or rank > d_out:
@@ -151,7 +153,7 @@ def decompose_projected(
     R, s_in = _top_left(Tp.transpose(1, 0, 2).reshape(k, -1), rank)  # input subspace inside Q
     P, s_out = _top_left(Tp.reshape(d_out, -1), rank)  # output subspace
     gap = min(_gap(s_in, rank), _gap(s_out, rank))
-    if gap < MIN_GAP or s_in[rank - 1] <= 1e-10 * s_in[0] or s_out[rank - 1] <= 1e-10 * s_out[0]:
+    if gap < min_gap or s_in[rank - 1] <= 1e-10 * s_in[0] or s_out[rank - 1] <= 1e-10 * s_out[0]:
         raise IllConditionedError(
             f"the moment tensor does not show {rank} well-separated components "
             f"(singular-value gap {gap:.3g}): the hidden size is too large for these data, or there are too few samples"
@@ -168,7 +170,8 @@ def decompose_projected(
 
 
 def decompose(
-    T: np.ndarray, rank: int, random_state: int | np.random.Generator | None = None, n_als: int = 10
+    T: np.ndarray, rank: int, random_state: int | np.random.Generator | None = None, n_als: int = 10,
+    min_gap: float = MIN_GAP,
 ) -> Decomposition:
     """Decompose a dense ``T`` (d_out, d_in, d_in) ``= sum_j w_j (x) a_j (x) a_j`` (a_j unit).
 
@@ -178,7 +181,7 @@ def decompose(
     T = np.asarray(T, dtype=np.float64)
     if T.ndim != 3 or T.shape[1] != T.shape[2]:
         raise InputError(f"expected a (d_out, d_in, d_in) tensor, got shape {T.shape}")
-    return decompose_projected(T, np.eye(T.shape[1]), rank, random_state, n_als)
+    return decompose_projected(T, np.eye(T.shape[1]), rank, random_state, n_als, min_gap)
 
 
 class CPDecomposer:
@@ -198,8 +201,9 @@ class CPDecomposer:
     def __repr__(self) -> str:
         return f"CPDecomposer(n_als={self.n_als}, oversample={self.oversample})"
 
-    def decompose_projected(self, Tp: np.ndarray, Q: np.ndarray, rank: int, random_state=None) -> Decomposition:
-        return decompose_projected(Tp, Q, rank, random_state, self.n_als)
+    def decompose_projected(self, Tp: np.ndarray, Q: np.ndarray, rank: int, random_state=None,
+                            min_gap: float = MIN_GAP) -> Decomposition:
+        return decompose_projected(Tp, Q, rank, random_state, self.n_als, min_gap)
 
-    def decompose(self, T: np.ndarray, rank: int, random_state=None) -> Decomposition:
-        return decompose(T, rank, random_state, self.n_als)
+    def decompose(self, T: np.ndarray, rank: int, random_state=None, min_gap: float = MIN_GAP) -> Decomposition:
+        return decompose(T, rank, random_state, self.n_als, min_gap)

@@ -3,7 +3,9 @@
 Pipeline of :meth:`SpectralIORNN.fit` (DESIGN.md sections 2-5), each step a single
 streamed pass over the data:
 
-1. fit the input process (Gaussian AR(1) by default) from the inputs alone;
+1. fit the input process from the inputs alone (:class:`AR1Process`: least squares, then
+   the law of its innovations, chosen automatically: Gaussian closed form, density-free
+   score, or a fitted mixture density for the BRNN);
 2. find the span of the A1 rows from random contractions of the moment tensor
    (skipped when ``d_x`` is small: the identity then spans it);
 3. project the moment tensor onto that span, ``T(I, Q, Q)``, and decompose it
@@ -30,17 +32,19 @@ from ._checks import (
     valid_mask,
 )
 from .activations import Polynomial, as_polynomial
-from .decomposition import CPDecomposer
+from .decomposition import MIN_GAP, CPDecomposer
 from .models import BRNN, IORNN
 from .moments import CHUNK_STEPS, StepStream
-from .processes import GaussianAR1, MarkovProcess
+from .processes import AR1Process, MarkovProcess
+from .scores import MarginalLaw
 
 __all__ = ["SpectralIORNN", "SpectralBRNN", "solve_scales_and_recurrence", "check_activation", "output_pinv"]
 
 #: condition number above which a linear system of the estimator is declared singular
 MAX_COND = 1e8
-#: a fit is refused when one time step carries more than this share of the moment tensor's
-#: mass (and more than 200x an average step): the estimate would be that step's, not the data's
+#: default of ``max_peak_share``: a fit is refused when one time step carries more than this
+#: share of the moment tensor's mass (and more than 200x an average step): the estimate
+#: would be that step's, not the data's
 MAX_PEAK_SHARE = 2e-3
 
 
@@ -92,13 +96,18 @@ def solve_scales_and_recurrence(
         else:
             D = np.column_stack([r[:, j], -6 * c3 * px, -6 * c3 * phi_lag])
             rhs = 2 * c2 * phi
-        sv = np.linalg.svd(D, compute_uv=False)
+        # equilibrate the columns (unknowns) to unit norm, so the units of the inputs and outputs
+        # do not decide whether the system counts as singular (the least-squares solution is unchanged)
+        cs = np.linalg.norm(D, axis=0)
+        cs = np.where(cs > 0, cs, 1.0)
+        De = D / cs
+        sv = np.linalg.svd(De, compute_uv=False)
         if sv[-1] <= sv[0] / MAX_COND:
             raise IllConditionedError(
                 f"the instrument equations of hidden unit {j} are singular (condition {sv[0] / max(sv[-1], 1e-300):.3g}): "
                 "the inputs do not excite the recurrence enough to identify U"
             )
-        sol = np.linalg.lstsq(D, rhs, rcond=None)[0]
+        sol = np.linalg.lstsq(De, rhs, rcond=None)[0] / cs
         if f.degree == 2:
             mu[j], scale[j], Ut[j] = 2 * c2, sol[0], sol[1:]
         else:
@@ -136,6 +145,19 @@ def drop_extreme_sequences(
     if keep.all():
         return X, Y, lengths, 0
     return X[keep], Y[keep], None if lengths is None else lengths[keep], int((~keep).sum())
+
+
+def _score_hint(proc: MarkovProcess) -> str:
+    """A clause for a refusal: the Gaussian score forced on non-Gaussian innovations biases the tensor."""
+    stats = getattr(proc, "stats_", None)
+    if stats is None or getattr(proc, "law_name_", "") != "gaussian":
+        return ""
+    ku, sk = np.abs(stats.excess_kurtosis), np.abs(stats.skewness)
+    if max(ku.max(), sk.max()) < 0.1:
+        return ""
+    return (f"; note: the input innovations are not Gaussian (max |excess kurtosis| {ku.max():.2f}, max |skewness| "
+            f"{sk.max():.2f}) but the Gaussian score was used, which biases the moment tensor by up to about "
+            f"{ku.max() / 2:.0%} of its size whatever the sample size: use scores='auto' (--scores auto)")
 
 
 def output_pinv(W: np.ndarray) -> np.ndarray:
@@ -183,6 +205,11 @@ class _SpectralBase:
         random_state: int | np.random.Generator | None = None,
         progress: bool = False,
         outlier_factor: float | None = None,
+        scores: str | MarginalLaw = "auto",
+        first_step: str = "auto",
+        min_gap: float = MIN_GAP,
+        max_peak_share: float = MAX_PEAK_SHARE,
+        tail_check: bool = True,
     ) -> None:
         self.hidden_size = hidden_size
         self.activation = activation
@@ -194,6 +221,11 @@ class _SpectralBase:
         self.random_state = random_state
         self.progress = progress
         self.outlier_factor = outlier_factor
+        self.scores = scores
+        self.first_step = first_step
+        self.min_gap = min_gap
+        self.max_peak_share = max_peak_share
+        self.tail_check = tail_check
 
     # the recipe both estimators follow; subclasses fill in _fit_components
     _two_sided = False
@@ -218,7 +250,7 @@ class _SpectralBase:
         timings: dict[str, float] = {}
 
         t0 = time.perf_counter()
-        proc = self._fit_process(X, lengths)
+        proc = self._fit_process(X, lengths, f)
         timings["process"] = time.perf_counter() - t0
 
         decomposer = self.decomposer if self.decomposer is not None else CPDecomposer()
@@ -229,7 +261,10 @@ class _SpectralBase:
             stream = StepStream(X, Y, lengths, proc, two_sided=self._two_sided, device=device, dtype=self.dtype,
                                 chunk_steps=self.chunk_steps, progress=bar)
             t0 = time.perf_counter()
-            dec = self._decompose(stream, decomposer, n_components, sketched, rng)
+            try:
+                dec = self._decompose(stream, decomposer, n_components, sketched, rng)
+            except IllConditionedError as exc:
+                raise IllConditionedError(str(exc) + _score_hint(proc)) from None
             timings["decomposition"] = time.perf_counter() - t0
             t0 = time.perf_counter()
             self.model_ = self._fit_components(stream, dec, f)
@@ -237,6 +272,8 @@ class _SpectralBase:
         finally:
             bar.close()
         self.process_ = proc
+        self.scores_ = getattr(proc, "law_name_", type(proc).__name__)
+        self.scores_reason_ = getattr(proc, "law_reason_", "the process given by the user")
         for name in self.model_._names:
             setattr(self, name + "_", getattr(self.model_, name))
         self.gap_ = dec.gap
@@ -259,18 +296,20 @@ class _SpectralBase:
         if n_steps < need:
             raise InputError(f"too few time steps: {n_steps} valid steps, the spectral estimate needs at least {need} here")
 
-    def _fit_process(self, X: np.ndarray, lengths: np.ndarray | None) -> MarkovProcess:
+    def _fit_process(self, X: np.ndarray, lengths: np.ndarray | None, f: Polynomial) -> MarkovProcess:
         proc = self.process
         if proc is None:
-            proc = GaussianAR1()
+            proc = AR1Process(innovations=self.scores, first_step=self.first_step, two_sided=self._two_sided,
+                              degree=f.degree, tail_check=self.tail_check)
+        elif not isinstance(proc, MarkovProcess):
+            raise InputError(f"process must be an input process such as AR1Process, got {type(proc).__name__}")
         if not proc.is_fitted:
             proc = copy.deepcopy(proc).fit(X, lengths)
         if proc.dim != X.shape[2]:
             raise InputError(f"the input process has dimension {proc.dim}, the inputs {X.shape[2]}")
         return proc
 
-    @staticmethod
-    def _decompose(stream: StepStream, decomposer: CPDecomposer, n_components: int, sketched: bool,
+    def _decompose(self, stream: StepStream, decomposer: CPDecomposer, n_components: int, sketched: bool,
                    rng: np.random.Generator):
         """Input span (a sketch pass, or the identity when d_x is small), projected tensor pass, decomposition."""
         d_x, d_y = stream.X.shape[2], stream.Y.shape[2]
@@ -281,13 +320,21 @@ class _SpectralBase:
         else:
             Q = np.eye(d_x)
         Tp = stream.project(Q)
-        if stream.peak_share > max(MAX_PEAK_SHARE, 200.0 / stream.n_steps):
+        if stream.peak_share > max(self.max_peak_share, 200.0 / stream.n_steps):
+            share = f"one step carries {stream.peak_share:.1%} of it"
+            if stream.peak_cause == "outputs":
+                raise IllConditionedError(
+                    f"the moment tensor is dominated by a few extreme time steps ({share}; its output is "
+                    f"{stream.peak_ratios[0]:.3g}x the average size): heavy-tailed outputs, for example a sequence "
+                    "close to diverging; inspect or remove such sequences (outlier_factor=100, or --outlier-factor "
+                    "100, leaves them out), or raise max_peak_share"
+                )
             raise IllConditionedError(
-                f"the moment tensor is dominated by a few extreme time steps (one step carries {stream.peak_share:.1%} "
-                "of it): heavy-tailed outputs, for example a sequence close to diverging; inspect or remove such "
-                "sequences (outlier_factor=100, or --outlier-factor 100, leaves them out)"
+                f"the moment tensor is dominated by a few extreme time steps ({share}; its input score is "
+                f"{stream.peak_ratios[1]:.3g}x the average size): heavy-tailed or outlying inputs (outlier_factor, "
+                "which looks at outputs, does not help here); clip or rank-transform the inputs, or raise max_peak_share"
             )
-        return decomposer.decompose_projected(Tp, Q, n_components, random_state=rng)
+        return decomposer.decompose_projected(Tp, Q, n_components, random_state=rng, min_gap=self.min_gap)
 
     def predict(self, X: object, lengths: object = None) -> np.ndarray:
         """Conditional mean of the outputs, ``(n_sequences, T, d_y)``."""
@@ -314,8 +361,24 @@ class SpectralIORNN(_SpectralBase):
     hidden_size: number of hidden units ``d_h`` (at most ``min(d_x, d_y)``).
     activation: the known polynomial ``f`` (``Polynomial``, coefficients or ``"c0,c1,c2"``),
         degree 2 with ``c1 != 0``, or degree 3 with ``c2 != 0`` (see :func:`check_activation`).
-    process: input process; ``None`` fits a :class:`GaussianAR1` to the inputs. An
-        unfitted process is fitted (on a copy); a fitted one is used as given.
+    process: input process; ``None`` fits an :class:`AR1Process` to the inputs with the
+        ``scores``, ``first_step`` and ``tail_check`` below. An unfitted process is fitted
+        (on a copy); a fitted one is used as given (a known input law).
+    scores: the law of the input innovations, hence the score function: ``"auto"`` (default:
+        test the fitted innovations; Gaussian closed form when they look Gaussian, else the
+        density-free score for the IO-RNN and a fitted Gaussian-mixture density for the BRNN;
+        see :func:`~spectral_rnn.processes.choose_law`), ``"gaussian"``, ``"moment"``
+        (density-free, one-sided only), ``"student-t"``, ``"mixture"``, or a
+        :class:`~spectral_rnn.scores.MarginalLaw`. ``scores_`` and ``scores_reason_`` say
+        what was used and why.
+    first_step: law of each sequence's first input, ``"auto"``, ``"own"`` or ``"stationary"``
+        (see :class:`~spectral_rnn.processes.AR1Process`).
+    min_gap: refusal threshold: the smallest singular-value gap ``sigma_r / sigma_{r+1}`` of the
+        moment tensor accepted as ``r`` separated components (default 1.5).
+    max_peak_share: refusal threshold: the largest share of the moment tensor one time step
+        may carry (default 0.002, and never below 200 / N).
+    tail_check: refuse inputs whose innovations have infinite fourth moments (fitted
+        Student-t degrees of freedom below 4).
     decomposer: tensor decomposer (default :class:`CPDecomposer`).
     device: "cpu" or "cuda". dtype: torch dtype of the moment passes.
     chunk_steps: time steps per chunk of a pass (bounds memory).
@@ -326,8 +389,9 @@ class SpectralIORNN(_SpectralBase):
         sequences (see :func:`drop_extreme_sequences`); ``n_dropped_`` counts them.
 
     Fitted attributes: ``model_`` (:class:`IORNN`), ``A1_``, ``U_``, ``A2_``,
-    ``n_dropped_``, ``process_``, ``mu_`` (E[f''(z_j)] per unit), ``gap_`` (singular-value gap of the
-    moment tensor at rank d_h), ``n_steps_``, ``timings_`` (seconds per stage).
+    ``n_dropped_``, ``process_``, ``scores_``, ``scores_reason_``, ``mu_`` (E[f''(z_j)] per unit),
+    ``gap_`` (singular-value gap of the moment tensor at rank d_h), ``n_steps_``, ``timings_``
+    (seconds per stage).
     """
 
     _n_passes = 2

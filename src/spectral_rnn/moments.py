@@ -1,22 +1,25 @@
-"""Cross-moments between outputs and input scores, computed in streaming passes.
+"""Moment passes: cross-moments between outputs and input scores, streamed over the data.
 
-The moment tensor (DESIGN.md section 3) is::
+The moment tensor (docs/method.md, "The moment identity") is::
 
     T = E[y_t (x) S_2(x_t | x_{t-1})] = sum_j mu_j a2_j (x) a1_j (x) a1_j      (d_y, d_x, d_x)
 
-with ``S_2 = s s^T - Lambda``. It is never formed at full size by the estimators.
-What they need comes from single passes over the data, each a sum over time steps
-accumulated in chunks (so memory does not grow with the number of steps), on CPU
-or GPU:
+with ``S_2 = s s^T - sum_k kappa_k b_k b_k^T`` as a score function provides it
+(:class:`~spectral_rnn.scores.StepScores`). It is never formed at full size by the
+estimators. What they need comes from single passes over the data, each a sum over
+time steps accumulated in chunks (so memory does not grow with the number of steps),
+on CPU or GPU:
 
 * :meth:`StepStream.sketch` -- ``T(theta_a, I, omega_b)`` for random pairs:
   a matrix whose range is the span of the A1 rows; cost ``O(N d_x p k)``.
 * :meth:`StepStream.project` -- ``T(I, Q, Q)`` for an orthonormal ``Q (d_x, k)``:
   a ``(d_y, k, k)`` tensor; cost ``O(N k^2 d_y)``.
 * :meth:`StepStream.instrument_moments` -- the moments of the instrument equations
-  that give the scales and U (DESIGN.md section 5).
+  that give the scales and U (docs/method.md, "Scales and U").
 * :func:`cross_moment` -- the dense tensor, for small problems and tests only.
 
+The per-step second-order terms enter every pass only through ``sum_t y_t kappa_t^T``
+(a ``d_y x K`` matrix), combined with the constant basis at the end of the pass.
 Every pass sees the valid steps of one chunk at a time through a :class:`Window`.
 """
 
@@ -29,6 +32,7 @@ import torch
 
 from ._checks import iter_windows
 from .processes import MarkovProcess
+from .scores import StepScores
 
 __all__ = ["StepStream", "Window", "cross_moment"]
 
@@ -53,8 +57,9 @@ class Window:
     ``mask`` (n, W) marks the valid steps the chunk owns (``None``: all of them).
 
     Attributes are computed on first use: ``x``, ``x_prev``, ``x_prev2`` (m, d_x);
-    ``x_next``, ``x_next2``; ``y``, ``y_prev``, ``y_next`` (m, d_y); ``s`` (m, d_x) and ``group`` (m,) of the process's
-    score; ``lambdas`` (K, d_x, d_x). Quantities before the first step are zero
+    ``x_next``, ``x_next2``; ``y``, ``y_prev``, ``y_next`` (m, d_y); ``scores``, the
+    process's :class:`~spectral_rnn.scores.StepScores` of the valid steps (rows ``m``),
+    and ``s`` = ``scores.s`` (m, d_x). Quantities before the first step are zero
     (``h_0 = 0``, and a constant is a valid instrument).
     """
 
@@ -111,17 +116,20 @@ class Window:
         return self._shift(self._Y, -1)
 
     @cached_property
-    def _score_window(self):
+    def _score_window(self) -> StepScores:
         return self._stream.process.score_terms(self._X, self._lengths, t0=self._t0, two_sided=self._stream.two_sided)
 
     @cached_property
-    def _scores(self):
-        s, group, lambdas = self._score_window
-        return self._take(s), self._take(group), lambdas
+    def scores(self) -> StepScores:
+        """Scores of the valid, owned steps (rows ``m``)."""
+        sw = self._score_window
+        if self._mask is None:
+            return sw.reshape_rows()
+        return sw.take(self._mask)
 
     def s_lag(self, k: int) -> torch.Tensor:
         """The score of ``x_{t-k}`` at every valid step ``t`` (zero where that step does not exist)."""
-        s = self._score_window[0]
+        s = self._score_window.s
         if self._lengths is not None:  # the score is meaningless on padding
             t = torch.arange(self._t0, self._t0 + s.shape[1], device=s.device)
             s = s * (t[None, :] < self._lengths[:, None]).unsqueeze(-1)
@@ -129,24 +137,11 @@ class Window:
 
     @property
     def s(self) -> torch.Tensor:
-        return self._scores[0]
-
-    @property
-    def group(self) -> torch.Tensor:
-        return self._scores[1]
-
-    @property
-    def lambdas(self) -> torch.Tensor:
-        return self._scores[2]
+        return self.scores.s
 
     @property
     def n(self) -> int:
         return self._X.shape[0] * self._X.shape[1] if self._mask is None else int(self._mask.sum())
-
-    def group_sum(self, A: torch.Tensor) -> torch.Tensor:
-        """Per-group column sums of ``A`` (m, p) -> (K, p)."""
-        out = A.new_zeros((self.lambdas.shape[0], A.shape[1]))
-        return out.index_add_(0, self.group, A)
 
 
 class StepStream:
@@ -219,40 +214,61 @@ class StepStream:
         """``T(theta_a, I, omega_b)`` for every column pair of ``Theta`` (d_y, p) and ``Omega`` (d_x, k).
 
         Returns ``(d_x, p * k)``: column ``a * k + b`` is
-        ``E[(theta_a . y)((omega_b . s) s - Lambda omega_b)]``, a random vector in the span
-        of the A1 rows. All pairs (not ``k`` of them) mix the components well enough
-        that the top singular vectors find weak units too; cost ``O(N d_x p k)``.
+        ``E[(theta_a . y) S_2 omega_b]`` with ``S_2 omega = (omega . s) s - sum_k kappa_k (b_k . omega) b_k``,
+        a random vector in the span of the A1 rows. All pairs (not ``k`` of them) mix the
+        components well enough that the top singular vectors find weak units too; cost ``O(N d_x p k)``.
         """
         Th, Om = self._to(Theta), self._to(Omega)
         sums = _Sums()
+        basis = None
         for w in self.windows():
+            sc = w.scores
             yt = w.y @ Th  # (m, p)
-            sums.add("acc", torch.einsum("ta,tb,ti->iab", yt, w.s @ Om, w.s))
-            sums.add("corr", torch.einsum("gij,jb,ga->iab", w.lambdas, Om, w.group_sum(yt)))
+            sums.add("acc", torch.einsum("ta,tb,ti->iab", yt, sc.s @ Om, sc.s))
+            sums.add("yk", yt.T @ sc.kappa)  # (p, K)
+            basis = sc.basis
         m = sums.means(self.n_steps)
-        return (m["acc"] - m["corr"]).reshape(Om.shape[0], -1)
+        B = basis.cpu().to(torch.float64).numpy()
+        corr = np.einsum("ak,ki,kb->iab", m["yk"], B, B @ Omega)
+        return (m["acc"] - corr).reshape(Om.shape[0], -1)
 
     def project(self, Q: np.ndarray) -> np.ndarray:
         """``T(I, Q, Q)`` for ``Q`` (d_x, k): returns (d_y, k, k).
 
-        Also sets ``peak_share``: the largest share of ``sum_t ||y_t|| ||Q^T s_t||^2`` that a
-        single time step carries, a measure of how much a few extreme steps dominate the
-        estimate (about ``1/N`` for light tails)."""
+        Also sets ``peak_share``: the largest share of ``sum_t ||y_t|| ||Q^T S_2 Q||_t`` (a bound
+        on each step's weight in the tensor) that a single time step carries, a measure of how
+        much a few extreme steps dominate the estimate (about ``1/N`` for light tails), and
+        ``peak_cause``: ``"outputs"`` or ``"inputs"``, whichever factor of that step is further
+        above its average."""
         Qt = self._to(Q)
         sums = _Sums()
-        peak = 0.0
+        peak, peak_y, peak_s = 0.0, 0.0, 0.0
+        basis = None
         for w in self.windows():
-            sq = w.s @ Qt  # (m, k)
+            sc = w.scores
+            BQ2 = ((sc.basis @ Qt) ** 2).sum(1)  # (K,) ||Q^T b_k||^2
+            sq = sc.s @ Qt  # (m, k)
             sums.add("acc", torch.einsum("ti,ta,tb->iab", w.y, sq, sq))  # no (m, k, k) temporary
-            mass = w.y.norm(dim=1) * (sq * sq).sum(1)  # each step's weight in the tensor
+            sums.add("yk", w.y.T @ sc.kappa)  # (d_y, K)
+            ynorm = w.y.norm(dim=1)
+            spart = (sq * sq).sum(1) + sc.kappa.abs() @ BQ2  # bounds ||Q^T S_2 Q||
+            mass = ynorm * spart  # each step's weight in the tensor
             sums.add("mass", mass.sum())
+            sums.add("ynorm", ynorm.sum())
+            sums.add("spart", spart.sum())
             if mass.numel():  # a chunk may hold only padding
-                peak = max(peak, float(mass.max()))
-            g = w.group_sum(w.y)  # (K, d_y)
-            sums.add("corr", torch.einsum("gi,gab->iab", g, Qt.T @ w.lambdas @ Qt))
+                i = int(mass.argmax())
+                if float(mass[i]) > peak:
+                    peak, peak_y, peak_s = float(mass[i]), float(ynorm[i]), float(spart[i])
+            basis = sc.basis
         m = sums.means(self.n_steps)
         self.peak_share = peak / max(float(m["mass"]) * self.n_steps, 1e-300)
-        return m["acc"] - m["corr"]
+        y_ratio = peak_y / max(float(m["ynorm"]), 1e-300)
+        s_ratio = peak_s / max(float(m["spart"]), 1e-300)
+        self.peak_cause = "outputs" if y_ratio >= s_ratio else "inputs"
+        self.peak_ratios = (y_ratio, s_ratio)
+        BQ = basis.cpu().to(torch.float64).numpy() @ Q
+        return m["acc"] - np.einsum("ik,ka,kb->iab", m["yk"], BQ, BQ)
 
     def instrument_moments(
         self, A_hat: np.ndarray, Wpinv: np.ndarray, score_order: int, direction: str = "past"
@@ -278,12 +294,10 @@ class StepStream:
                 raise ValueError("direction must be 'past' or 'future'")
             phi = torch.cat([torch.ones_like(x1[:, :1]), x1, x2, (x1 @ Ah.T) ** 2], dim=1)
             yt = w.y @ Wp  # (m, d_h)
-            sa = w.s @ Ah.T  # (m, d_h): s . a_j
             if score_order == 1:
-                sc = sa
+                sc = w.s @ Ah.T  # (m, d_h): S_1(a_j) = s . a_j
             elif score_order == 2:
-                quad = torch.einsum("ja,gab,jb->gj", Ah, w.lambdas, Ah)  # (K, d_h)
-                sc = sa**2 - quad[w.group]
+                sc = w.scores.s2_quad(Ah)  # S_2(a_j, a_j)
             else:
                 raise ValueError("score_order must be 1 or 2")
             sums.add("phi", phi.sum(0))
@@ -315,22 +329,14 @@ def cross_moment(
     two_sided: bool = False,
     device: str = "cpu",
 ) -> np.ndarray:
-    """The dense tensor ``E[y_t (x) S_order(x_t | ...)]``: (d_y, d_x, d_x) for order 2,
-    (d_y, d_x, d_x, d_x) for order 3. Cost ``O(N d_y d_x^order)``: small problems and tests."""
+    """The dense tensor ``E[y_t (x) S_order(x_t | ...)]``: (d_y, d_x) for order 1, (d_y, d_x, d_x) for
+    order 2, (d_y, d_x, d_x, d_x) for order 3. Cost ``O(N d_y d_x^order)``: small problems and tests."""
+    if order not in (1, 2, 3):
+        raise ValueError("order must be 1, 2 or 3")
     stream = StepStream(X, Y, lengths, process, two_sided=two_sided, device=device)
     d = X.shape[2]
     sums = _Sums()
     for w in stream.windows():
-        s, y, L = w.s, w.y, w.lambdas[w.group]  # L: (m, d, d)
-        if order == 1:
-            S = s
-        elif order == 2:
-            S = s[:, :, None] * s[:, None, :] - L
-        elif order == 3:
-            sss = s[:, :, None, None] * s[:, None, :, None] * s[:, None, None, :]
-            S = (sss - s[:, :, None, None] * L[:, None, :, :] - s[:, None, :, None] * L[:, :, None, :]
-                 - s[:, None, None, :] * L[:, :, :, None])
-        else:
-            raise ValueError("order must be 1, 2 or 3")
-        sums.add("T", y.T @ S.reshape(S.shape[0], -1))
+        S = w.scores.dense(order)
+        sums.add("T", w.y.T @ S.reshape(S.shape[0], -1))
     return sums.means(stream.n_steps)["T"].reshape((Y.shape[2],) + (d,) * order)

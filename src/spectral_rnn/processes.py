@@ -1,27 +1,27 @@
-"""Markov input processes and the score functions of their transitions.
+"""Markov input processes: the law of the inputs (fit, sample) and its conditional scores.
 
-A process plugs into the estimators through three methods:
+A process plugs into the estimators through
 
 * ``fit(X, lengths=None)``: estimate its parameters from the inputs alone;
 * ``sample(n_sequences, length, random_state=None)``: draw inputs ``(n, T, d)``;
-* ``score_terms(X, lengths, t0, two_sided)``: the pieces of the conditional scores.
+* ``score_terms(X, lengths, t0, two_sided)``: the scores of a window of inputs, as a
+  :class:`~spectral_rnn.scores.StepScores` (formulas and sign conventions in
+  :mod:`spectral_rnn.scores`).
 
-Score terms. For a Gaussian transition density the scores of ``x_t`` given its
-neighbours are polynomials in one vector ``s_t = -grad log p`` and one constant
-precision matrix ``Lambda`` (DESIGN.md section 2)::
-
-    S_1 = s
-    S_2 = s s^T - Lambda
-    S_3[i,j,k] = s_i s_j s_k - s_i Lambda[j,k] - s_j Lambda[i,k] - s_k Lambda[i,j]
-
-``Lambda`` takes a few values (first step, later steps, last step...), so
-``score_terms`` returns ``s`` of shape ``(n, T, d)``, an integer ``group`` of shape
-``(n, T)`` and the stack ``lambdas`` of shape ``(K, d, d)`` with
-``Lambda_t = lambdas[group_t]``.
+:class:`AR1Process` is the first-order autoregression ``x_t = F x_{t-1} + b + e_t``
+with i.i.d. innovations ``e_t = Sigma^(1/2) w_t`` whose whitened coordinates ``w_t`` are
+independent with a one-dimensional law (:class:`~spectral_rnn.scores.MarginalLaw`):
+Gaussian (the closed form), density-free (exact Stein moments for polynomial
+activations), Student-t, or a Gaussian mixture; ``"auto"`` tests the fitted
+innovations and picks one (:func:`choose_law`). :class:`GaussianAR1` is the Gaussian
+case. :class:`LogDensityProcess` takes a user's conditional log-density written in
+PyTorch and gets its scores by automatic differentiation.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -36,15 +36,21 @@ from ._checks import (
     check_random_state,
     iter_windows,
 )
+from .scores import (
+    GaussianLaw,
+    InnovationStats,
+    MarginalLaw,
+    StepScores,
+    StudentTLaw,
+    fit_student_df,
+    innovation_stats,
+    make_law,
+)
 
-__all__ = ["MarkovProcess", "GaussianAR1", "ScoreTerms"]
+__all__ = ["MarkovProcess", "AR1Process", "GaussianAR1", "LogDensityProcess", "choose_law"]
 
-ScoreTerms = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
-
-# groups of the one-sided score
-FIRST, LATER = 0, 1
-# groups of the two-sided score
-ONLY, START, MIDDLE, END = 0, 1, 2, 3
+#: a one-dimensional law is fitted to the first steps only when there are this many of them
+MIN_FIRST_STEPS = 1000
 
 
 @runtime_checkable
@@ -59,26 +65,71 @@ class MarkovProcess(Protocol):
 
     def score_terms(
         self, X: torch.Tensor, lengths: torch.Tensor | None, t0: int = 0, two_sided: bool = False
-    ) -> ScoreTerms: ...
+    ) -> StepScores: ...
 
     @property
     def is_fitted(self) -> bool: ...
 
 
-class GaussianAR1:
-    """Gaussian first-order autoregression ``x_t = F x_{t-1} + b + e_t``, ``e_t ~ N(0, Sigma)``.
+def _sym_power(M: np.ndarray, p: float) -> np.ndarray:
+    ev, V = np.linalg.eigh(0.5 * (M + M.T))
+    return (V * ev**p) @ V.T
 
-    The first input is drawn from ``N(m0, Sigma0)``. Leave every parameter at
-    ``None`` and call :meth:`fit` to estimate them from inputs by least squares
-    (no labels needed), or give them all to use a known law.
+
+def choose_law(stats: InnovationStats, two_sided: bool, degree: int = 2) -> tuple[str, str]:
+    """The automatic choice of the innovations' law: ``(name, reason)``.
+
+    Gaussian when no coordinate rejects normality (Jarque-Bera at level 1e-3 over the
+    coordinates, Bonferroni) or when every coordinate's |skewness| and |excess kurtosis|
+    are below 0.1 (a bias below about 5% of the tensor); otherwise the density-free
+    score (``"moment"``) for one-sided scores, and a fitted Gaussian mixture
+    (``"mixture"``) for two-sided scores, where the density-free operator is not exact.
+    """
+    d = stats.powers.shape[1]
+    pvals = stats.jarque_bera_pvalues()
+    sk, ku = np.abs(stats.skewness), np.abs(stats.excess_kurtosis)
+    summary = (f"max |excess kurtosis| {ku.max():.2f}, max |skewness| {sk.max():.2f}, "
+               f"min Jarque-Bera p {pvals.min():.1e} over {d} input coordinates, {stats.n} steps")
+    if np.all(pvals > 1e-3 / d) or np.all(np.maximum(sk, ku) < 0.1):
+        return "gaussian", f"innovations look Gaussian ({summary})"
+    if two_sided:
+        return "mixture", (f"innovations are not Gaussian ({summary}); two-sided scores need a density: "
+                           "a Gaussian mixture per whitened coordinate")
+    return "moment", f"innovations are not Gaussian ({summary}): density-free score of degree {degree}"
+
+
+class AR1Process:
+    """First-order autoregression ``x_t = F x_{t-1} + b + e_t``, ``e_t = Sigma^(1/2) w_t``.
+
+    The coordinates of the whitened innovations ``w_t`` are independent, each with the
+    one-dimensional law ``innovations``; the first input of each sequence has its own
+    law (mean ``m0``, covariance ``Sigma0``, whitened coordinates with the same family).
+    Leave the parameters at ``None`` and call :meth:`fit` to estimate them from the
+    inputs (least squares, then the innovations' law), or give ``F`` and ``noise_cov``
+    to use a known Gaussian or Student-t law.
 
     Parameters
     ----------
-    F: (d, d) transition matrix.
-    noise_cov: (d, d) innovation covariance ``Sigma`` (positive definite).
-    intercept: (d,) ``b``; zero when omitted.
-    initial_mean, initial_cov: (d,), (d, d) law of ``x_1``; the stationary law of
-        the autoregression when omitted (it must then be stable).
+    F: (d, d) transition matrix.  noise_cov: (d, d) innovation covariance ``Sigma``.
+    intercept: (d,) ``b`` (zero when omitted).
+    initial_mean, initial_cov: (d,), (d, d) law of ``x_1``; the stationary law when omitted.
+    innovations: ``"auto"`` (test the fitted innovations, :func:`choose_law`), ``"gaussian"``,
+        ``"moment"`` (density-free), ``"student-t"``, ``"mixture"``, or a
+        :class:`~spectral_rnn.scores.MarginalLaw`.
+    first_step: law of the first input: ``"own"`` (fitted from first steps alone),
+        ``"stationary"`` (the stationary law of the fitted chain) or ``"auto"``: own when
+        there are at least ``10 (d + 1)`` sequences and the first steps' covariance is no
+        worse conditioned than 100 times the stationary one, else stationary (own when the
+        fitted chain is not stable).
+    two_sided, degree: what the scores will serve (the estimators set them): ``"auto"``
+        picks an exact density for two-sided (BRNN) scores; ``degree`` is the polynomial
+        degree the density-free score must be exact for (2 or 3).
+    tail_check: refuse innovations whose fitted Student-t degrees of freedom are below 4
+        (infinite fourth moments: the moment estimates do not converge).
+
+    Fitted attributes: ``F``, ``intercept``, ``noise_cov``, ``initial_mean``, ``initial_cov``,
+    ``law_`` and ``first_law_`` (fitted :class:`MarginalLaw`), ``law_name_``, ``law_reason_``,
+    ``first_step_`` ("own" or "stationary"), ``stats_`` (:class:`InnovationStats`).
     """
 
     def __init__(
@@ -88,39 +139,57 @@ class GaussianAR1:
         intercept: np.ndarray | None = None,
         initial_mean: np.ndarray | None = None,
         initial_cov: np.ndarray | None = None,
+        innovations: str | MarginalLaw = "auto",
+        first_step: str = "auto",
+        two_sided: bool = False,
+        degree: int = 2,
+        tail_check: bool = True,
     ) -> None:
         self.F = None if F is None else np.array(F, dtype=np.float64)
         self.noise_cov = None if noise_cov is None else np.array(noise_cov, dtype=np.float64)
         self.intercept = None if intercept is None else np.array(intercept, dtype=np.float64)
         self.initial_mean = None if initial_mean is None else np.array(initial_mean, dtype=np.float64)
         self.initial_cov = None if initial_cov is None else np.array(initial_cov, dtype=np.float64)
+        if not (isinstance(innovations, MarginalLaw) or innovations == "auto"):
+            make_law(innovations)  # a clear error for an unknown name, now
+        if first_step not in ("auto", "own", "stationary"):
+            raise InputError(f"first_step must be 'auto', 'own' or 'stationary', got {first_step!r}")
+        self.innovations = innovations
+        self.first_step = first_step
+        self.two_sided = two_sided
+        self.degree = degree
+        self.tail_check = tail_check
         self._cache: dict = {}
         if self.F is not None:
             self._complete()
+            self._known_laws()
 
     # --------------------------------------------------------------- properties
     @property
     def is_fitted(self) -> bool:
-        return self.F is not None
+        return self.F is not None and hasattr(self, "law_")
 
     @property
     def dim(self) -> int | None:
         return None if self.F is None else self.F.shape[0]
 
     def __repr__(self) -> str:
-        return f"GaussianAR1(dim={self.dim}, fitted={self.is_fitted})"
+        law = getattr(self, "law_name_", self.innovations if isinstance(self.innovations, str) else
+                      type(self.innovations).__name__)
+        return f"{type(self).__name__}(dim={self.dim}, innovations={law!r}, fitted={self.is_fitted})"
 
     @classmethod
-    def random(cls, dim: int, rho: float = 0.5, random_state: int | np.random.Generator | None = None) -> "GaussianAR1":
+    def random(cls, dim: int, rho: float = 0.5, random_state: int | np.random.Generator | None = None,
+               innovations: str | MarginalLaw = "gaussian") -> "AR1Process":
         """A stable process with unit stationary covariance: ``F = rho Q`` (Q orthogonal),
-        ``Sigma = (1 - rho^2) I``, ``x_1 ~ N(0, I)``."""
+        ``Sigma = (1 - rho^2) I``, ``x_1`` with zero mean and unit covariance."""
         if not 0 <= rho < 1:
             raise InputError(f"rho must lie in [0, 1), got {rho}")
         rng = check_random_state(random_state)
         q, r = np.linalg.qr(rng.standard_normal((dim, dim)))
         q = q * np.sign(np.diag(r))
         return cls(F=rho * q, noise_cov=(1 - rho**2) * np.eye(dim), intercept=np.zeros(dim),
-                   initial_mean=np.zeros(dim), initial_cov=np.eye(dim))
+                   initial_mean=np.zeros(dim), initial_cov=np.eye(dim), innovations=innovations)
 
     # -------------------------------------------------------------- completion
     def _complete(self) -> None:
@@ -145,7 +214,22 @@ class GaussianAR1:
                     f"{name} of the input process is singular (eigenvalues {ev[0]:.3g}..{ev[-1]:.3g}): "
                     "the inputs are (near) deterministic in some direction and do not excite the model"
                 )
+        self.whiten_ = _sym_power(self.noise_cov, -0.5)
+        self.whiten0_ = _sym_power(self.initial_cov, -0.5)
         self._cache = {}
+
+    def _known_laws(self) -> None:
+        """Laws of a process given by its parameters: Gaussian, or a law that needs no data."""
+        law = GaussianLaw() if self.innovations == "auto" else make_law(self.innovations, self.degree)
+        if isinstance(law, GaussianLaw):
+            self.law_ = self.first_law_ = law
+        elif isinstance(law, StudentTLaw) and law.df is not None:
+            self.law_ = self.first_law_ = law.fit(InnovationStats(np.zeros((7, self.dim)), np.zeros((0, self.dim)), 0))
+        else:
+            return  # the law needs data: call fit
+        self.law_name_ = law.name
+        self.law_reason_ = "given"
+        self.first_step_ = "given"
 
     def _stationary(self) -> tuple[np.ndarray, np.ndarray]:
         F, S, b = self.F, self.noise_cov, self.intercept
@@ -159,20 +243,16 @@ class GaussianAR1:
         return m0, 0.5 * (S0 + S0.T)
 
     # --------------------------------------------------------------------- fit
-    def fit(self, X: np.ndarray, lengths: np.ndarray | None = None, chunk_steps: int = 1 << 17) -> "GaussianAR1":
-        """Estimate ``F, b, Sigma`` by least squares on all transitions, and the law of
-        ``x_1`` from the first steps (the stationary law when there are too few
-        sequences for that). ``X``: (n_sequences, T, d). Returns ``self``."""
-        X = as_sequences(X, "inputs")
+    @staticmethod
+    def _pairs(X: np.ndarray, lengths: np.ndarray | None, chunk_steps: int):
+        """Yield ``(prev, cur, first)``: the transitions ``(x_{t-1}, x_t)`` (m, d) and the first steps of each chunk."""
         n, T, d = X.shape
-        lengths = check_lengths(lengths, n, T)
-        check_finite(X, lengths, "inputs")
-        Z = np.zeros((d + 1, d + 1))  # sum of [x_{t-1}; 1][x_{t-1}; 1]^T
-        C = np.zeros((d + 1, d))  # sum of [x_{t-1}; 1] x_t^T
-        Sxx = np.zeros((d, d))  # sum of x_t x_t^T
-        n_pairs = 0
         for rows, w0, w1, o0, o1 in iter_windows(n, T, chunk_steps, before=1):
             xw = X[rows, w0:w1].astype(np.float64, copy=False)
+            first = xw[:, 0] if (w0 == 0 and o0 == 0) else xw[:0, 0]
+            if lengths is None and w0 == 0 and (o0, o1) == (0, w1 - w0):  # a whole block of sequences
+                yield xw[:, :-1].reshape(-1, d), xw[:, 1:].reshape(-1, d), first
+                continue
             t_abs = np.arange(w0, w1)
             own = np.zeros(w1 - w0, dtype=bool)
             own[o0:o1] = True
@@ -180,10 +260,27 @@ class GaussianAR1:
             mask = np.broadcast_to(pair[None, :], xw.shape[:2]).copy()
             if lengths is not None:
                 mask &= t_abs[None, :] < lengths[rows, None]
-            cur = xw[mask]
-            prev = xw[np.roll(mask, -1, axis=1)]
+            yield xw[np.roll(mask, -1, axis=1)], xw[mask], first
+
+    def fit(self, X: np.ndarray, lengths: np.ndarray | None = None, chunk_steps: int = 1 << 17) -> "AR1Process":
+        """Estimate ``F, b, Sigma`` by least squares on all transitions, the law of ``x_1`` (see
+        ``first_step``), then the one-dimensional law of the whitened innovations.
+        ``X``: (n_sequences, T, d). Returns ``self``."""
+        X = as_sequences(X, "inputs")
+        n, T, d = X.shape
+        lengths = check_lengths(lengths, n, T)
+        check_finite(X, lengths, "inputs")
+        # sums in centred coordinates (centre: the mean of the first chunk), so offsets do not
+        # make the normal equations ill-conditioned
+        centre = X[: max(1, min(n, 4096)), : min(T, 64)].reshape(-1, d).astype(np.float64).mean(0)
+        Z = np.zeros((d + 1, d + 1))  # sum of [x_{t-1}; 1][x_{t-1}; 1]^T
+        C = np.zeros((d + 1, d))  # sum of [x_{t-1}; 1] x_t^T
+        Sxx = np.zeros((d, d))  # sum of x_t x_t^T
+        n_pairs = 0
+        for prev, cur, _ in self._pairs(X, lengths, chunk_steps):
             if cur.shape[0] == 0:
                 continue
+            prev, cur = prev - centre, cur - centre
             Zp = np.hstack([prev, np.ones((prev.shape[0], 1))])
             Z += Zp.T @ Zp
             C += Zp.T @ cur
@@ -194,108 +291,368 @@ class GaussianAR1:
                 f"too few transitions to fit the input process: {n_pairs} pairs (x_{{t-1}}, x_t) for input dimension {d}; "
                 f"need at least {2 * (d + 1)}"
             )
-        ev = np.linalg.eigvalsh(Z)
+        scale = np.sqrt(np.maximum(np.diag(Z), 1e-300))
+        Zn = Z / np.outer(scale, scale)
+        ev = np.linalg.eigvalsh(Zn)
         if ev[0] <= 1e-12 * ev[-1]:
-            raise IllConditionedError(
-                "the inputs are (near) collinear: their second-moment matrix is singular, so the input process "
-                "and the model are not identified"
-            )
-        B = np.linalg.solve(Z, C)  # (d+1, d): [F^T; b^T]
+            self._explain_collinear(Z, d)
+        B = np.linalg.solve(Z, C)  # (d+1, d): [F^T; b_c^T] in centred coordinates
         Sigma = (Sxx - C.T @ B) / (n_pairs - (d + 1))
-        self.F = B[:d].T.copy()
-        self.intercept = B[d].copy()
+        F = B[:d].T.copy()
+        self._check_innovation_variance(np.diag(Sigma), np.diag(Z)[:d] / n_pairs - (Z[d, :d] / n_pairs) ** 2)
+        self.F = F
+        self.intercept = B[d] + centre - F @ centre
         self.noise_cov = 0.5 * (Sigma + Sigma.T)
-        x1 = X[:, 0].astype(np.float64)
-        if n >= 4 * (d + 1):
-            self.initial_mean = x1.mean(axis=0)
-            self.initial_cov = np.cov(x1, rowvar=False).reshape(d, d)
-        else:  # too few sequences: the stationary law of the fitted chain
-            self.initial_mean, self.initial_cov = None, None
+        self._fit_first_law(X, lengths, n, d)
         self._complete()
+        self._fit_laws(X, lengths, chunk_steps)
         return self
+
+    def _explain_collinear(self, Z: np.ndarray, d: int) -> None:
+        var = np.diag(Z)[:d] / max(Z[d, d], 1) - (Z[d, :d] / max(Z[d, d], 1)) ** 2
+        const = np.flatnonzero(var <= 1e-12 * max(var.max(), 1e-300))
+        if len(const):
+            raise IllConditionedError(
+                f"input column(s) {', '.join(map(str, const))} are constant: a constant input is collinear with "
+                "the intercept and has no score; remove it (the model has no bias to give it a role)"
+            )
+        raise IllConditionedError(
+            "the inputs are (near) collinear: their second-moment matrix is singular, so the input process "
+            "and the model are not identified"
+        )
+
+    @staticmethod
+    def _check_innovation_variance(noise_var: np.ndarray, total_var: np.ndarray) -> None:
+        """Refuse coordinates the autoregression predicts (near) exactly: they get no score."""
+        bad = np.flatnonzero(noise_var <= 1e-9 * np.maximum(total_var, 1e-300))
+        if len(bad):
+            raise IllConditionedError(
+                f"input column(s) {', '.join(map(str, bad))} are (near) deterministic given the previous input "
+                "(innovation variance ~0, e.g. a calendar or counter input): such coordinates have no score; "
+                "remove them from the inputs, or replace them by a noisy feature"
+            )
+
+    def _fit_first_law(self, X: np.ndarray, lengths: np.ndarray | None, n: int, d: int) -> None:
+        x1 = X[:, 0].astype(np.float64)
+        own_ok = n >= 10 * (d + 1)
+        m_own, S_own = (x1.mean(axis=0), np.cov(x1, rowvar=False).reshape(d, d)) if n >= 2 else (None, None)
+        try:
+            stat = self._stationary()
+        except InputError:
+            stat = None
+        choice = self.first_step
+        if choice == "auto":
+            if stat is None:
+                choice = "own"
+            elif not own_ok:
+                choice = "stationary"
+            else:
+                c_own, c_stat = np.linalg.cond(S_own), np.linalg.cond(stat[1])
+                choice = "own" if c_own <= 100 * c_stat else "stationary"
+        if choice == "stationary" and stat is None:
+            raise InputError("first_step='stationary' needs a stable fitted autoregression (spectral radius < 1)")
+        if choice == "own" and m_own is None:
+            raise InputError("first_step='own' needs at least 2 sequences")
+        self.initial_mean, self.initial_cov = (m_own, S_own) if choice == "own" else stat
+        self.first_step_ = choice
+
+    def _whitened(self, X: np.ndarray, lengths: np.ndarray | None, chunk_steps: int, first: bool):
+        """Whitened innovations (``first=False``) or whitened first steps (``True``), chunk by chunk."""
+        W, W0 = self.whiten_, self.whiten0_
+        for prev, cur, x1 in self._pairs(X, lengths, chunk_steps):
+            if first:
+                yield (x1 - self.initial_mean) @ W0.T
+            else:
+                yield (cur - prev @ self.F.T - self.intercept) @ W.T
+
+    def _fit_laws(self, X: np.ndarray, lengths: np.ndarray | None, chunk_steps: int) -> None:
+        d = self.dim
+        n_pairs = int((X.shape[0] * X.shape[1] if lengths is None else lengths.sum()) - X.shape[0])
+        stats = innovation_stats(self._whitened(X, lengths, chunk_steps, False), d, n_total=n_pairs)
+        self.stats_ = stats
+        self._check_discrete(stats)
+        if self.innovations == "auto":
+            name, reason = choose_law(stats, self.two_sided, self.degree)
+            law = make_law(name, self.degree)
+        else:
+            law = make_law(self.innovations, self.degree)
+            reason = "chosen by the user"
+        if self.tail_check:
+            self._check_tails(stats)
+        self.law_ = law.fit(stats)
+        self.law_name_ = law.name
+        self.law_reason_ = reason
+        if isinstance(law, GaussianLaw) or X.shape[0] < MIN_FIRST_STEPS:
+            self.first_law_ = GaussianLaw()
+        else:
+            first = innovation_stats(self._whitened(X, lengths, chunk_steps, True), d, n_total=X.shape[0])
+            self.first_law_ = law.fit(first)
+        self._cache = {}
+
+    @staticmethod
+    def _check_discrete(stats: InnovationStats) -> None:
+        """Innovations that take very few values (an indicator input) have no score."""
+        sample = stats.sample[:20_000]
+        for j in range(sample.shape[1]):
+            if len(np.unique(np.round(sample[:, j], 10))) <= 3:
+                raise IllConditionedError(
+                    f"input column {j} is discrete (its innovations take at most 3 values, e.g. a 0/1 flag): a "
+                    "discrete input has no score function; remove the column, or replace it by a continuous feature"
+                )
+
+    @staticmethod
+    def _check_tails(stats: InnovationStats) -> None:
+        heavy = np.flatnonzero(stats.excess_kurtosis > 1.0)
+        for j in heavy:
+            df = fit_student_df(stats.sample[:50_000, j])
+            if df < 4.0:
+                raise IllConditionedError(
+                    f"the innovations of input column {j} are heavy-tailed (fitted Student-t degrees of freedom "
+                    f"{df:.2f} < 4, excess kurtosis {stats.excess_kurtosis[j]:.3g}): their fourth moments are "
+                    "infinite, so the moment estimates do not converge; transform the inputs (clip, or a rank or "
+                    "quantile transform), or pass tail_check=False to fit anyway"
+                )
 
     # ------------------------------------------------------------------ sample
     def sample(self, n_sequences: int, length: int, random_state: int | np.random.Generator | None = None) -> np.ndarray:
-        """Draw ``(n_sequences, length, d)`` inputs."""
-        if not self.is_fitted:
+        """Draw ``(n_sequences, length, d)`` inputs (Gaussian or Student-t innovations)."""
+        if self.F is None:
             raise InputError("the input process has no parameters: fit it or give F and noise_cov")
         if n_sequences < 1 or length < 1:
             raise InputError(f"need at least one sequence of at least one step, got {n_sequences} x {length}")
         rng = check_random_state(random_state)
         d = self.dim
-        L = np.linalg.cholesky(self.noise_cov)
-        L0 = np.linalg.cholesky(self.initial_cov)
+        law = getattr(self, "law_", GaussianLaw())
+        if isinstance(law, GaussianLaw):
+            L = np.linalg.cholesky(self.noise_cov)
+            L0 = np.linalg.cholesky(self.initial_cov)
+            draw = lambda m: rng.standard_normal((m, d))  # noqa: E731
+        elif isinstance(law, StudentTLaw):
+            L, L0 = _sym_power(self.noise_cov, 0.5), _sym_power(self.initial_cov, 0.5)
+            df = law.df_
+
+            def draw(m):
+                return rng.standard_t(df, size=(m, d)) * np.sqrt((df - 2) / df)
+        else:
+            raise InputError(f"sampling is not available for {law.name!r} innovations")
         X = np.empty((n_sequences, length, d))
-        X[:, 0] = self.initial_mean + rng.standard_normal((n_sequences, d)) @ L0.T
+        X[:, 0] = self.initial_mean + draw(n_sequences) @ L0.T
         for t in range(1, length):
-            X[:, t] = X[:, t - 1] @ self.F.T + self.intercept + rng.standard_normal((n_sequences, d)) @ L.T
+            X[:, t] = X[:, t - 1] @ self.F.T + self.intercept + draw(n_sequences) @ L.T
         return X
 
     # ------------------------------------------------------------------ scores
     def _params(self, device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
         key = (str(device), dtype)
         if key not in self._cache:
-            P = np.linalg.inv(self.noise_cov)
-            P0 = np.linalg.inv(self.initial_cov)
-            FtPF = self.F.T @ P @ self.F
-            one = np.stack([P0, P])
-            two = np.stack([P0, P0 + FtPF, P + FtPF, P])  # ONLY, START, MIDDLE, END
-            to = lambda a: torch.as_tensor(a, dtype=dtype, device=device)  # noqa: E731
+            to = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=dtype, device=device)  # noqa: E731
+            W, W0 = self.whiten_, self.whiten0_
             self._cache[key] = {
-                "F": to(self.F), "b": to(self.intercept), "P": to(P), "P0": to(P0), "m0": to(self.initial_mean),
-                "PF": to(P @ self.F),
-                "one": to(0.5 * (one + one.transpose(0, 2, 1))), "two": to(0.5 * (two + two.transpose(0, 2, 1))),
+                "F": to(self.F), "b": to(self.intercept), "m0": to(self.initial_mean),
+                "W": to(W), "W0": to(W0), "WF": to(W @ self.F),
+                "one": to(np.vstack([W, W0])), "two": to(np.vstack([W, W0, -(W @ self.F)])),
             }
         return self._cache[key]
 
     def score_terms(
         self, X: torch.Tensor, lengths: torch.Tensor | None = None, t0: int = 0, two_sided: bool = False
-    ) -> ScoreTerms:
-        """Score pieces ``(s, group, lambdas)`` for a window of inputs.
+    ) -> StepScores:
+        """Scores of a window of inputs, as :class:`~spectral_rnn.scores.StepScores` of leading shape (n, W).
 
         ``X``: (n, W, d) tensor holding steps ``t0 .. t0+W-1`` of each sequence;
         ``lengths``: (n,) tensor of whole-sequence lengths, or ``None`` when the
         window ends every sequence. One-sided (``two_sided=False``): the score
-        of ``x_t`` given ``x_{t-1}`` (the initial law at t = 0). Two-sided: the score
-        of ``x_t`` given all other inputs, density proportional to
+        of ``x_t`` given ``x_{t-1}`` (the initial law at t = 0); basis ``[W; W0]``.
+        Two-sided: the score of ``x_t`` given all other inputs, density proportional to
         ``p(x_t | x_{t-1}) p(x_{t+1} | x_t)``, with the missing factor dropped at the
-        ends of each sequence. The first column of a window with ``t0 > 0`` (and, two-
-        sided, its last column unless it ends the sequence) lacks its neighbour and must
-        not be used. Returns ``s`` (n, W, d), ``group`` (n, W) long, ``lambdas`` (K, d, d).
+        ends of each sequence; basis ``[W; W0; -W F]``. The first column of a window with
+        ``t0 > 0`` (and, two-sided, its last column unless it ends the sequence) lacks its
+        neighbour and must not be used.
         """
         if not self.is_fitted:
             raise InputError("the input process has no parameters: fit it or give F and noise_cov")
-        p = self._params(X.device, X.dtype)
-        n, W, d = X.shape
+        n, Wd, d = X.shape
         if d != self.dim:
             raise InputError(f"inputs have dimension {d}, the input process {self.dim}")
+        if two_sided and not self.law_.exact:
+            raise InputError(
+                f"the {self.law_name_!r} score is one-sided only: a two-sided (BRNN) score needs a density "
+                "('gaussian', 'student-t', 'mixture' or 'auto')"
+            )
+        p = self._params(X.device, X.dtype)
         X = X.contiguous()
-        flat = lambda A: A.reshape(n * W, d)  # noqa: E731  2-D products are much faster than batched ones
-        pred = (flat(X) @ p["F"].T).view(n, W, d)  # F x_t
-        resid = X - p["b"]  # becomes x_t - F x_{t-1} - b  (x_t - m0 at t = 0)
-        resid[:, 1:] -= pred[:, :-1]
+        flat = lambda A: A.reshape(-1, A.shape[-1])  # noqa: E731  2-D products are much faster than batched ones
+        resid = X - p["b"]  # becomes x_t - F x_{t-1} - b
+        resid[:, 1:] -= (flat(X[:, :-1]) @ p["F"].T).view(n, Wd - 1, d)
+        w = (flat(resid) @ p["W"].T).view(n, Wd, d)
+        psi, kap, tau = self.law_.terms(w)
+        zero = torch.zeros((), dtype=X.dtype, device=X.device)
+        has_tau = tau is not None
         if t0 == 0:
-            resid[:, 0] = X[:, 0] - p["m0"]
-        # (a column t0 > 0 has no predecessor in the window: unusable, never owned)
-        s = (flat(resid) @ p["P"]).view(n, W, d)  # P symmetric: row-vector form of P r
-        if t0 == 0:
-            s[:, 0] = resid[:, 0] @ p["P0"]
-        t_abs = torch.arange(t0, t0 + W, device=X.device)
+            w0 = (X[:, 0] - p["m0"]) @ p["W0"].T
+            psi0, kap0, tau0 = self.first_law_.terms(w0)
+            has_tau = has_tau or tau0 is not None
+        K = 3 * d if two_sided else 2 * d
+        kappa = X.new_zeros((n, Wd, K))
+        tau_all = X.new_zeros((n, Wd, K)) if has_tau else None
+        kappa[..., :d] = kap
+        if tau is not None:
+            tau_all[..., :d] = tau
+        s = (flat(psi) @ p["W"]).view(n, Wd, d)  # W^T psi, row form
+        if t0 == 0:  # the first step: its own law, no innovation term
+            s[:, 0] = psi0 @ p["W0"]
+            kappa[:, 0, :d] = 0.0
+            kappa[:, 0, d:2 * d] = kap0
+            if has_tau:
+                tau_all[:, 0, :d] = 0.0
+                if tau0 is not None:
+                    tau_all[:, 0, d:2 * d] = tau0
         if not two_sided:
-            group = (t_abs > 0).long().expand(n, W)
-            return s, group, p["one"]
-        # two-sided: subtract F^T P (x_{t+1} - F x_t - b) where x_{t+1} exists
-        nxt = (flat(resid) @ p["PF"]).view(n, W, d)[:, 1:]  # row form of F^T P r_{t+1}
+            return StepScores(s, kappa, p["one"], tau_all, self.law_.has_third and self.first_law_.has_third)
+        # two-sided: the factor p(x_{t+1} | x_t) where x_{t+1} exists adds -(W F)^T psi(w_{t+1})
+        t_abs = torch.arange(t0, t0 + Wd, device=X.device)
         if lengths is None:  # the window ends every sequence
-            last = torch.full((n, 1), t0 + W - 1, device=X.device)
+            last = torch.full((n, 1), t0 + Wd - 1, device=X.device)
         else:
             last = lengths[:, None].to(X.device) - 1
-        has_next = (t_abs[None, :-1] < last)  # (n, W-1)
-        s[:, :-1] -= torch.where(has_next.unsqueeze(-1), nxt, torch.zeros((), dtype=X.dtype, device=X.device))
-        is_first = (t_abs == 0).expand(n, W)
-        is_last = t_abs[None, :] == last
-        group = torch.full((n, W), MIDDLE, dtype=torch.long, device=X.device)
-        group[is_last.expand(n, W)] = END
-        group[is_first & ~is_last] = START
-        group[is_first & is_last] = ONLY
-        return s, group, p["two"]
+        has_next = (t_abs[None, :-1] < last).unsqueeze(-1)  # (n, W-1, 1)
+        nxt = (flat(psi[:, 1:]) @ p["WF"]).view(n, Wd - 1, d)
+        s[:, :-1] -= torch.where(has_next, nxt, zero)
+        kappa[:, :-1, 2 * d:] = torch.where(has_next, kap[:, 1:], zero)
+        if tau is not None:
+            tau_all[:, :-1, 2 * d:] = torch.where(has_next, tau[:, 1:], zero)
+        return StepScores(s, kappa, p["two"], tau_all, self.law_.has_third and self.first_law_.has_third)
+
+
+class GaussianAR1(AR1Process):
+    """Gaussian first-order autoregression ``x_t = F x_{t-1} + b + e_t``, ``e_t ~ N(0, Sigma)``:
+    an :class:`AR1Process` with ``innovations="gaussian"``, whose scores have the closed form
+    ``S_1 = P r``, ``S_2 = S_1 S_1^T - P`` (``P = Sigma^-1``, ``r`` the innovation)."""
+
+    def __init__(
+        self,
+        F: np.ndarray | None = None,
+        noise_cov: np.ndarray | None = None,
+        intercept: np.ndarray | None = None,
+        initial_mean: np.ndarray | None = None,
+        initial_cov: np.ndarray | None = None,
+        first_step: str = "auto",
+    ) -> None:
+        super().__init__(F, noise_cov, intercept, initial_mean, initial_cov, innovations="gaussian",
+                         first_step=first_step)
+
+    @classmethod
+    def random(cls, dim: int, rho: float = 0.5, random_state: int | np.random.Generator | None = None) -> "GaussianAR1":
+        """A stable process with unit stationary covariance: ``F = rho Q`` (Q orthogonal),
+        ``Sigma = (1 - rho^2) I``, ``x_1 ~ N(0, I)``."""
+        if not 0 <= rho < 1:
+            raise InputError(f"rho must lie in [0, 1), got {rho}")
+        rng = check_random_state(random_state)
+        q, r = np.linalg.qr(rng.standard_normal((dim, dim)))
+        q = q * np.sign(np.diag(r))
+        return cls(F=rho * q, noise_cov=(1 - rho**2) * np.eye(dim), intercept=np.zeros(dim),
+                   initial_mean=np.zeros(dim), initial_cov=np.eye(dim))
+
+
+class LogDensityProcess:
+    """A user's input law, given by its conditional log-density in PyTorch.
+
+    ``log_prob(x, x_prev)``: tensors (m, d), (m, d) -> (m,), the log-density
+    ``log p(x_t | x_{t-1})`` (up to a constant); ``log_prob_first(x)``: (m, d) -> (m,), the
+    log-density of the first input of a sequence (``None``: a Gaussian fitted to the first
+    steps by :meth:`fit`). Scores come from automatic differentiation (``torch.func``):
+    ``S_1 = -grad log p`` and ``S_2 = S_1 S_1^T + grad^2 log p``, with the full Hessian at
+    every step (cost ``O(d^2)`` per step: a slow path for small ``d``). No third-order
+    scores. ``dim``: the input dimension.
+    """
+
+    def __init__(self, log_prob: Callable, dim: int, log_prob_first: Callable | None = None) -> None:
+        if not callable(log_prob) or (log_prob_first is not None and not callable(log_prob_first)):
+            raise InputError("log_prob (and log_prob_first) must be callables on torch tensors")
+        if not isinstance(dim, (int, np.integer)) or isinstance(dim, bool) or dim < 1:
+            raise InputError(f"dim must be a positive integer, got {dim!r}")
+        self.log_prob = log_prob
+        self.log_prob_first = log_prob_first
+        self.dim = int(dim)
+        self._first: GaussianAR1 | None = None
+
+    def __repr__(self) -> str:
+        return f"LogDensityProcess(dim={self.dim})"
+
+    @property
+    def is_fitted(self) -> bool:
+        return self.log_prob_first is not None or self._first is not None
+
+    def fit(self, X: np.ndarray, lengths: np.ndarray | None = None) -> "LogDensityProcess":
+        """Fit the Gaussian law of the first steps when ``log_prob_first`` is not given. Returns ``self``."""
+        X = as_sequences(X, "inputs", dim=self.dim)
+        if self.log_prob_first is None:
+            x1 = X[:, 0].astype(np.float64)
+            if x1.shape[0] < 2 * (self.dim + 1):
+                raise InputError(f"too few sequences ({x1.shape[0]}) to fit the law of the first input")
+            self._first = GaussianAR1(F=np.zeros((self.dim, self.dim)), noise_cov=np.cov(x1, rowvar=False),
+                                      intercept=x1.mean(0), initial_mean=x1.mean(0),
+                                      initial_cov=np.cov(x1, rowvar=False))
+        return self
+
+    def sample(self, n_sequences: int, length: int, random_state=None) -> np.ndarray:
+        raise InputError("LogDensityProcess cannot sample: it only knows a log-density")
+
+    def _derivs(self, fn: Callable, x: torch.Tensor, *rest: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        from torch.func import grad, hessian, vmap
+
+        one = lambda xi, *ri: fn(xi[None], *(r[None] for r in ri))[0]  # noqa: E731
+        g = vmap(grad(one))(x, *rest)
+        H = vmap(hessian(one))(x, *rest)
+        if not (torch.isfinite(g).all() and torch.isfinite(H).all()):
+            raise InputError("the user log-density (or its derivatives) returned NaN or infinite values")
+        return g, H
+
+    def score_terms(self, X: torch.Tensor, lengths: torch.Tensor | None = None, t0: int = 0,
+                    two_sided: bool = False) -> StepScores:
+        """Scores of a window (see :meth:`AR1Process.score_terms`); the basis spans all symmetric
+        matrices (``e_i`` and ``e_i + e_j``), so ``kappa`` carries the full Hessian."""
+        if not self.is_fitted:
+            raise InputError("the input process has no law of the first step: call fit, or give log_prob_first")
+        n, Wd, d = X.shape
+        if d != self.dim:
+            raise InputError(f"inputs have dimension {d}, the user log-density {self.dim}")
+        cur = X[:, 1:].reshape(-1, d)
+        prev = X[:, :-1].reshape(-1, d)
+        g = X.new_zeros((n, Wd, d))
+        H = X.new_zeros((n, Wd, d, d))
+        if Wd > 1:
+            gc, Hc = self._derivs(self.log_prob, cur, prev)
+            g[:, 1:], H[:, 1:] = gc.view(n, Wd - 1, d), Hc.view(n, Wd - 1, d, d)
+        if t0 == 0:
+            if self.log_prob_first is not None:
+                g0, H0 = self._derivs(self.log_prob_first, X[:, 0])
+            else:
+                P0 = torch.as_tensor(np.linalg.inv(self._first.initial_cov), dtype=X.dtype, device=X.device)
+                m0 = torch.as_tensor(self._first.initial_mean, dtype=X.dtype, device=X.device)
+                g0, H0 = -(X[:, 0] - m0) @ P0, -P0.expand(n, d, d)
+            g[:, 0], H[:, 0] = g0, H0
+        if two_sided and Wd > 1:
+            t_abs = torch.arange(t0, t0 + Wd, device=X.device)
+            last = (torch.full((n, 1), t0 + Wd - 1, device=X.device) if lengths is None
+                    else lengths[:, None].to(X.device) - 1)
+            has_next = (t_abs[None, :-1] < last).reshape(-1, 1)
+            # derivatives of log p(x_{t+1} | x_t) in x_t: swap the roles of the arguments
+            gn, Hn = self._derivs(lambda xp, xn: self.log_prob(xn, xp), prev, cur)
+            zero = torch.zeros((), dtype=X.dtype, device=X.device)
+            g[:, :-1] += torch.where(has_next, gn, zero).view(n, Wd - 1, d)
+            H[:, :-1] += torch.where(has_next[..., None], Hn, zero).view(n, Wd - 1, d, d)
+        basis, kappa = _symmetric_basis(-H)
+        return StepScores(-g, kappa, basis.to(X.dtype), None, has_third=False)
+
+
+def _symmetric_basis(D: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Write symmetric ``D`` (..., d, d) as ``sum_k kappa_k b_k b_k^T`` over the fixed basis
+    ``b = e_i`` (i < d) and ``e_i + e_j`` (i < j): returns ``(basis (K, d), kappa (..., K))``."""
+    d = D.shape[-1]
+    iu, ju = torch.triu_indices(d, d, offset=1)
+    eye = torch.eye(d, dtype=D.dtype, device=D.device)
+    basis = torch.cat([eye, eye[iu] + eye[ju]], dim=0)
+    off = D[..., iu, ju]
+    diag = torch.diagonal(D, dim1=-2, dim2=-1) - D.sum(-1) + torch.diagonal(D, dim1=-2, dim2=-1)
+    return basis, torch.cat([diag, off], dim=-1)

@@ -1,0 +1,446 @@
+"""Score functions of Markov inputs: what the moment passes need, and the laws that provide it.
+
+Conventions, written once (docs/method.md, section "Scores"). For the conditional
+density ``p`` of an input ``x_t`` (given ``x_{t-1}``, or given all other inputs for a
+BRNN), the scores are ``S_m = (-1)^m grad^m p / p``; recursively::
+
+    S_1 = s = -grad log p
+    S_2 = s s^T + grad^2 log p                      (Gaussian: s s^T - P)
+    S_3 = s (x) s (x) s + sym(s (x) grad^2 log p) - grad^3 log p
+
+(Writing ``S_2 = s s^T - grad^2 log p`` is the classic slip.) Every law here has
+``log p = sum_k g_k(b_k . x + c_k)``: a sum of one-dimensional terms along fixed
+directions ``b_k`` (rows of a whitening matrix, and of ``-W F`` for the next-step factor
+of a two-sided score). With ``psi_k = -g_k'``, ``kappa_k = psi_k'`` and ``tau_k = psi_k''``
+evaluated at every step, the scores are::
+
+    S_1 = sum_k psi_k b_k = s
+    S_2 = s s^T - sum_k kappa_k b_k b_k^T
+    S_3 = s^(x)3 - sum_k kappa_k sym3(s (x) b_k (x) b_k) + sum_k tau_k b_k^(x)3
+
+so a step's scores are carried by ``s`` (d,), ``kappa`` (K,) and ``tau`` (K,) and one
+constant basis ``B`` (K, d): :class:`StepScores`. The moment passes never form a
+``d x d`` matrix per step; they contract these pieces (``S_2`` with vectors, projected
+on a basis, or on unit directions).
+
+One-dimensional laws (:class:`MarginalLaw`, one per whitened coordinate, coordinates
+taken independent):
+
+* :class:`GaussianLaw`: ``psi = w``, ``kappa = 1``, ``tau = 0`` (the closed form, fast path);
+* :class:`MomentLaw` (density-free): ``psi`` and the diagonal of ``S_2`` are polynomials in
+  ``w`` whose coefficients solve small linear systems in the empirical moments of ``w``, so
+  that Stein's identity holds exactly for every polynomial up to the degree the activation
+  needs (docs/method.md, "The density-free score"). No density is needed; the uniform law
+  has one. Exact for the one-sided score only;
+* :class:`StudentTLaw`: standardised Student-t coordinates, degrees of freedom fitted;
+* :class:`MixtureLaw`: a Gaussian mixture per coordinate (scikit-learn), a smooth density
+  whose score is exact for the fitted law: the default for two-sided (BRNN) scores on
+  non-Gaussian inputs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ._checks import IllConditionedError, InputError
+
+__all__ = [
+    "StepScores",
+    "MarginalLaw",
+    "GaussianLaw",
+    "MomentLaw",
+    "StudentTLaw",
+    "MixtureLaw",
+    "make_law",
+    "LAW_NAMES",
+    "innovation_stats",
+]
+
+
+# --------------------------------------------------------------------------- step scores
+@dataclass
+class StepScores:
+    """Scores of the inputs at a set of steps (see the module docstring for the formulas).
+
+    ``s`` (..., d); ``kappa`` (..., K); ``tau`` (..., K) or ``None`` (zero: Gaussian, or
+    not available); ``basis`` (K, d) constant. The leading dimensions are a window
+    ``(n, W)`` or flattened rows ``(m,)``.
+    """
+
+    s: torch.Tensor
+    kappa: torch.Tensor
+    basis: torch.Tensor
+    tau: torch.Tensor | None = None
+    has_third: bool = True
+
+    def take(self, index) -> "StepScores":
+        """Rows selected by ``index`` applied to every per-step array (basis unchanged)."""
+        return StepScores(self.s[index], self.kappa[index], self.basis,
+                          None if self.tau is None else self.tau[index], self.has_third)
+
+    def reshape_rows(self) -> "StepScores":
+        """Flatten the leading dimensions to rows ``(m, ...)``."""
+        d, K = self.s.shape[-1], self.kappa.shape[-1]
+        return StepScores(self.s.reshape(-1, d), self.kappa.reshape(-1, K), self.basis,
+                          None if self.tau is None else self.tau.reshape(-1, K), self.has_third)
+
+    def masked(self, keep: torch.Tensor) -> "StepScores":
+        """Zero the scores where ``keep`` (leading shape) is False."""
+        k = keep.unsqueeze(-1).to(self.s.dtype)
+        return StepScores(self.s * k, self.kappa * k, self.basis, None if self.tau is None else self.tau * k,
+                          self.has_third)
+
+    # dense forms, for tests and small problems
+    def second_order_matrix(self) -> torch.Tensor:
+        """``D_t = sum_k kappa_k b_k b_k^T`` (..., d, d), so that ``S_2 = s s^T - D_t``."""
+        return torch.einsum("...k,ki,kj->...ij", self.kappa, self.basis, self.basis)
+
+    def dense(self, order: int) -> torch.Tensor:
+        """``S_order`` at every step: (..., d), (..., d, d) or (..., d, d, d)."""
+        s = self.s
+        if order == 1:
+            return s
+        D = self.second_order_matrix()
+        if order == 2:
+            return s[..., :, None] * s[..., None, :] - D
+        if order == 3:
+            self.require_third()
+            sss = s[..., :, None, None] * s[..., None, :, None] * s[..., None, None, :]
+            out = (sss - s[..., :, None, None] * D[..., None, :, :] - s[..., None, :, None] * D[..., :, None, :]
+                   - s[..., None, None, :] * D[..., :, :, None])
+            if self.tau is not None:
+                out = out + torch.einsum("...k,ki,kj,kl->...ijl", self.tau, self.basis, self.basis, self.basis)
+            return out
+        raise ValueError("order must be 1, 2 or 3")
+
+    def require_third(self) -> None:
+        if not self.has_third:
+            raise InputError("this score function does not provide third-order scores (S_3)")
+
+    # contractions used by the passes (rows (m, ...))
+    def s2_quad(self, A: torch.Tensor) -> torch.Tensor:
+        """``S_2(a_j, a_j) = (s . a_j)^2 - sum_k kappa_k (b_k . a_j)^2`` for rows ``a_j`` of ``A`` (r, d): (m, r)."""
+        sa = self.s @ A.T
+        return sa * sa - self.kappa @ (self.basis @ A.T) ** 2
+
+    def s3_cube(self, A: torch.Tensor) -> torch.Tensor:
+        """``S_3(a_j, a_j, a_j)`` for rows of ``A`` (r, d): (m, r)."""
+        self.require_third()
+        sa = self.s @ A.T
+        ba = self.basis @ A.T  # (K, r)
+        out = sa**3 - 3 * sa * (self.kappa @ ba**2)
+        if self.tau is not None:
+            out = out + self.tau @ ba**3
+        return out
+
+
+# --------------------------------------------------------------------------- statistics
+@dataclass
+class InnovationStats:
+    """Summary of whitened innovations ``w`` (m, d) (unit covariance by construction).
+
+    ``powers`` (7, d): ``E[w^k]`` for k = 0..6; ``sample`` (m_s, d): a deterministic
+    subsample (every j-th step) for laws fitted by likelihood; ``n``: number of steps.
+    """
+
+    powers: np.ndarray
+    sample: np.ndarray
+    n: int
+
+    @property
+    def skewness(self) -> np.ndarray:
+        m1, m2, m3 = self.powers[1], self.powers[2], self.powers[3]
+        var = m2 - m1**2
+        return (m3 - 3 * m1 * m2 + 2 * m1**3) / np.maximum(var, 1e-300) ** 1.5
+
+    @property
+    def excess_kurtosis(self) -> np.ndarray:
+        m1, m2, m3, m4 = self.powers[1], self.powers[2], self.powers[3], self.powers[4]
+        var = m2 - m1**2
+        c4 = m4 - 4 * m1 * m3 + 6 * m1**2 * m2 - 3 * m1**4
+        return c4 / np.maximum(var, 1e-300) ** 2 - 3.0
+
+    def jarque_bera_pvalues(self) -> np.ndarray:
+        """Per-coordinate p-values of the Jarque-Bera normality test."""
+        jb = self.n / 6.0 * (self.skewness**2 + self.excess_kurtosis**2 / 4.0)
+        return np.exp(-jb / 2.0)  # chi-square with 2 degrees of freedom
+
+    def tail_share(self) -> np.ndarray:
+        """Per coordinate, the largest single step's share of ``sum_t w_t^4`` (from the sample):
+        near 0 for light tails, not shrinking with N when fourth moments are infinite."""
+        w4 = self.sample**4
+        return w4.max(axis=0) / np.maximum(w4.sum(axis=0), 1e-300)
+
+
+def innovation_stats(chunks, d: int, max_sample: int = 200_000, n_total: int | None = None) -> InnovationStats:
+    """Accumulate :class:`InnovationStats` from an iterable of ``(m, d)`` float64 arrays.
+
+    ``n_total`` (if known) sets the subsampling stride so that about ``max_sample`` rows
+    are kept whatever the chunking."""
+    powers = np.zeros((7, d))
+    n = 0
+    stride = 1 if n_total is None else max(1, int(math.ceil(n_total / max_sample)))
+    keep: list[np.ndarray] = []
+    offset = 0
+    for w in chunks:
+        if w.shape[0] == 0:
+            continue
+        w2 = w * w
+        w3 = w2 * w
+        powers[1] += w.sum(axis=0)
+        powers[2] += w2.sum(axis=0)
+        powers[3] += w3.sum(axis=0)
+        powers[4] += np.einsum("ij,ij->j", w2, w2)
+        powers[5] += np.einsum("ij,ij->j", w2, w3)
+        powers[6] += np.einsum("ij,ij->j", w3, w3)
+        n += w.shape[0]
+        first = (-offset) % stride
+        keep.append(w[first::stride])
+        offset += w.shape[0]
+    powers[0] = n
+    if n == 0:
+        raise InputError("no innovations to fit the input law from")
+    sample = np.concatenate(keep)[: max_sample * 2]
+    return InnovationStats(powers / n, sample, n)
+
+
+# --------------------------------------------------------------------------- 1-D laws
+class MarginalLaw:
+    """Law of each coordinate of a whitened variable, coordinates independent.
+
+    ``fit(stats)`` returns a fitted copy (``stats``: :class:`InnovationStats`);
+    ``terms(w)`` gives ``(psi, kappa, tau)`` elementwise on a tensor ``w`` (..., d)
+    (``tau`` is ``None`` where it is zero or unavailable); ``exact``: the scores are those
+    of a density (usable two-sided and at third order).
+    """
+
+    name = "law"
+    exact = True
+    has_third = True
+
+    def fit(self, stats: InnovationStats) -> "MarginalLaw":
+        return self
+
+    def terms(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class GaussianLaw(MarginalLaw):
+    """Standard normal coordinates: ``psi = w``, ``kappa = 1``, ``tau = 0``."""
+
+    name = "gaussian"
+
+    def terms(self, w):
+        return w, torch.ones((), dtype=w.dtype, device=w.device).expand_as(w), None
+
+
+def _solve_moment_system(mom: np.ndarray, degree: int, rhs: np.ndarray) -> np.ndarray:
+    """Coefficients ``c`` (degree+1,) of ``p(w) = sum_k c_k w^k`` with ``E[p(w) w^l] = rhs_l``,
+    ``l = 0..degree``; ``mom[k] = E[w^k]``."""
+    M = np.array([[mom[k + l] for k in range(degree + 1)] for l in range(degree + 1)])
+    cond = np.linalg.cond(M)
+    if not np.isfinite(cond) or cond > 1e12:
+        raise IllConditionedError(
+            f"the density-free score is ill-conditioned (moment matrix condition {cond:.3g}): "
+            "an input coordinate's innovations take (nearly) too few distinct values"
+        )
+    return np.linalg.solve(M, rhs)
+
+
+class MomentLaw(MarginalLaw):
+    """The density-free score: Stein's identity made exact for polynomials.
+
+    Per coordinate, ``S_1 = p1(w)`` (degree 2) and the diagonal of ``S_2`` is ``p2(w)``
+    (degree ``degree``), with ``E[p1(w) w^l] = l E[w^(l-1)]`` and
+    ``E[p2(w) w^l] = l (l-1) E[w^(l-2)]``: small linear systems in the empirical moments
+    (up to order 4 for ``degree=2``, order 6 for ``degree=3``). The off-diagonal part of
+    ``S_2`` is ``p1(w_i) p1(w_j)``. For independent coordinates this makes
+    ``E[S_2 q(w)] = E[grad^2 q]`` exact for every polynomial ``q`` of degree ``<= degree``
+    (docs/method.md), whatever the law; for Gaussian ``w`` it is ``w w^T - I``.
+    ``kappa = p1^2 - p2``. No third-order scores.
+
+    Parameters: ``degree`` (2: quadratic activations; 3: cubic).
+    """
+
+    name = "moment"
+    exact = False
+    has_third = False
+
+    def __init__(self, degree: int = 2) -> None:
+        self.degree = degree
+
+    def __repr__(self) -> str:
+        return f"MomentLaw(degree={self.degree})"
+
+    def fit(self, stats: InnovationStats) -> "MomentLaw":
+        if self.degree not in (2, 3):
+            raise InputError(f"the density-free score supports degree 2 or 3, got {self.degree}")
+        out = MomentLaw(self.degree)
+        d = stats.powers.shape[1]
+        c1 = np.zeros((d, 3))
+        c2 = np.zeros((d, self.degree + 1))
+        for i in range(d):
+            m = stats.powers[:, i]
+            c1[i] = _solve_moment_system(m, 2, np.array([0.0, 1.0, 2.0 * m[1]]))
+            rhs = np.array([l * (l - 1) * m[l - 2] if l >= 2 else 0.0 for l in range(self.degree + 1)])
+            c2[i] = _solve_moment_system(m, self.degree, rhs)
+        out.c1_, out.c2_ = c1, c2
+        return out
+
+    def terms(self, w):
+        c1 = torch.as_tensor(self.c1_, dtype=w.dtype, device=w.device)
+        c2 = torch.as_tensor(self.c2_, dtype=w.dtype, device=w.device)
+        psi = c1[:, 0] + w * (c1[:, 1] + w * c1[:, 2])
+        p2 = c2[:, -1]
+        for k in range(c2.shape[1] - 2, -1, -1):
+            p2 = p2 * w + c2[:, k]
+        return psi, psi * psi - p2, None
+
+
+class StudentTLaw(MarginalLaw):
+    """Standardised Student-t coordinates (unit variance), density ``prop. to (1 + w^2/(nu-2))^(-(nu+1)/2)``.
+
+    ``df``: degrees of freedom (> 2), one for all coordinates or one each; ``None``:
+    fitted per coordinate by maximum likelihood on the whitened innovations.
+    ``psi = (nu+1) w / (nu-2+w^2)``, ``kappa = psi'``, ``tau = psi''``.
+    """
+
+    name = "student-t"
+
+    def __init__(self, df: float | np.ndarray | None = None) -> None:
+        self.df = df
+
+    def __repr__(self) -> str:
+        return f"StudentTLaw(df={self.df!r})"
+
+    @staticmethod
+    def _check_df(df: np.ndarray) -> np.ndarray:
+        df = np.asarray(df, dtype=np.float64)
+        if not np.all(np.isfinite(df)) or np.any(df <= 2):
+            raise InputError(f"Student-t degrees of freedom must be finite numbers above 2, got {df}")
+        return df
+
+    def fit(self, stats: InnovationStats) -> "StudentTLaw":
+        d = stats.powers.shape[1]
+        out = StudentTLaw(self.df)
+        if self.df is not None:
+            out.df_ = np.broadcast_to(self._check_df(self.df), (d,)).copy()
+            return out
+        out.df_ = np.array([fit_student_df(stats.sample[:, i]) for i in range(d)])
+        return out
+
+    def terms(self, w):
+        nu = torch.as_tensor(self.df_, dtype=w.dtype, device=w.device)
+        c = nu - 2
+        q = c + w * w
+        psi = (nu + 1) * w / q
+        kappa = (nu + 1) * (c - w * w) / (q * q)
+        tau = -2 * (nu + 1) * w * (3 * c - w * w) / (q * q * q)
+        return psi, kappa, tau
+
+    def log_density(self, w: torch.Tensor) -> torch.Tensor:
+        """Sum over coordinates of the standardised-t log-density (for tests and user laws)."""
+        nu = torch.as_tensor(self.df_, dtype=w.dtype, device=w.device)
+        c = nu - 2
+        const = torch.lgamma((nu + 1) / 2) - torch.lgamma(nu / 2) - 0.5 * torch.log(math.pi * c)
+        return (const - (nu + 1) / 2 * torch.log1p(w * w / c)).sum(-1)
+
+
+def fit_student_df(w: np.ndarray, lo: float = 2.05, hi: float = 500.0) -> float:
+    """Maximum-likelihood degrees of freedom of a standardised Student-t for samples ``w``
+    (location 0, unit variance fixed). Returns ``hi`` for (near) Gaussian samples."""
+    from scipy.optimize import minimize_scalar
+    from scipy.special import gammaln
+
+    w2 = np.asarray(w, dtype=np.float64) ** 2
+
+    def nll(log_nu: float) -> float:
+        nu = math.exp(log_nu)
+        c = nu - 2
+        return -(gammaln((nu + 1) / 2) - gammaln(nu / 2) - 0.5 * math.log(math.pi * c)
+                 - (nu + 1) / 2 * np.mean(np.log1p(w2 / c)))
+
+    res = minimize_scalar(nll, bounds=(math.log(lo), math.log(hi)), method="bounded", options={"xatol": 1e-4})
+    return float(math.exp(res.x))
+
+
+class MixtureLaw(MarginalLaw):
+    """A Gaussian mixture per coordinate (``sklearn.mixture.GaussianMixture``, 1-D), the number
+    of components (1 to ``max_components``) chosen by BIC; its score is exact for the fitted
+    density. ``random_state`` seeds the mixture fits."""
+
+    name = "mixture"
+
+    def __init__(self, max_components: int = 4, random_state: int = 0) -> None:
+        self.max_components = max_components
+        self.random_state = random_state
+
+    def __repr__(self) -> str:
+        return f"MixtureLaw(max_components={self.max_components})"
+
+    def fit(self, stats: InnovationStats) -> "MixtureLaw":
+        from sklearn.mixture import GaussianMixture
+
+        out = MixtureLaw(self.max_components, self.random_state)
+        d = stats.sample.shape[1]
+        K = self.max_components
+        weights = np.zeros((d, K))
+        means = np.zeros((d, K))
+        var = np.ones((d, K))
+        sample = stats.sample[:50_000]
+        for i in range(d):
+            x = sample[:, i:i + 1]
+            best, best_bic = None, np.inf
+            for k in range(1, K + 1):
+                gm = GaussianMixture(k, covariance_type="full", random_state=self.random_state, reg_covar=1e-4,
+                                     n_init=1, max_iter=200).fit(x)
+                bic = gm.bic(x)
+                if bic < best_bic:
+                    best, best_bic = gm, bic
+            k = best.n_components
+            weights[i, :k] = best.weights_
+            means[i, :k] = best.means_[:, 0]
+            var[i, :k] = best.covariances_[:, 0, 0]
+        out.weights_, out.means_, out.vars_ = weights, means, var
+        return out
+
+    def terms(self, w):
+        to = lambda a: torch.as_tensor(a, dtype=w.dtype, device=w.device)  # noqa: E731
+        pi, mu, v = to(self.weights_), to(self.means_), to(self.vars_)
+        x = w.unsqueeze(-1)  # (..., d, 1)
+        u = (x - mu) / v  # (..., d, K)
+        logc = torch.log(pi.clamp_min(1e-300)) - 0.5 * torch.log(2 * math.pi * v) - 0.5 * (x - mu) * u
+        logc = torch.where(pi > 0, logc, torch.full_like(logc, -math.inf))
+        r = torch.softmax(logc, dim=-1)  # responsibilities
+        d1 = -(r * u).sum(-1)  # p'/p
+        d2 = (r * (u * u - 1 / v)).sum(-1)  # p''/p
+        d3 = (r * (-u**3 + 3 * u / v)).sum(-1)  # p'''/p
+        psi = -d1
+        kappa = psi * psi - d2
+        tau = 2 * psi * kappa - d3 - psi * d2
+        return psi, kappa, tau
+
+
+LAW_NAMES = ("gaussian", "moment", "student-t", "mixture")
+
+
+def make_law(name: str | MarginalLaw, degree: int = 2) -> MarginalLaw:
+    """A :class:`MarginalLaw` from its name (``"gaussian"``, ``"moment"``, ``"student-t"``, ``"mixture"``)."""
+    if isinstance(name, MarginalLaw):
+        return name
+    if name == "gaussian":
+        return GaussianLaw()
+    if name == "moment":
+        return MomentLaw(degree)
+    if name == "student-t":
+        return StudentTLaw()
+    if name == "mixture":
+        return MixtureLaw()
+    raise InputError(f"unknown score law {name!r}: expected one of {', '.join(LAW_NAMES)} (or 'auto')")
