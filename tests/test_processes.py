@@ -199,9 +199,10 @@ def two_sided_reference(X, p, lengths):
 
 
 def _terms(p, X, lengths=None, t0=0, two_sided=False):
-    s, g, lam = p.score_terms(torch.as_tensor(X), None if lengths is None else torch.as_tensor(lengths),
-                              t0=t0, two_sided=two_sided)
-    return s.numpy(), lam.numpy()[g.numpy()]
+    """``(s, Lambda_t)`` per step, with ``S_2 = s s^T - Lambda_t``."""
+    sc = p.score_terms(torch.as_tensor(X), None if lengths is None else torch.as_tensor(lengths),
+                       t0=t0, two_sided=two_sided)
+    return sc.s.numpy(), sc.second_order_matrix().numpy()
 
 
 def test_one_sided_closed_form_including_first_step():

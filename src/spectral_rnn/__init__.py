@@ -2,6 +2,7 @@
 
 Where things are:
 
+* the law of the inputs: :mod:`spectral_rnn.processes`; its score functions: :mod:`spectral_rnn.scores`
 * the moment tensor ``E[y_t (x) S_2(x_t | x_{t-1})]`` and its streamed contractions: :mod:`spectral_rnn.moments`
 * its decomposition (Jennrich + ALS): :mod:`spectral_rnn.decomposition`
 * the scales and the recurrent matrix U (instrument equations): :mod:`spectral_rnn.estimators`
@@ -17,13 +18,23 @@ from .io import load_data, load_model, save_data, save_model
 from .metrics import match_units, parameter_errors, prediction_error
 from .models import BRNN, IORNN
 from .moments import StepStream, cross_moment
-from .processes import GaussianAR1, MarkovProcess
+from .processes import AR1Process, GaussianAR1, LogDensityProcess, MarkovProcess, choose_law
 from .refine import History, refine, train_bptt
+from .scores import GaussianLaw, MarginalLaw, MixtureLaw, MomentLaw, StepScores, StudentTLaw
 from .torch_export import PolynomialRNN, from_torch, to_torch
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AR1Process",
+    "GaussianLaw",
+    "LogDensityProcess",
+    "MarginalLaw",
+    "MixtureLaw",
+    "MomentLaw",
+    "StepScores",
+    "StudentTLaw",
+    "choose_law",
     "BRNN",
     "CPDecomposer",
     "Comparison",

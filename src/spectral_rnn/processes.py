@@ -40,6 +40,7 @@ from .scores import (
     GaussianLaw,
     InnovationStats,
     MarginalLaw,
+    MomentLaw,
     StepScores,
     StudentTLaw,
     fit_student_df,
@@ -51,6 +52,8 @@ __all__ = ["MarkovProcess", "AR1Process", "GaussianAR1", "LogDensityProcess", "c
 
 #: a one-dimensional law is fitted to the first steps only when there are this many of them
 MIN_FIRST_STEPS = 1000
+#: about this many steps (every k-th sequence) serve to choose the innovations' law
+SUBSAMPLE_STEPS = 300_000
 
 
 @runtime_checkable
@@ -270,9 +273,9 @@ class AR1Process:
         n, T, d = X.shape
         lengths = check_lengths(lengths, n, T)
         check_finite(X, lengths, "inputs")
-        # sums in centred coordinates (centre: the mean of the first chunk), so offsets do not
-        # make the normal equations ill-conditioned
-        centre = X[: max(1, min(n, 4096)), : min(T, 64)].reshape(-1, d).astype(np.float64).mean(0)
+        # sums in centred coordinates (centre: the mean of the first chunk's steps), so offsets do
+        # not make the normal equations ill-conditioned
+        centre = None
         Z = np.zeros((d + 1, d + 1))  # sum of [x_{t-1}; 1][x_{t-1}; 1]^T
         C = np.zeros((d + 1, d))  # sum of [x_{t-1}; 1] x_t^T
         Sxx = np.zeros((d, d))  # sum of x_t x_t^T
@@ -280,11 +283,15 @@ class AR1Process:
         for prev, cur, _ in self._pairs(X, lengths, chunk_steps):
             if cur.shape[0] == 0:
                 continue
-            prev, cur = prev - centre, cur - centre
-            Zp = np.hstack([prev, np.ones((prev.shape[0], 1))])
-            Z += Zp.T @ Zp
-            C += Zp.T @ cur
-            Sxx += cur.T @ cur
+            if centre is None:
+                centre = cur.mean(axis=0)
+                ctr = torch.as_tensor(centre)
+            # torch: its small-k matrix products are several times faster than numpy's here
+            prev, cur = torch.as_tensor(prev) - ctr, torch.as_tensor(cur) - ctr
+            Zp = torch.cat([prev, torch.ones((prev.shape[0], 1), dtype=prev.dtype)], dim=1)
+            Z += (Zp.T @ Zp).numpy()
+            C += (Zp.T @ cur).numpy()
+            Sxx += (cur.T @ cur).numpy()
             n_pairs += cur.shape[0]
         if n_pairs < 2 * (d + 1):
             raise InputError(
@@ -356,20 +363,23 @@ class AR1Process:
         self.initial_mean, self.initial_cov = (m_own, S_own) if choice == "own" else stat
         self.first_step_ = choice
 
-    def _whitened(self, X: np.ndarray, lengths: np.ndarray | None, chunk_steps: int, first: bool):
-        """Whitened innovations (``first=False``) or whitened first steps (``True``), chunk by chunk."""
-        W, W0 = self.whiten_, self.whiten0_
-        for prev, cur, x1 in self._pairs(X, lengths, chunk_steps):
-            if first:
-                yield (x1 - self.initial_mean) @ W0.T
-            else:
-                yield (cur - prev @ self.F.T - self.intercept) @ W.T
+    def _whitened(self, X: np.ndarray, lengths: np.ndarray | None, chunk_steps: int):
+        """Whitened innovations ``W (x_t - F x_{t-1} - b)``, chunk by chunk, as (m, d) tensors."""
+        to = torch.as_tensor
+        W, F, b = to(self.whiten_), to(self.F), to(self.intercept)
+        for prev, cur, _ in self._pairs(X, lengths, chunk_steps):
+            yield (to(cur) - to(prev) @ F.T - b) @ W.T
 
     def _fit_laws(self, X: np.ndarray, lengths: np.ndarray | None, chunk_steps: int) -> None:
-        d = self.dim
-        n_pairs = int((X.shape[0] * X.shape[1] if lengths is None else lengths.sum()) - X.shape[0])
-        stats = innovation_stats(self._whitened(X, lengths, chunk_steps, False), d, n_total=n_pairs)
-        self.stats_ = stats
+        """Choose and fit the innovations' law. The choice, the tail and discreteness checks and
+        the likelihood fits use every k-th sequence (about ``SUBSAMPLE_STEPS`` steps); the
+        density-free law, whose moments enter the scores, uses all steps."""
+        d, n = self.dim, X.shape[0]
+        n_steps = int(n * X.shape[1] if lengths is None else lengths.sum())
+        k = max(1, n_steps // SUBSAMPLE_STEPS) if n >= 100 * max(1, n_steps // SUBSAMPLE_STEPS) else 1
+        Xs, Ls = (X, lengths) if k == 1 else (X[::k], None if lengths is None else lengths[::k])
+        n_sub = int(Xs.shape[0] * Xs.shape[1] if Ls is None else Ls.sum()) - Xs.shape[0]
+        stats = innovation_stats(self._whitened(Xs, Ls, chunk_steps), d, n_total=n_sub)
         self._check_discrete(stats)
         if self.innovations == "auto":
             name, reason = choose_law(stats, self.two_sided, self.degree)
@@ -379,14 +389,18 @@ class AR1Process:
             reason = "chosen by the user"
         if self.tail_check:
             self._check_tails(stats)
+        if isinstance(law, MomentLaw) and k > 1:
+            stats = innovation_stats(self._whitened(X, lengths, chunk_steps), d, n_total=n_steps - n)
+        self.stats_ = stats
         self.law_ = law.fit(stats)
         self.law_name_ = law.name
         self.law_reason_ = reason
-        if isinstance(law, GaussianLaw) or X.shape[0] < MIN_FIRST_STEPS:
+        if isinstance(law, GaussianLaw) or n < MIN_FIRST_STEPS:
             self.first_law_ = GaussianLaw()
         else:
-            first = innovation_stats(self._whitened(X, lengths, chunk_steps, True), d, n_total=X.shape[0])
-            self.first_law_ = law.fit(first)
+            w0 = (torch.as_tensor(X[:, 0], dtype=torch.float64) - torch.as_tensor(self.initial_mean)) \
+                @ torch.as_tensor(self.whiten0_).T
+            self.first_law_ = law.fit(innovation_stats([w0], d))
         self._cache = {}
 
     @staticmethod
@@ -449,7 +463,7 @@ class AR1Process:
             W, W0 = self.whiten_, self.whiten0_
             self._cache[key] = {
                 "F": to(self.F), "b": to(self.intercept), "m0": to(self.initial_mean),
-                "W": to(W), "W0": to(W0), "WF": to(W @ self.F),
+                "W": to(W), "W0": to(W0), "WF": to(W @ self.F), "P": to(W.T @ W), "PF": to(W.T @ W @ self.F),
                 "one": to(np.vstack([W, W0])), "two": to(np.vstack([W, W0, -(W @ self.F)])),
             }
         return self._cache[key]
@@ -484,9 +498,14 @@ class AR1Process:
         flat = lambda A: A.reshape(-1, A.shape[-1])  # noqa: E731  2-D products are much faster than batched ones
         resid = X - p["b"]  # becomes x_t - F x_{t-1} - b
         resid[:, 1:] -= (flat(X[:, :-1]) @ p["F"].T).view(n, Wd - 1, d)
-        w = (flat(resid) @ p["W"].T).view(n, Wd, d)
-        psi, kap, tau = self.law_.terms(w)
         zero = torch.zeros((), dtype=X.dtype, device=X.device)
+        if isinstance(self.law_, GaussianLaw):  # the closed form: psi = w, kappa = 1, s = P r directly
+            psi, kap, tau = None, torch.ones((), dtype=X.dtype, device=X.device).expand(n, Wd, d), None
+            s = (flat(resid) @ p["P"]).view(n, Wd, d)
+        else:
+            w = (flat(resid) @ p["W"].T).view(n, Wd, d)
+            psi, kap, tau = self.law_.terms(w)
+            s = (flat(psi) @ p["W"]).view(n, Wd, d)  # W^T psi, row form
         has_tau = tau is not None
         if t0 == 0:
             w0 = (X[:, 0] - p["m0"]) @ p["W0"].T
@@ -498,7 +517,6 @@ class AR1Process:
         kappa[..., :d] = kap
         if tau is not None:
             tau_all[..., :d] = tau
-        s = (flat(psi) @ p["W"]).view(n, Wd, d)  # W^T psi, row form
         if t0 == 0:  # the first step: its own law, no innovation term
             s[:, 0] = psi0 @ p["W0"]
             kappa[:, 0, :d] = 0.0
@@ -516,7 +534,10 @@ class AR1Process:
         else:
             last = lengths[:, None].to(X.device) - 1
         has_next = (t_abs[None, :-1] < last).unsqueeze(-1)  # (n, W-1, 1)
-        nxt = (flat(psi[:, 1:]) @ p["WF"]).view(n, Wd - 1, d)
+        if psi is None:  # Gaussian: (W F)^T W r = F^T P r
+            nxt = (flat(resid[:, 1:]) @ p["PF"]).view(n, Wd - 1, d)
+        else:
+            nxt = (flat(psi[:, 1:]) @ p["WF"]).view(n, Wd - 1, d)
         s[:, :-1] -= torch.where(has_next, nxt, zero)
         kappa[:, :-1, 2 * d:] = torch.where(has_next, kap[:, 1:], zero)
         if tau is not None:

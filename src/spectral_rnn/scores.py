@@ -177,7 +177,7 @@ class InnovationStats:
 
 
 def innovation_stats(chunks, d: int, max_sample: int = 200_000, n_total: int | None = None) -> InnovationStats:
-    """Accumulate :class:`InnovationStats` from an iterable of ``(m, d)`` float64 arrays.
+    """Accumulate :class:`InnovationStats` from an iterable of ``(m, d)`` arrays or tensors.
 
     ``n_total`` (if known) sets the subsampling stride so that about ``max_sample`` rows
     are kept whatever the chunking."""
@@ -189,17 +189,18 @@ def innovation_stats(chunks, d: int, max_sample: int = 200_000, n_total: int | N
     for w in chunks:
         if w.shape[0] == 0:
             continue
+        w = torch.as_tensor(w, dtype=torch.float64)
         w2 = w * w
         w3 = w2 * w
-        powers[1] += w.sum(axis=0)
-        powers[2] += w2.sum(axis=0)
-        powers[3] += w3.sum(axis=0)
-        powers[4] += np.einsum("ij,ij->j", w2, w2)
-        powers[5] += np.einsum("ij,ij->j", w2, w3)
-        powers[6] += np.einsum("ij,ij->j", w3, w3)
+        powers[1] += w.sum(0).numpy()
+        powers[2] += w2.sum(0).numpy()
+        powers[3] += w3.sum(0).numpy()
+        powers[4] += (w2 * w2).sum(0).numpy()
+        powers[5] += (w2 * w3).sum(0).numpy()
+        powers[6] += (w3 * w3).sum(0).numpy()
         n += w.shape[0]
         first = (-offset) % stride
-        keep.append(w[first::stride])
+        keep.append(w[first::stride].numpy())
         offset += w.shape[0]
     powers[0] = n
     if n == 0:
