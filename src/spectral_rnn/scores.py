@@ -429,7 +429,67 @@ class MixtureLaw(MarginalLaw):
         return psi, kappa, tau
 
 
-LAW_NAMES = ("gaussian", "moment", "student-t", "mixture")
+class SmoothLaw(MarginalLaw):
+    """A smooth score fitted by score matching (Hyvarinen 2005), one per coordinate.
+
+    ``psi(w) = sum_k c_k phi_k(w)`` over a fixed basis: ``1``, ``w`` and ``tanh((w - a)/h)``
+    bumps (knots ``a`` every 0.5 in [-3, 3], widths ``h`` in {0.25, 1}); ``c`` minimises
+    ``E[psi^2 / 2 - psi']``, which is ``E[(psi - psi_true)^2] / 2`` up to a constant: a linear
+    solve in moments of the basis. The score of a smooth density close to the data's law,
+    exact up to the basis' resolution (cusps and edges are smoothed over about ``h``);
+    usable two-sided and at third order. ``ridge``: relative regularisation of the solve.
+    """
+
+    name = "score-matching"
+
+    def __init__(self, ridge: float = 1e-6) -> None:
+        self.ridge = ridge
+
+    def __repr__(self) -> str:
+        return f"SmoothLaw(ridge={self.ridge})"
+
+    @staticmethod
+    def _basis(w: torch.Tensor, knots: torch.Tensor, widths: torch.Tensor, order: int):
+        """phi and its first ``order`` derivatives at ``w`` (...,): each (..., n_basis)."""
+        x = w.unsqueeze(-1)
+        th = torch.tanh((x - knots) / widths)
+        sech2 = 1 - th * th
+        ones, zeros = torch.ones_like(x), torch.zeros_like(x)
+        out = [torch.cat([ones, x, th], -1)]
+        if order >= 1:
+            out.append(torch.cat([zeros, ones, sech2 / widths], -1))
+        if order >= 2:
+            out.append(torch.cat([zeros, zeros, -2 * th * sech2 / widths**2], -1))
+        if order >= 3:
+            out.append(torch.cat([zeros, zeros, (-2 * sech2 * sech2 + 4 * th * th * sech2) / widths**3], -1))
+        return out
+
+    def fit(self, stats: InnovationStats) -> "SmoothLaw":
+        out = SmoothLaw(self.ridge)
+        grid = np.arange(-3.0, 3.0001, 0.5)
+        knots = np.concatenate([grid, grid])
+        widths = np.concatenate([np.full(grid.size, 0.25), np.full(grid.size, 1.0)])
+        kt, wt = torch.as_tensor(knots), torch.as_tensor(widths)
+        d = stats.sample.shape[1]
+        coefs = np.zeros((d, 2 + knots.size))
+        for i in range(d):
+            w = torch.as_tensor(stats.sample[:, i], dtype=torch.float64)
+            phi, dphi = self._basis(w, kt, wt, 1)
+            G = (phi.T @ phi / w.shape[0]).numpy()
+            h = dphi.mean(0).numpy()
+            G += self.ridge * np.trace(G) / G.shape[0] * np.eye(G.shape[0])
+            coefs[i] = np.linalg.solve(G, h)
+        out.knots_, out.widths_, out.coefs_ = knots, widths, coefs
+        return out
+
+    def terms(self, w):
+        to = lambda a: torch.as_tensor(a, dtype=w.dtype, device=w.device)  # noqa: E731
+        phi, d1, d2, d3 = self._basis(w, to(self.knots_), to(self.widths_), 3)
+        c = to(self.coefs_)  # (d, n_basis)
+        return (phi * c).sum(-1), (d1 * c).sum(-1), (d2 * c).sum(-1)
+
+
+LAW_NAMES = ("gaussian", "moment", "student-t", "mixture", "score-matching")
 
 
 def make_law(name: str | MarginalLaw, degree: int = 2) -> MarginalLaw:
@@ -444,4 +504,6 @@ def make_law(name: str | MarginalLaw, degree: int = 2) -> MarginalLaw:
         return StudentTLaw()
     if name == "mixture":
         return MixtureLaw()
+    if name == "score-matching":
+        return SmoothLaw()
     raise InputError(f"unknown score law {name!r}: expected one of {', '.join(LAW_NAMES)} (or 'auto')")
