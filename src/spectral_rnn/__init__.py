@@ -8,7 +8,7 @@ Where things are:
 """
 
 from ._checks import DivergenceError, IllConditionedError, InputError, SpectralRNNError
-from .activations import Polynomial
+from .activations import Activation, Polynomial, Tanh, as_activation
 from .compare import Comparison, run_comparison
 from .datasets import PlantedProblem, make_planted
 from .decomposition import CPDecomposer, Decomposition, decompose, decompose_projected
@@ -19,11 +19,13 @@ from .models import BRNN, IORNN
 from .moments import StepStream, cross_moment
 from .processes import GaussianAR1, MarkovProcess
 from .refine import History, refine, train_bptt
-from .torch_export import PolynomialRNN, from_torch, to_torch
+from .stability import StabilityReport, stabilize
+from .torch_export import PolynomialRNN, TorchRNN, from_torch, to_torch
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Activation",
     "BRNN",
     "CPDecomposer",
     "Comparison",
@@ -41,7 +43,11 @@ __all__ = [
     "SpectralBRNN",
     "SpectralIORNN",
     "SpectralRNNError",
+    "StabilityReport",
     "StepStream",
+    "Tanh",
+    "TorchRNN",
+    "as_activation",
     "cross_moment",
     "decompose",
     "decompose_projected",
@@ -56,6 +62,7 @@ __all__ = [
     "run_comparison",
     "save_data",
     "save_model",
+    "stabilize",
     "to_torch",
     "train_bptt",
 ]
