@@ -281,3 +281,27 @@ def test_tanh_reset_parameters_is_torch_default_distribution():
     b.reset_parameters(generator=torch.Generator().manual_seed(1))
     for p, q in zip(a.parameters(), b.parameters()):
         torch.testing.assert_close(p, q)
+
+
+def test_tanh_packed_path_equals_plain_path(data):
+    # the path that exact=True takes on CUDA (always packed), checked on the CPU
+    X, _ = data
+    mod = to_torch(BRNN.random(6, 3, 5, activation="tanh", random_state=2), dtype=torch.float64)
+    x = torch.as_tensor(X)
+    with torch.no_grad():
+        full = torch.full((x.shape[0],), x.shape[1])
+        torch.testing.assert_close(mod.readout(mod._packed(x, full, x.shape[1])), mod(x), rtol=1e-14, atol=1e-14)
+    assert mod.exact
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_tanh_module_reproduces_predict_on_cuda(data):
+    X, L = data
+    for m in tanh_models():
+        mod = to_torch(m, device="cuda")
+        for lengths in (None, L):
+            P = m.predict(X, lengths)
+            with torch.no_grad():
+                Q = mod(torch.as_tensor(X, dtype=torch.float32, device="cuda"),
+                        None if lengths is None else torch.as_tensor(lengths)).cpu().numpy()
+            assert maxrel(Q, P) < 1e-6, (type(m).__name__, lengths is None, maxrel(Q, P))

@@ -283,6 +283,16 @@ class TorchRNN(nn.Module):
         batch_first=True, bidirectional=bidirectional)``.
     readout: ``torch.nn.Linear(hidden_size * (2 if bidirectional else 1), output_size, bias=False)``.
 
+    exact: on a CUDA device, run cuDNN without TF32 and always through
+        ``pack_padded_sequence`` (default ``True``). Measured on an H100 (PyTorch 2.11,
+        cuDNN 9.19; n=4000, T=30, d_h=4, float32, largest deviation from the float64
+        recursion over the largest output): cuDNN with PyTorch's default
+        ``torch.backends.cudnn.allow_tf32=True`` gave 6.9e-4; without TF32 but unpacked
+        (cuDNN's full-length kernel) 6.3e-6; without TF32 and packed 1.6e-7, ragged batches
+        and the bidirectional case included, in 1.4 ms per forward against 0.3 ms for the
+        fastest unpacked TF32 one. ``exact=False`` uses whatever the global flags say (the
+        fast path). On the CPU both give the same results (about 1.5e-7).
+
     ``forward(x, lengths=None)``: ``x`` (n, T, d_x), ``lengths`` (n,) -> outputs
     (n, T, d_y), zero on padding (padding inputs are never read: a ragged batch is
     packed with ``pack_padded_sequence``). Weights start as PyTorch starts them.
@@ -296,6 +306,7 @@ class TorchRNN(nn.Module):
         bidirectional: bool = False,
         dtype: torch.dtype = torch.float32,
         device: str | torch.device | None = None,
+        exact: bool = True,
     ) -> None:
         super().__init__()
         for name, v in (("input_size", input_size), ("hidden_size", hidden_size), ("output_size", output_size)):
@@ -303,6 +314,7 @@ class TorchRNN(nn.Module):
                 raise InputError(f"{name} must be a positive integer, got {v!r}")
         self.input_size, self.hidden_size, self.output_size = int(input_size), int(hidden_size), int(output_size)
         self.bidirectional = bool(bidirectional)
+        self.exact = bool(exact)
         kw = {"dtype": dtype, "device": device}
         self.rnn = nn.RNN(self.input_size, self.hidden_size, num_layers=1, nonlinearity="tanh", bias=False,
                           batch_first=True, bidirectional=self.bidirectional, **kw)
@@ -327,14 +339,25 @@ class TorchRNN(nn.Module):
     def _run(self, x: torch.Tensor, lengths) -> torch.Tensor:
         if x.dim() != 3 or x.shape[2] != self.input_size:
             raise InputError(f"input must have shape (n, T, {self.input_size}), got {tuple(x.shape)}")
-        T = x.shape[1]
+        n, T = x.shape[:2]
+        exact_cuda = self.exact and x.is_cuda
         if lengths is not None:
             lengths = torch.as_tensor(lengths).to("cpu", torch.int64)
-            if bool((lengths >= T).all()):
+            if bool((lengths >= T).all()) and not exact_cuda:
                 lengths = None
+        elif exact_cuda:
+            lengths = torch.full((n,), T, dtype=torch.int64)
+        if exact_cuda:
+            with torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled,
+                                            benchmark=torch.backends.cudnn.benchmark,
+                                            deterministic=torch.backends.cudnn.deterministic, allow_tf32=False):
+                return self._packed(x, lengths, T)
         if lengths is None:
             out, _ = self.rnn(x)
             return out
+        return self._packed(x, lengths, T)
+
+    def _packed(self, x: torch.Tensor, lengths: torch.Tensor, T: int) -> torch.Tensor:
         packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
         out, _ = self.rnn(packed)
         out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=T)
