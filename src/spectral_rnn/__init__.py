@@ -19,14 +19,15 @@ from .models import BRNN, IORNN
 from .moments import StepStream, cross_moment
 from .processes import GaussianAR1, MarkovProcess
 from .refine import History, refine, train_bptt
+from .torch_export import PolynomialRNN, from_torch, to_torch
 from .stability import StabilityReport, stabilize
-from .torch_export import PolynomialRNN, TorchRNN, from_torch, to_torch
+from .torch_export import TorchRNN
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Activation",
     "BRNN",
+    "Activation",
     "CPDecomposer",
     "Comparison",
     "Decomposition",
