@@ -80,7 +80,7 @@ def test_divergence_is_handled(planted):
         refine(big, X, Y, max_epochs=5, lr=1e-3, random_state=0, stabilize_start=False)
     # by default the start is stabilised first (U shrunk), recorded in the history, and trained
     model, hist = refine(big, X, Y, max_epochs=5, lr=1e-3, random_state=0)
-    assert hist.stabilized and 0 < hist.stabilization.factor < 1
+    assert hist.stabilized and 0 < hist.stabilization.factor < 1 and hist.stabilization_seconds > 0
     assert math.isfinite(hist.val_loss[0]) and not hist.diverged and hist.best_epoch > 0
     assert np.isfinite(model.predict(X)).all()
     # input weights alone blowing up: no shrinking of U helps, refine says so

@@ -379,9 +379,12 @@ def run_comparison(
             refined.note = f"refinement failed: {exc}"
             say(f"spectral+refine: {refined.note}")
         else:
+            # the stability check of the start ran before the refinement's clock: count it
+            refined.times[1:] = [t + hist.stabilization_seconds for t in refined.times[1:]]
             refined.model = model
             refined.diverged = hist.diverged
-            refined.wall_time = max(spectral.wall_time + hist.time[-1], refined.times[-1])
+            refined.wall_time = max(spectral.wall_time + hist.stabilization_seconds + hist.time[-1],
+                                    refined.times[-1])
             refined.settings["epochs"] = hist.epoch[-1]
             refined.settings["stop"] = hist.stop_reason
             if hist.stabilized:

@@ -63,7 +63,9 @@ class History:
     the learning rate; one more than ``max_restarts`` stops the run). ``stabilization``
     (:func:`refine` only): the :class:`~spectral_rnn.stability.StabilityReport` of the
     start model on the training inputs; ``stabilized``: its ``U`` (``V``) had to be shrunk
-    because the start diverged there, and training started from the shrunk model.
+    because the start diverged there, and training started from the shrunk model;
+    ``stabilization_seconds``: the time that check took (before ``time[0]``; it counts
+    against ``time_budget``).
     """
 
     epoch: list[int] = field(default_factory=list)
@@ -77,6 +79,7 @@ class History:
     divergences: int = 0
     stop_reason: str = ""
     stabilization: StabilityReport | None = None
+    stabilization_seconds: float = 0.0
 
     @property
     def stabilized(self) -> bool:
@@ -406,15 +409,19 @@ def refine(
     if not isinstance(model, (IORNN, BRNN)):
         raise InputError(f"refine expects an IORNN or a BRNN, got {type(model).__name__}")
     train, val, var, rng, dev = _prepare(X, Y, lengths, val_fraction, random_state, device, dtype, model.d_x, model.d_y)
-    report = None
+    report, t_stab = None, 0.0
     if stabilize_start:
+        t0 = time.perf_counter()
         model, report = stabilize(model, X, lengths, device=dev)
+        t_stab = time.perf_counter() - t0
+        if time_budget is not None:
+            time_budget = max(time_budget - t_stab, 1e-3)
     module = to_torch(model, dtype=dtype, device=dev)
     hist = fit_module(module, train, val, var, max_epochs=max_epochs, lr=lr, batch_size=batch_size,
                       patience=patience, clip=clip, max_restarts=max_restarts, rng=rng,
                       time_budget=time_budget, progress=progress,
                       monitor=monitor, monitor_every=monitor_every, desc="refine")
-    hist.stabilization = report
+    hist.stabilization, hist.stabilization_seconds = report, t_stab
     if hist.best_epoch == 0:
         if not math.isfinite(hist.val_loss[0]):
             how = "in " + str(dtype).replace("torch.", "") if stabilize_start else "with stabilize_start=False"
