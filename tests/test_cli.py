@@ -302,3 +302,41 @@ def test_installed_entry_point(tmp_path):
     assert bad.returncode == 2
     assert bad.stdout == "" and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
     assert bad.stderr.startswith("spectral-rnn: error: ") and "missing.npz" in bad.stderr
+
+
+# ------------------------------------------------------------------ tanh
+def test_tanh_simulate_predict_and_fit_refused(tmp_path, capsys):
+    data, truth = tmp_path / "t.npz", tmp_path / "t.safetensors"
+    for bidir in ([], ["--bidirectional"]):
+        code, out, _ = run(capsys, "simulate", *bidir, "--hidden-size", "2", "--input-dim", "6", "--output-dim", "5",
+                           "--sequences", "50", "--length", "7", "--activation", "tanh", "--out", data,
+                           "--truth", truth)
+        assert code == 0 and "'tanh'" in out
+        true = load_model(truth)
+        assert true.activation.to_string() == "tanh" and isinstance(true, BRNN if bidir else IORNN)
+        # predict works from the file alone
+        code, _, _ = run(capsys, "predict", truth, data, "--out", tmp_path / "p.npz")
+        assert code == 0
+        X, _, _ = load_data(data)
+        with np.load(tmp_path / "p.npz") as z:
+            np.testing.assert_allclose(z["outputs"], true.predict(X))
+    # the spectral estimators fit polynomial activations only for now: a clear refusal
+    code, out, err = run(capsys, "fit", data, "--hidden-size", "2", "--activation", "tanh",
+                         "--out", tmp_path / "m.safetensors")
+    assert_one_line_error(code, out, err)
+    assert "not a polynomial" in err
+    assert not (tmp_path / "m.safetensors").exists()
+    code, out, err = run(capsys, "fit", data, "--hidden-size", "2", "--activation", "tanhh", "--out", tmp_path / "m")
+    assert_one_line_error(code, out, err)
+    assert "malformed activation" in err
+
+
+def test_tanh_accepted_by_compare_and_odd_polynomials_parse():
+    from spectral_rnn import Polynomial, Tanh
+    from spectral_rnn.cli import build_parser
+
+    a = build_parser().parse_args(["compare", "d.npz", "--hidden-size", "2", "--activation", "tanh"])
+    assert a.activation == Tanh()
+    a = build_parser().parse_args(["simulate", "--hidden-size", "2", "--input-dim", "3", "--output-dim", "3",
+                                   "--sequences", "2", "--length", "2", "--activation", "0,1,0,-0.3333", "--out", "x"])
+    assert a.activation == Polynomial([0, 1, 0, -0.3333])

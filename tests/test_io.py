@@ -9,7 +9,7 @@ import pytest
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from spectral_rnn import BRNN, IORNN, InputError, Polynomial
+from spectral_rnn import BRNN, IORNN, InputError, Polynomial, Tanh
 from spectral_rnn import io as sio
 from spectral_rnn.io import check_output_path, load_data, load_model, save_data, save_model
 
@@ -300,3 +300,36 @@ def test_nan_on_padding_is_fine(tmp_path):
 def test_save_data_needs_arrays(tmp_path):
     with pytest.raises(InputError):
         save_data(tmp_path / "d.npz")
+
+
+# ---------------------------------------------------------------- tanh models
+def test_tanh_models_round_trip_with_activation_in_metadata(tmp_path):
+    X = np.random.default_rng(0).standard_normal((3, 6, 7))
+    models = {
+        "iornn": IORNN.random(7, 3, 5, activation="tanh", input_norm=1.0, random_state=0),
+        "brnn": BRNN.random(7, 2, 5, activation=Tanh(), random_state=1),
+    }
+    m = models["brnn"]
+    models["mixed"] = BRNN(**m.parameters(), activation="tanh", backward_activation="0,1,0,-0.3333")
+    for name, model in models.items():
+        p = tmp_path / f"{name}.safetensors"
+        save_model(model, p)
+        with safe_open(str(p), framework="numpy") as fh:
+            meta = fh.metadata()
+        assert meta["activation"] == "tanh"
+        if name != "iornn":
+            assert meta["backward_activation"] == ("tanh" if name == "brnn" else "0.0,1.0,0.0,-0.3333")
+        back = load_model(p)
+        assert back == model and type(back) is type(model)
+        assert back.activation == Tanh()
+        np.testing.assert_array_equal(back.predict(X), model.predict(X))
+
+
+def test_bad_activation_strings_in_model_files(tmp_path):
+    for i, act in enumerate(["tanhh", "relu", "", "tanh,0"]):
+        path = _write(tmp_path / f"act{i}.safetensors", _tensors(), {**GOOD_META, "activation": act})
+        with pytest.raises(InputError, match="activation") as info:
+            load_model(path)
+        assert "\n" not in str(info.value)
+    ok = load_model(_write(tmp_path / "t.safetensors", _tensors(), {**GOOD_META, "activation": "tanh"}))
+    assert ok.activation == Tanh()

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from spectral_rnn import BRNN, IORNN, DivergenceError, GaussianAR1, InputError, Polynomial
+from spectral_rnn import BRNN, IORNN, DivergenceError, GaussianAR1, InputError, Polynomial, Tanh
 
 
 def np_forward(X, A1, U, f, reverse=False):
@@ -165,3 +165,56 @@ def test_random_model_properties():
     assert np.linalg.norm(m.U, 2) == pytest.approx(0.3)
     assert m == IORNN.random(10, 4, 8, recurrent_norm=0.3, random_state=1)
     assert m.activation == Polynomial([0, 1, 0.5])
+
+
+# ---------------------------------------------------------------- tanh models
+def test_tanh_iornn_and_brnn_recursions(data):
+    m = IORNN.random(5, 3, 4, activation="tanh", input_std=1.0, recurrent_norm=0.9, random_state=2)
+    assert m.activation == Tanh() and "tanh" in repr(m)
+    Hn = np_forward(data, m.A1, m.U, np.tanh)
+    np.testing.assert_allclose(m.hidden_states(data), Hn, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(m.predict(data), Hn @ m.A2, rtol=1e-12, atol=1e-14)
+    b = BRNN.random(5, 3, 4, activation=Tanh(), input_std=1.0, random_state=3)
+    H, Z = b.hidden_states(data)
+    np.testing.assert_allclose(H, np_forward(data, b.A1, b.U, np.tanh), atol=1e-14)
+    np.testing.assert_allclose(Z, np_forward(data, b.B1, b.V, np.tanh, reverse=True), atol=1e-14)
+    assert b.backward_activation == Tanh()
+    # tanh never diverges, whatever the weights
+    huge = IORNN(50 * m.A1, 50 * m.U, m.A2, "tanh")
+    assert np.abs(huge.hidden_states(data)).max() <= 1.0
+    # mixed chains: a tanh forward chain, a polynomial backward one
+    mix = BRNN(b.A1, b.U, b.A2, 0.2 * b.B1, b.V, b.B2, "tanh", backward_activation="0,1,0,-0.3333")
+    Z2 = mix.hidden_states(data)[1]
+    np.testing.assert_allclose(Z2, np_forward(data, 0.2 * b.B1, b.V, lambda u: u - 0.3333 * u**3, reverse=True),
+                               atol=1e-12)
+    assert mix != b and mix == BRNN(**mix.parameters(), activation="tanh", backward_activation=(0, 1, 0, -0.3333))
+
+
+def test_random_input_norm():
+    for cls in (IORNN, BRNN):
+        m = cls.random(10, 4, 8, activation="tanh", input_norm=1.0, random_state=0)
+        np.testing.assert_allclose(np.linalg.norm(m.A1, axis=1), 1.0, rtol=1e-12)
+        if cls is BRNN:
+            np.testing.assert_allclose(np.linalg.norm(m.B1, axis=1), 1.0, rtol=1e-12)
+        # input_norm rescales the same draw: directions and the other weights are unchanged
+        plain = cls.random(10, 4, 8, activation="tanh", random_state=0)
+        np.testing.assert_allclose(m.A1, plain.A1 / np.linalg.norm(plain.A1, axis=1, keepdims=True), rtol=1e-12)
+        np.testing.assert_array_equal(m.U, plain.U)
+        np.testing.assert_array_equal(m.A2, plain.A2)
+    m = IORNN.random(10, 4, 8, input_norm=0.6, random_state=1)
+    np.testing.assert_allclose(np.linalg.norm(m.A1, axis=1), 0.6, rtol=1e-12)
+    with pytest.raises(InputError):
+        IORNN.random(10, 4, 8, input_norm=-1.0)
+    with pytest.raises(InputError):
+        IORNN.random(10, 4, 8, input_norm=float("nan"))
+
+
+def test_make_planted_tanh():
+    from spectral_rnn import make_planted
+
+    p = make_planted("iornn", n_steps=2000, activation="tanh", input_norm=1.0, random_state=0)
+    assert p.model.activation == Tanh() and p.redraws == 0
+    np.testing.assert_allclose(np.linalg.norm(p.model.A1, axis=1), 1.0, rtol=1e-12)
+    np.testing.assert_allclose(p.model.predict(p.X_test), p.Y_test)
+    b = make_planted("brnn", d_x=12, d_h=3, n_steps=2000, activation="tanh", input_norm=1.0, random_state=0)
+    assert isinstance(b.model, BRNN) and b.model.backward_activation == Tanh()

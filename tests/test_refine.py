@@ -1,12 +1,14 @@
 """Refinement by BPTT and the random-init baseline: error goes down, divergence is handled."""
 
 import math
+import warnings
 
 import numpy as np
 import pytest
 import torch
 
-from spectral_rnn import BRNN, IORNN, GaussianAR1, InputError, prediction_error
+from spectral_rnn import BRNN, IORNN, DivergenceError, GaussianAR1, InputError, make_planted, prediction_error
+from spectral_rnn.torch_export import PolynomialRNN, TorchRNN
 from spectral_rnn.refine import History, random_module, refine, train_bptt
 
 
@@ -56,18 +58,34 @@ def test_refine_ragged_and_bidirectional(planted):
 def test_refine_keeps_start_when_nothing_improves(planted):
     truth, X, Y, _, _ = planted
     # the truth is (nearly) optimal; a huge learning rate only makes things worse or diverge
-    model, hist = refine(truth, X, Y, max_epochs=3, lr=5.0, batch_size=64, random_state=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model, hist = refine(truth, X, Y, max_epochs=3, lr=5.0, batch_size=64, random_state=0)
     assert hist.best_epoch == 0
     assert model == truth
     assert hist.diverged or hist.stop_reason in ("max_epochs", "early_stopping")
+    assert not hist.stabilized and hist.stabilization is not None and not hist.stabilization.changed
+    # a divergence before any improvement is never silent
+    said = [w for w in caught if issubclass(w.category, RuntimeWarning) and "diverged before" in str(w.message)]
+    assert bool(said) == hist.diverged
 
 
 def test_divergence_is_handled(planted):
     truth, X, Y, _, _ = planted
     big = IORNN(truth.A1 * 4, truth.U * 8, truth.A2, truth.activation)  # blows up on these inputs
+    with pytest.raises(DivergenceError):
+        big.predict(X)
+    # without stabilisation the start cannot be evaluated: an error, not a silent return
+    with pytest.raises(DivergenceError, match="cannot start"):
+        refine(big, X, Y, max_epochs=5, lr=1e-3, random_state=0, stabilize_start=False)
+    # by default the start is stabilised first (U shrunk), recorded in the history, and trained
     model, hist = refine(big, X, Y, max_epochs=5, lr=1e-3, random_state=0)
-    assert hist.diverged and hist.stop_reason == "diverged"
-    assert model == big  # nothing better was found: the start comes back untouched
+    assert hist.stabilized and 0 < hist.stabilization.factor < 1 and hist.stabilization_seconds > 0
+    assert math.isfinite(hist.val_loss[0]) and not hist.diverged and hist.best_epoch > 0
+    assert np.isfinite(model.predict(X)).all()
+    # input weights alone blowing up: no shrinking of U helps, refine says so
+    with pytest.raises(DivergenceError, match="too large"):
+        refine(IORNN(truth.A1 * 3000, truth.U, truth.A2, truth.activation), X, Y, max_epochs=1)
     # random init at a large scale diverges too; the baseline stops cleanly
     model, hist = train_bptt(X, Y, hidden_size=3, init_scale=30.0, max_epochs=3, random_state=0)
     assert hist.diverged and hist.stop_reason == "diverged"
@@ -135,3 +153,71 @@ def test_bad_inputs(planted):
         train_bptt(X, Y, hidden_size=0)
     with pytest.raises(InputError):
         train_bptt(X, Y, hidden_size=2, init_scale=0.0)
+
+
+def test_refine_from_a_planted_model_scaled_until_it_diverges():
+    p = make_planted("iornn", d_x=6, d_h=3, d_y=5, n_steps=6000, length=8, random_state=3)
+    t = p.model
+    k = next(k for k in (2, 3, 4, 6, 8) if not np.isfinite(_safe_predict(IORNN(t.A1, k * t.U, t.A2, t.activation), p.X)).all())
+    big = IORNN(t.A1, k * t.U, t.A2, t.activation)
+    model, hist = refine(big, p.X, p.Y, max_epochs=8, lr=3e-3, batch_size=64, random_state=0)
+    assert hist.stabilized and hist.stabilization.diverged_sequences > 0
+    assert hist.best_val_loss < hist.val_loss[0]
+    e = prediction_error(p.Y_test, model.predict(p.X_test))
+    e_start = prediction_error(p.Y_test, _safe_predict(IORNN(t.A1, k * t.U * hist.stabilization.factor, t.A2,
+                                                             t.activation), p.X_test))
+    assert e < e_start
+
+
+def _safe_predict(model, X):
+    try:
+        return model.predict(X)
+    except DivergenceError:
+        return np.full(X.shape[:2] + (model.d_y,), np.inf)
+
+
+# ---------------------------------------------------------------- tanh: trained as torch.nn.RNN
+@pytest.fixture(scope="module")
+def planted_tanh():
+    return make_planted("iornn", d_x=6, d_h=3, d_y=5, n_steps=4800, length=8, activation="tanh",
+                        input_norm=1.0, random_state=0)
+
+
+def test_refine_tanh_through_torch_nn_rnn(planted_tanh):
+    p = planted_tanh
+    start = perturbed(p.model, 0.3, 0)
+    seen = []
+    e0 = prediction_error(p.Y_test, start.predict(p.X_test))
+    model, hist = refine(start, p.X, p.Y, max_epochs=10, lr=3e-3, batch_size=32, random_state=0,
+                         monitor=lambda mod, t: seen.append(type(mod)))
+    assert set(seen) == {TorchRNN}
+    assert model.activation == start.activation and isinstance(model, IORNN)
+    assert hist.stabilization.method == "bounded activation" and not hist.stabilized
+    assert prediction_error(p.Y_test, model.predict(p.X_test)) < 0.5 * e0
+
+
+def test_refine_tanh_brnn_ragged():
+    p = make_planted("brnn", d_x=6, d_h=2, d_y=5, n_steps=2400, length=8, activation="tanh", random_state=1)
+    L = np.random.default_rng(0).integers(3, 9, size=p.X.shape[0])
+    Y = p.model.simulate(p.X, L, noise_std=0.1, random_state=2)
+    Y[np.arange(8)[None, :] >= L[:, None]] = np.nan  # padding is never read
+    model, hist = refine(perturbed(p.model, 0.3, 1), p.X, Y, L, max_epochs=4, lr=3e-3, batch_size=64, random_state=0)
+    assert isinstance(model, BRNN) and model.backward_activation.to_string() == "tanh"
+    assert hist.best_val_loss < hist.val_loss[0]
+
+
+def test_train_bptt_tanh_starts_from_nn_rnn_default_init(planted_tanh):
+    p = planted_tanh
+    mod = random_module(6, 3, 5, "tanh", random_state=0)
+    assert isinstance(mod, TorchRNN) and isinstance(mod.rnn, torch.nn.RNN)
+    k = 1 / np.sqrt(3)
+    w = mod.rnn.weight_hh_l0.detach().abs().max().item()
+    assert 0.5 * k < w <= k  # nn.RNN's default U(-1/sqrt(hidden), 1/sqrt(hidden))
+    assert isinstance(random_module(6, 3, 5, "0,1,0.5", random_state=0), PolynomialRNN)
+    kw = dict(hidden_size=3, activation="tanh", max_epochs=3, lr=1e-2, batch_size=32)
+    m1, h1 = train_bptt(p.X, p.Y, random_state=7, **kw)
+    m2, h2 = train_bptt(p.X, p.Y, random_state=7, **kw)
+    assert m1 == m2 and h1.val_loss == h2.val_loss
+    assert m1.activation.to_string() == "tanh" and h1.best_val_loss < h1.val_loss[0]
+    mb, _ = train_bptt(p.X, p.Y, hidden_size=2, activation="tanh", bidirectional=True, max_epochs=1, random_state=0)
+    assert isinstance(mb, BRNN) and mb.B1.shape == (2, 6) and mb.backward_activation.to_string() == "tanh"

@@ -9,7 +9,7 @@ Where things are:
 """
 
 from ._checks import DivergenceError, IllConditionedError, InputError, SpectralRNNError
-from .activations import Polynomial
+from .activations import Activation, Polynomial, Tanh, as_activation
 from .compare import Comparison, run_comparison
 from .datasets import PlantedProblem, make_planted
 from .decomposition import CPDecomposer, Decomposition, decompose, decompose_projected
@@ -22,6 +22,8 @@ from .processes import AR1Process, GaussianAR1, LogDensityProcess, MarkovProcess
 from .refine import History, refine, train_bptt
 from .scores import GaussianLaw, MarginalLaw, MixtureLaw, MomentLaw, StepScores, StudentTLaw
 from .torch_export import PolynomialRNN, from_torch, to_torch
+from .stability import StabilityReport, stabilize
+from .torch_export import TorchRNN
 
 __version__ = "0.1.0"
 
@@ -36,6 +38,7 @@ __all__ = [
     "StudentTLaw",
     "choose_law",
     "BRNN",
+    "Activation",
     "CPDecomposer",
     "Comparison",
     "Decomposition",
@@ -52,7 +55,11 @@ __all__ = [
     "SpectralBRNN",
     "SpectralIORNN",
     "SpectralRNNError",
+    "StabilityReport",
     "StepStream",
+    "Tanh",
+    "TorchRNN",
+    "as_activation",
     "cross_moment",
     "decompose",
     "decompose_projected",
@@ -67,6 +74,7 @@ __all__ = [
     "run_comparison",
     "save_data",
     "save_model",
+    "stabilize",
     "to_torch",
     "train_bptt",
 ]

@@ -1,19 +1,102 @@
-"""Elementwise polynomial activations ``f(u) = c_0 + c_1 u + ... + c_l u^l``."""
+"""Elementwise activations: polynomials ``f(u) = c_0 + c_1 u + ... + c_l u^l`` and ``tanh``.
+
+Every activation is an :class:`Activation`: it evaluates elementwise on torch tensors,
+NumPy arrays and Python numbers (``f(u)``), evaluates its derivatives of any order
+(``f.deriv(u, k)`` is ``f^(k)(u)``; ``f.derivative(k)`` is that derivative as a
+callable), knows whether it is odd (``f.is_odd``), and has a string form that
+round-trips exactly (``f.to_string()`` / :func:`parse_activation`), which the model
+file stores in its metadata and the command line accepts:
+
+=================  ==========================================================
+string             activation
+=================  ==========================================================
+``"tanh"``         :class:`Tanh`
+``"c0,c1,c2"``     :class:`Polynomial` ``(c0, c1, c2)``, lowest order first
+                   (``"0,1,0,-0.3333"`` is the odd cubic ``u - 0.3333 u^3``)
+=================  ==========================================================
+
+:func:`as_activation` turns any accepted form (an activation, a coefficient
+sequence, a string) into an activation; :func:`as_polynomial` does the same but
+refuses anything that is not a polynomial (for code that needs coefficients).
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Union
 
 import numpy as np
 import torch
 
 from ._checks import InputError
 
-__all__ = ["Polynomial"]
+__all__ = ["Activation", "Polynomial", "Tanh", "as_activation", "as_polynomial", "parse_activation", "ActivationLike"]
+
+_MALFORMED = "expected 'tanh' or comma-separated numbers such as '0,1,0.5'"
 
 
-class Polynomial:
+class Activation:
+    """Base class of elementwise activations.
+
+    Subclasses implement :meth:`__call__`, :meth:`deriv`, :meth:`to_string`,
+    :attr:`is_odd`, ``__eq__`` and ``__hash__``. :attr:`torch_nonlinearity` names the
+    ``torch.nn.RNN`` nonlinearity computing the same function (``None`` when there is
+    none): models whose activations have one export to ``torch.nn.RNN``.
+    """
+
+    #: the ``nonlinearity`` argument of :class:`torch.nn.RNN` for this activation, if any
+    torch_nonlinearity: str | None = None
+    #: bounded activations cannot make a recursion diverge
+    bounded: bool = False
+
+    def __call__(self, u):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def deriv(self, u, order: int = 1):  # pragma: no cover - abstract
+        """``f^(order)(u)`` elementwise (``order=0``: ``f(u)``)."""
+        raise NotImplementedError
+
+    def derivative(self, order: int = 1):
+        """The ``order``-th derivative as a callable ``u -> f^(order)(u)``."""
+        _check_order(order)
+        return _Derivative(self, order)
+
+    def to_string(self) -> str:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @property
+    def is_odd(self) -> bool:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @classmethod
+    def parse(cls, text: str) -> "Activation":
+        """Parse ``"tanh"`` or ``"c0,c1,..."`` (see :func:`parse_activation`)."""
+        return parse_activation(text)
+
+    def __str__(self) -> str:
+        return self.to_string()
+
+
+def _check_order(order: int) -> None:
+    if not isinstance(order, (int, np.integer)) or isinstance(order, bool) or order < 0:
+        raise ValueError(f"derivative order must be a non-negative integer, got {order!r}")
+
+
+class _Derivative:
+    """``u -> f.deriv(u, order)`` (what :meth:`Activation.derivative` returns)."""
+
+    def __init__(self, f: Activation, order: int) -> None:
+        self.f, self.order = f, int(order)
+
+    def __call__(self, u):
+        return self.f.deriv(u, self.order)
+
+    def __repr__(self) -> str:
+        return f"{self.f!r}.derivative({self.order})"
+
+
+class Polynomial(Activation):
     """A polynomial activation with known coefficients.
 
     Parameters
@@ -27,6 +110,8 @@ class Polynomial:
     >>> f = Polynomial([0.0, 1.0, 0.5])      # u + 0.5 u^2
     >>> f.degree, f.derivative().coefficients
     (2, (1.0, 1.0))
+    >>> float(f.deriv(2.0, 1)), f.is_odd
+    (3.0, False)
     """
 
     def __init__(self, coefficients: Sequence[float]) -> None:
@@ -45,13 +130,11 @@ class Polynomial:
         """Parse ``"c0,c1,c2"`` (comma-separated, lowest order first)."""
         parts = [p.strip() for p in str(text).split(",")]
         if not parts or any(p == "" for p in parts):
-            raise InputError(f"malformed activation {text!r}: expected comma-separated numbers such as '0,1,0.5'")
+            raise InputError(f"malformed activation {text!r}: {_MALFORMED}")
         try:
             values = [float(p) for p in parts]
         except ValueError:
-            raise InputError(
-                f"malformed activation {text!r}: expected comma-separated numbers such as '0,1,0.5'"
-            ) from None
+            raise InputError(f"malformed activation {text!r}: {_MALFORMED}") from None
         return cls(values)
 
     @property
@@ -67,6 +150,11 @@ class Polynomial:
         """Coefficient ``c_k`` (0 beyond the degree)."""
         return self._c[k] if 0 <= k < len(self._c) else 0.0
 
+    @property
+    def is_odd(self) -> bool:
+        """``f(-u) = -f(u)``: every even-order coefficient is zero."""
+        return all(c == 0.0 for c in self._c[0::2])
+
     def derivative(self, order: int = 1) -> "Polynomial":
         """The ``order``-th derivative, itself a :class:`Polynomial`."""
         if order < 0:
@@ -75,6 +163,11 @@ class Polynomial:
         for _ in range(order):
             c = [k * c[k] for k in range(1, len(c))] or [0.0]
         return Polynomial(c)
+
+    def deriv(self, u, order: int = 1):
+        """``f^(order)(u)`` elementwise, on tensors, arrays and numbers."""
+        _check_order(order)
+        return (self if order == 0 else self.derivative(order))(u)
 
     def __call__(self, u: torch.Tensor | np.ndarray | float) -> torch.Tensor | np.ndarray | float:
         """Evaluate elementwise (Horner, skipping zero coefficients: this runs once per time
@@ -94,6 +187,10 @@ class Polynomial:
                 out = out * u
         return out
 
+    def abs_bound(self, r: float) -> float:
+        """``sum_k |c_k| r^k``: a bound on ``|f(u)|`` for ``|u| <= r``."""
+        return float(sum(abs(c) * r**k for k, c in enumerate(self._c)))
+
     def to_string(self) -> str:
         """The ``"c0,c1,..."`` form accepted by :meth:`parse` (round-trips exactly)."""
         return ",".join(repr(c) for c in self._c)
@@ -108,10 +205,110 @@ class Polynomial:
         return hash(self._c)
 
 
-def as_polynomial(activation: "Polynomial | Sequence[float] | str") -> Polynomial:
-    """Accept a :class:`Polynomial`, a coefficient sequence or a ``"c0,c1,..."`` string."""
-    if isinstance(activation, Polynomial):
+class Tanh(Activation):
+    """The hyperbolic tangent, ``"tanh"``: odd, bounded by 1, ``torch.nn.RNN``'s default.
+
+    Derivatives of any order are exact: ``tanh^(k)(u) = P_k(tanh u)`` with ``P_0(t) = t``
+    and ``P_{k+1}(t) = (1 - t^2) P_k'(t)`` (e.g. ``tanh''' = -2 + 8 t^2 - 6 t^4``).
+    """
+
+    torch_nonlinearity = "tanh"
+    bounded = True
+    _NAME = "tanh"
+    _dpolys: list[Polynomial] = [Polynomial([0.0, 1.0])]  # P_k, shared cache
+
+    @classmethod
+    def parse(cls, text: str) -> "Tanh":
+        if str(text).strip().lower() != cls._NAME:
+            raise InputError(f"malformed activation {text!r}: expected 'tanh'")
+        return cls()
+
+    @classmethod
+    def _poly(cls, order: int) -> Polynomial:
+        while len(cls._dpolys) <= order:
+            p = cls._dpolys[-1].derivative()
+            one_minus_t2 = (1.0, 0.0, -1.0)
+            c = [0.0] * (len(p.coefficients) + 2)
+            for i, a in enumerate(p.coefficients):
+                for j, b in enumerate(one_minus_t2):
+                    c[i + j] += a * b
+            cls._dpolys.append(Polynomial(c))
+        return cls._dpolys[order]
+
+    def __call__(self, u):
+        if isinstance(u, torch.Tensor):
+            return torch.tanh(u)
+        if isinstance(u, np.ndarray):
+            return np.tanh(u)
+        if isinstance(u, (np.generic,)):
+            return np.tanh(u)
+        return math.tanh(u)
+
+    def deriv(self, u, order: int = 1):
+        """``tanh^(order)(u)`` elementwise, on tensors, arrays and numbers."""
+        _check_order(order)
+        t = self(u)
+        return t if order == 0 else self._poly(order)(t)
+
+    @property
+    def is_odd(self) -> bool:
+        return True
+
+    def to_string(self) -> str:
+        return self._NAME
+
+    def __repr__(self) -> str:
+        return "Tanh()"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Tanh)
+
+    def __hash__(self) -> int:
+        return hash(self._NAME)
+
+
+#: named (non-polynomial) activations by their string
+_NAMED: dict[str, type[Activation]] = {"tanh": Tanh}
+
+ActivationLike = Union[Activation, Sequence[float], str]
+
+
+def parse_activation(text: str) -> Activation:
+    """``"tanh"`` -> :class:`Tanh`; ``"c0,c1,..."`` -> :class:`Polynomial`; else :class:`InputError`.
+
+    Inverse of ``to_string()``: ``parse_activation(f.to_string()) == f`` exactly.
+    """
+    if not isinstance(text, str):
+        raise InputError(f"activation must be a string here, got {type(text).__name__}")
+    key = text.strip().lower()
+    if key in _NAMED:
+        return _NAMED[key]()
+    return Polynomial.parse(text)
+
+
+def as_activation(activation: ActivationLike) -> Activation:
+    """Accept an :class:`Activation`, a coefficient sequence, ``"tanh"`` or ``"c0,c1,..."``."""
+    if isinstance(activation, Activation):
         return activation
     if isinstance(activation, str):
-        return Polynomial.parse(activation)
-    return Polynomial(activation)
+        return parse_activation(activation)
+    try:
+        return Polynomial(activation)
+    except InputError:
+        raise
+    except (TypeError, ValueError):
+        raise InputError(
+            f"activation must be an Activation, coefficients or a string ({_MALFORMED}), got {type(activation).__name__}"
+        ) from None
+
+
+def as_polynomial(activation: ActivationLike, what: str | None = None) -> Polynomial:
+    """As :func:`as_activation`, but only a polynomial is accepted: anything else raises
+    :class:`InputError` saying that ``what`` needs one (by default: the spectral
+    estimators, which fit polynomial activations only in this version)."""
+    f = as_activation(activation)
+    if not isinstance(f, Polynomial):
+        why = (f"{what} needs a polynomial activation" if what else
+               "the spectral estimators of this version fit polynomial activations only")
+        raise InputError(f"activation {f.to_string()!r} is not a polynomial: {why} (coefficients 'c0,c1,...')")
+    return f

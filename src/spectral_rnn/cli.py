@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ._checks import DivergenceError, InputError, SpectralRNNError, resolve_device
-from .activations import Polynomial
+from .activations import Activation, Polynomial, as_polynomial, parse_activation
 
 PROG = "spectral-rnn"
 EXIT_USAGE = 2
@@ -52,9 +52,9 @@ _nonneg_int = _number(int, 0, "a non-negative integer")
 _nonneg_float = _number(float, 0.0, "a non-negative number")
 
 
-def _activation(text: str) -> Polynomial:
+def _activation(text: str) -> Activation:
     try:
-        return Polynomial.parse(text)
+        return parse_activation(text)
     except SpectralRNNError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -66,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train recurrent neural networks by spectral methods (Sedghi & Anandkumar, arXiv:1603.00954).",
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    act_help = 'polynomial activation coefficients "c0,c1,c2", lowest order first (e.g. "0,1,0.5" = u + 0.5 u^2)'
+    act_help = ('activation: "tanh", or polynomial coefficients "c0,c1,c2", lowest order first '
+                '(e.g. "0,1,0.5" = u + 0.5 u^2)')
 
     s = sub.add_parser("simulate", help="draw a planted model and simulate a data set from it",
                        description="Draw Gaussian AR(1) inputs and a random planted model, and write DATA.npz "
@@ -167,7 +168,7 @@ def _cmd_fit(a: argparse.Namespace) -> int:
     from .io import check_output_path, load_data, save_model
 
     check_output_path(a.out, [a.data])
-    check_activation(a.activation)
+    check_activation(as_polynomial(a.activation))
     resolve_device(a.device)
     if a.bidirectional:
         try:
@@ -195,6 +196,8 @@ def _cmd_fit(a: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         model, hist = refine(model, X, Y, lengths, max_epochs=a.max_epochs, random_state=a.seed, device=a.device,
                              progress=sys.stderr.isatty())
+        if hist.stabilized:
+            print(f"refinement start: {hist.stabilization}")
         print(f"refined by backpropagation: {hist.epoch[-1]} epochs in {time.perf_counter() - t0:.2f} s, validation "
               f"relative MSE {hist.val_loss[0]:.3g} -> {hist.best_val_loss:.3g} ({hist.stop_reason})")
     save_model(model, a.out)

@@ -36,7 +36,7 @@ from ._checks import (
     check_xy,
     resolve_device,
 )
-from .activations import Polynomial, as_polynomial
+from .activations import ActivationLike, as_activation
 from .refine import refine, train_bptt
 
 __all__ = ["MethodResult", "Comparison", "run_comparison", "plot_comparison", "DEFAULT_LRS", "DEFAULT_INIT_SCALES"]
@@ -258,7 +258,7 @@ def run_comparison(
     Y: object,
     lengths: object = None,
     hidden_size: int = 4,
-    activation: Polynomial | Sequence[float] | str = (0.0, 1.0, 0.5),
+    activation: ActivationLike = (0.0, 1.0, 0.5),
     bidirectional: bool = False,
     truth=None,
     budget: float = 60.0,
@@ -306,7 +306,7 @@ def run_comparison(
         raise InputError(f"budget must be a positive number of seconds, got {budget!r}")
     if not 0 < test_fraction < 1:
         raise InputError(f"test_fraction must lie in (0, 1), got {test_fraction}")
-    f = as_polynomial(activation)
+    f = as_activation(activation)
     dev = resolve_device(device)
     rng = check_random_state(random_state)
     seed_list = list(range(seeds)) if isinstance(seeds, (int, np.integer)) else [int(s) for s in seeds]
@@ -365,21 +365,35 @@ def run_comparison(
     if spectral.model is not None and budget > spectral.wall_time:
         say("refinement")
         t0 = time.perf_counter()
-        model, hist = refine(
-            spectral.model, Xtr, Ytr, Ltr, max_epochs=max_epochs, lr=refine_lr, batch_size=rbs,
-            val_fraction=val_fraction, patience=patience, random_state=base_seed + 1, device=str(dev),
-            progress=progress, time_budget=budget - spectral.wall_time,
-            monitor=monitor_into(refined, spectral.wall_time), monitor_every=every,
-        )
-        refined.model = model
-        refined.diverged = hist.diverged
-        refined.wall_time = max(spectral.wall_time + hist.time[-1], refined.times[-1])
-        refined.settings["epochs"] = hist.epoch[-1]
-        refined.settings["stop"] = hist.stop_reason
-        refined.final_error = held.model_error(model)
-        refined.times.append(refined.wall_time)
-        refined.errors.append(refined.final_error)
-        say(f"spectral+refine: error {refined.final_error:.3g} after {refined.wall_time:.1f} s ({hist.stop_reason})")
+        try:
+            model, hist = refine(
+                spectral.model, Xtr, Ytr, Ltr, max_epochs=max_epochs, lr=refine_lr, batch_size=rbs,
+                val_fraction=val_fraction, patience=patience, random_state=base_seed + 1, device=str(dev),
+                progress=progress, time_budget=budget - spectral.wall_time,
+                monitor=monitor_into(refined, spectral.wall_time), monitor_every=every,
+            )
+        except SpectralRNNError as exc:  # a start that cannot be stabilised on the training inputs
+            refined.model = spectral.model
+            refined.wall_time = spectral.wall_time
+            refined.final_error = spectral.final_error
+            refined.note = f"refinement failed: {exc}"
+            say(f"spectral+refine: {refined.note}")
+        else:
+            # the stability check of the start ran before the refinement's clock: count it
+            refined.times[1:] = [t + hist.stabilization_seconds for t in refined.times[1:]]
+            refined.model = model
+            refined.diverged = hist.diverged
+            refined.wall_time = max(spectral.wall_time + hist.stabilization_seconds + hist.time[-1],
+                                    refined.times[-1])
+            refined.settings["epochs"] = hist.epoch[-1]
+            refined.settings["stop"] = hist.stop_reason
+            if hist.stabilized:
+                refined.note = f"start stabilised: U x {hist.stabilization.factor:.3g}"
+            refined.final_error = held.model_error(model)
+            refined.times.append(refined.wall_time)
+            refined.errors.append(refined.final_error)
+            say(f"spectral+refine: error {refined.final_error:.3g} after {refined.wall_time:.1f} s "
+                f"({hist.stop_reason})")
     else:
         refined.model = spectral.model
         refined.wall_time = spectral.wall_time

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from ._checks import DivergenceError, InputError, check_random_state
-from .activations import Polynomial
+from .activations import ActivationLike
 from .models import BRNN, IORNN
 from .processes import GaussianAR1
 
@@ -109,7 +108,7 @@ def make_planted(
     d_y: int = 8,
     n_steps: int = 100_000,
     length: int = 10,
-    activation: Polynomial | Sequence[float] | str = (0.0, 1.0, 0.5),
+    activation: ActivationLike = (0.0, 1.0, 0.5),
     recurrent_norm: float = 0.3,
     input_std: float = 0.4,
     output_std: float | None = None,
@@ -121,12 +120,15 @@ def make_planted(
     max_redraws: int = 20,
     innovations: str = "gaussian",
     chain: str = "linear",
+    input_norm: float | None = None,
 ) -> PlantedProblem:
     """Draw a planted IO-RNN (``kind="iornn"``) or BRNN (``"brnn"``, ``d_h`` units per
     direction) and ``n_steps`` time steps of data in sequences of ``length``.
 
     Inputs follow :meth:`GaussianAR1.random` (``rho``; unit stationary variance);
-    weights follow :meth:`IORNN.random` / :meth:`BRNN.random`; outputs get i.i.d.
+    weights follow :meth:`IORNN.random` / :meth:`BRNN.random` (``input_norm``: rescale each
+    row of ``A1`` (and ``B1``) to that norm, e.g. ``activation="tanh", input_norm=1.0`` for
+    the planted tanh model of issue 8); outputs get i.i.d.
     ``N(0, noise_std^2)`` noise; ``n_test`` held-out sequences of ``test_length`` steps
     (default ``length``) come with the true conditional mean of their outputs. Polynomial recursions are not
     globally stable: with heavy enough inputs some weight draws blow up on some
@@ -150,7 +152,7 @@ def make_planted(
     cls = IORNN if kind == "iornn" else BRNN
     for redraws in range(max_redraws + 1):
         model = cls.random(d_x, d_h, d_y, activation=activation, recurrent_norm=recurrent_norm,
-                           input_std=input_std, output_std=output_std, random_state=rng)
+                           input_std=input_std, output_std=output_std, random_state=rng, input_norm=input_norm)
         try:
             Y = model.simulate(X, noise_std=noise_std, random_state=rng)
             Y_test = model.predict(X_test) if n_test else np.zeros((0, test_length, d_y))

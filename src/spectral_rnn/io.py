@@ -5,8 +5,8 @@ Model file (one safetensors file)::
     tensors   A1 (d_h, d_x), U (d_h, d_h), A2 (d_h, d_y)           float64, row j = hidden unit j
               + B1 (d_h, d_x), V (d_h, d_h), B2 (d_h, d_y)          for a BRNN (backward chain)
     metadata  format = "spectral-rnn", format_version = "1",
-              kind = "iornn" | "brnn", activation = "c0,c1,...",
-              backward_activation = "c0,c1,..."                    (BRNN only)
+              kind = "iornn" | "brnn", activation = "tanh" | "c0,c1,...",
+              backward_activation = "tanh" | "c0,c1,..."           (BRNN only)
 
 Data file (``numpy.savez``)::
 
@@ -28,7 +28,7 @@ from typing import BinaryIO
 import numpy as np
 
 from ._checks import InputError, as_sequences, check_finite, check_lengths
-from .activations import Polynomial
+from .activations import parse_activation
 from .models import BRNN, IORNN
 
 __all__ = ["save_model", "load_model", "load_data", "save_data", "check_output_path"]
@@ -160,7 +160,7 @@ def load_model(path: str | os.PathLike) -> IORNN | BRNN:
             raise InputError(f"{path}: metadata 'backward_activation' is missing")
         acts["backward_activation"] = meta["backward_activation"]
     try:
-        parsed = {k: Polynomial.parse(v) for k, v in acts.items()}
+        parsed = {k: parse_activation(v) for k, v in acts.items()}
         weights = {k: tensors[k].astype(np.float64) for k in cls._names}
         model = cls(**weights, **parsed)
     except InputError as exc:

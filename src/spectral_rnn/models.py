@@ -1,4 +1,4 @@
-"""The recurrent models: IO-RNN and bidirectional RNN with polynomial activations.
+"""The recurrent models: IO-RNN and bidirectional RNN with polynomial or tanh activations.
 
 Conventions (DESIGN.md section 1), batch-first::
 
@@ -14,8 +14,6 @@ there are zero.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 import torch
 
@@ -28,7 +26,7 @@ from ._checks import (
     check_random_state,
     resolve_device,
 )
-from .activations import Polynomial, as_polynomial
+from .activations import Activation, ActivationLike, as_activation
 
 __all__ = ["IORNN", "BRNN", "random_weights"]
 
@@ -49,7 +47,7 @@ def _as_matrix(a: object, name: str, shape: tuple[int | None, int | None]) -> np
 def run_chain(
     drive: torch.Tensor,
     W_rec: torch.Tensor,
-    f: Polynomial,
+    f: Activation,
     lengths: torch.Tensor | None,
     reverse: bool = False,
     limit: float = DIVERGENCE_LIMIT,
@@ -85,7 +83,8 @@ def run_chain(
         i, t = (int(idx[0, 0]), int(idx[0, 1])) if len(idx) else (0, 0)
         raise DivergenceError(
             f"the recursion diverged (|hidden state| > {limit:.0e} at sequence {i}, step {t}): "
-            "polynomial RNNs are not globally stable; use smaller weights or inputs"
+            "polynomial RNNs are not globally stable; use smaller weights or inputs "
+            "(spectral_rnn.stability.stabilize shrinks U to a stable one)"
         )
     return H
 
@@ -101,6 +100,16 @@ def _random_recurrent(d_h: int, norm: float, rng: np.random.Generator) -> np.nda
     return norm * M / np.linalg.norm(M, 2)
 
 
+def _random_input(shape: tuple[int, int], std: float, norm: float | None, rng: np.random.Generator) -> np.ndarray:
+    """Gaussian input weights (std ``std``); with ``norm``, each row rescaled to that Euclidean norm."""
+    A = random_weights(shape, std, rng)
+    if norm is not None:
+        if not (np.isfinite(norm) and norm >= 0):
+            raise InputError(f"input_norm must be a non-negative number or None, got {norm!r}")
+        A = norm * A / np.linalg.norm(A, axis=1, keepdims=True)
+    return A
+
+
 class _Model:
     """Shared plumbing: shapes, tensors, validation of X and lengths."""
 
@@ -112,7 +121,9 @@ class _Model:
         return {k: getattr(self, k).copy() for k in self._names}
 
     def to_torch(self, dtype: torch.dtype = torch.float32, device: str | None = None):
-        """This model as a trainable :class:`~spectral_rnn.torch_export.PolynomialRNN` (same outputs as :meth:`predict`)."""
+        """This model as a trainable ``nn.Module`` computing :meth:`predict`: a
+        :class:`~spectral_rnn.torch_export.TorchRNN` (``torch.nn.RNN`` + ``nn.Linear``) for tanh,
+        a :class:`~spectral_rnn.torch_export.PolynomialRNN` for polynomials."""
         from .torch_export import to_torch
 
         return to_torch(self, dtype=dtype, device=device)
@@ -187,19 +198,20 @@ class IORNN(_Model):
     Parameters
     ----------
     A1: (d_h, d_x) input weights.   U: (d_h, d_h) recurrent weights.
-    A2: (d_h, d_y) output weights.  activation: polynomial ``f`` (a
-    :class:`Polynomial`, coefficients ``(c0, c1, ...)`` or ``"c0,c1,..."``).
+    A2: (d_h, d_y) output weights.  activation: ``f``, an
+    :class:`~spectral_rnn.activations.Activation` (:class:`Polynomial`, :class:`Tanh`),
+    coefficients ``(c0, c1, ...)``, ``"c0,c1,..."`` or ``"tanh"``.
     """
 
     kind = "iornn"
     _names = ("A1", "U", "A2")
 
-    def __init__(self, A1: object, U: object, A2: object, activation: Polynomial | Sequence[float] | str) -> None:
+    def __init__(self, A1: object, U: object, A2: object, activation: ActivationLike) -> None:
         self.A1 = _as_matrix(A1, "A1", (None, None))
         d_h = self.A1.shape[0]
         self.U = _as_matrix(U, "U", (d_h, d_h))
         self.A2 = _as_matrix(A2, "A2", (d_h, None))
-        self.activation = as_polynomial(activation)
+        self.activation = as_activation(activation)
 
     def __repr__(self) -> str:
         return f"IORNN(d_x={self.d_x}, d_h={self.d_h}, d_y={self.d_y}, activation={self.activation.to_string()!r})"
@@ -210,19 +222,21 @@ class IORNN(_Model):
         d_x: int,
         d_h: int,
         d_y: int,
-        activation: Polynomial | Sequence[float] | str = (0.0, 1.0, 0.5),
+        activation: ActivationLike = (0.0, 1.0, 0.5),
         recurrent_norm: float = 0.3,
         input_std: float = 0.4,
         output_std: float | None = None,
         random_state: int | np.random.Generator | None = None,
+        input_norm: float | None = None,
     ) -> "IORNN":
-        """A planted model: Gaussian ``A1`` (std ``input_std``), ``A2`` (std
-        ``output_std``, default ``1/sqrt(d_h)``), ``U`` Gaussian rescaled to spectral
+        """A planted model: Gaussian ``A1`` (std ``input_std``; with ``input_norm``, each
+        row then rescaled to that Euclidean norm, e.g. 1 for the planted tanh model), ``A2``
+        (std ``output_std``, default ``1/sqrt(d_h)``), ``U`` Gaussian rescaled to spectral
         norm ``recurrent_norm``."""
         rng = check_random_state(random_state)
         output_std = 1.0 / np.sqrt(d_h) if output_std is None else output_std
         return cls(
-            A1=random_weights((d_h, d_x), input_std, rng),
+            A1=_random_input((d_h, d_x), input_std, input_norm, rng),
             U=_random_recurrent(d_h, recurrent_norm, rng),
             A2=random_weights((d_h, d_y), output_std, rng),
             activation=activation,
@@ -258,8 +272,8 @@ class BRNN(_Model):
         B1: object,
         V: object,
         B2: object,
-        activation: Polynomial | Sequence[float] | str,
-        backward_activation: Polynomial | Sequence[float] | str | None = None,
+        activation: ActivationLike,
+        backward_activation: ActivationLike | None = None,
     ) -> None:
         self.A1 = _as_matrix(A1, "A1", (None, None))
         d_h, d_x = self.A1.shape
@@ -270,8 +284,8 @@ class BRNN(_Model):
         d_hb = self.B1.shape[0]
         self.V = _as_matrix(V, "V", (d_hb, d_hb))
         self.B2 = _as_matrix(B2, "B2", (d_hb, d_y))
-        self.activation = as_polynomial(activation)
-        self.backward_activation = self.activation if backward_activation is None else as_polynomial(backward_activation)
+        self.activation = as_activation(activation)
+        self.backward_activation = self.activation if backward_activation is None else as_activation(backward_activation)
 
     def __repr__(self) -> str:
         return (
@@ -288,20 +302,21 @@ class BRNN(_Model):
         d_x: int,
         d_h: int,
         d_y: int,
-        activation: Polynomial | Sequence[float] | str = (0.0, 1.0, 0.5),
+        activation: ActivationLike = (0.0, 1.0, 0.5),
         recurrent_norm: float = 0.3,
         input_std: float = 0.4,
         output_std: float | None = None,
         random_state: int | np.random.Generator | None = None,
+        input_norm: float | None = None,
     ) -> "BRNN":
         """A planted BRNN with ``d_h`` units per direction (see :meth:`IORNN.random`)."""
         rng = check_random_state(random_state)
         output_std = 1.0 / np.sqrt(2 * d_h) if output_std is None else output_std
         return cls(
-            A1=random_weights((d_h, d_x), input_std, rng),
+            A1=_random_input((d_h, d_x), input_std, input_norm, rng),
             U=_random_recurrent(d_h, recurrent_norm, rng),
             A2=random_weights((d_h, d_y), output_std, rng),
-            B1=random_weights((d_h, d_x), input_std, rng),
+            B1=_random_input((d_h, d_x), input_std, input_norm, rng),
             V=_random_recurrent(d_h, recurrent_norm, rng),
             B2=random_weights((d_h, d_y), output_std, rng),
             activation=activation,

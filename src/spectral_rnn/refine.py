@@ -5,6 +5,15 @@
 * :func:`train_bptt` trains the same architecture from PyTorch's standard random
   initialisation (the baseline the spectral method is compared with).
 
+Both train the module of :func:`~spectral_rnn.torch_export.to_torch`: PyTorch's own
+``torch.nn.RNN`` (+ ``nn.Linear`` read-out, :class:`~spectral_rnn.torch_export.TorchRNN`)
+for tanh models, :class:`~spectral_rnn.torch_export.PolynomialRNN` for polynomial ones.
+
+:func:`refine` first makes sure its start does not diverge on the training inputs
+(:func:`spectral_rnn.stability.stabilize`: a polynomial model whose recursion blows up
+there gets ``U`` shrunk; ``history.stabilization`` says what was done), and warns
+(:class:`RuntimeWarning`) when training diverges before improving on the start.
+
 Both run the same loop (:func:`fit_module`): Adam on minibatches of sequences,
 gradient-norm clipping, a bounded recovery from divergent minibatches, the learning
 rate halved when the validation loss stalls,
@@ -25,15 +34,17 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from ._checks import InputError, check_random_state, check_xy, resolve_device
-from .activations import Polynomial, as_polynomial
-from .torch_export import PolynomialRNN, from_torch, to_torch
+from ._checks import DivergenceError, InputError, check_random_state, check_xy, resolve_device
+from .activations import ActivationLike, Polynomial, Tanh, as_activation
+from .stability import StabilityReport, stabilize
+from .torch_export import PolynomialRNN, TorchRNN, from_torch, to_torch
 
 __all__ = ["History", "refine", "train_bptt", "fit_module", "relative_mse"]
 
@@ -49,7 +60,12 @@ class History:
     run met a non-finite loss or gradient. ``stop_reason``: "max_epochs",
     "early_stopping", "time_budget" or "diverged". ``divergences``: how many minibatches gave a
     non-finite loss or gradient (each sends training back to the best weights with half
-    the learning rate; one more than ``max_restarts`` stops the run).
+    the learning rate; one more than ``max_restarts`` stops the run). ``stabilization``
+    (:func:`refine` only): the :class:`~spectral_rnn.stability.StabilityReport` of the
+    start model on the training inputs; ``stabilized``: its ``U`` (``V``) had to be shrunk
+    because the start diverged there, and training started from the shrunk model;
+    ``stabilization_seconds``: the time that check took (before ``time[0]``; it counts
+    against ``time_budget``).
     """
 
     epoch: list[int] = field(default_factory=list)
@@ -62,6 +78,12 @@ class History:
     diverged: bool = False
     divergences: int = 0
     stop_reason: str = ""
+    stabilization: StabilityReport | None = None
+    stabilization_seconds: float = 0.0
+
+    @property
+    def stabilized(self) -> bool:
+        return self.stabilization is not None and self.stabilization.changed
 
     def __len__(self) -> int:
         return len(self.epoch)
@@ -338,6 +360,7 @@ def refine(
     time_budget: float | None = None,
     monitor: Callable[[PolynomialRNN, float], None] | None = None,
     monitor_every: float | None = None,
+    stabilize_start: bool = True,
 ):
     """Refine a fitted model by backpropagation through time.
 
@@ -360,24 +383,58 @@ def refine(
     progress: show a progress bar over epochs.
     time_budget: stop after this many seconds of training.
     monitor, monitor_every: see :func:`fit_module`.
+    stabilize_start: first run :func:`spectral_rnn.stability.stabilize` on the start model
+        and all of ``X`` (training and validation sequences): a polynomial start whose
+        recursion diverges there gets ``U`` (``V``) shrunk, and training starts from that;
+        ``history.stabilization`` holds the report (``history.stabilized``: it was shrunk).
 
     Returns
     -------
     ``(refined_model, history)``: a model of the same kind holding the best
-    validation weights (never worse on validation than the starting model), and a
-    :class:`History`.
+    validation weights (never worse on validation than the (stabilised) start model),
+    and a :class:`History`. Tanh models are trained as ``torch.nn.RNN``.
+
+    Raises
+    ------
+    DivergenceError: the start cannot be stabilised (its input weights alone blow up on
+        ``X``), or, with ``stabilize_start=False``, the start diverges on the data.
+
+    Warns
+    -----
+    RuntimeWarning: training diverged before any epoch improved on the start; the
+        (stabilised) start is returned.
     """
     from .models import BRNN, IORNN
 
     if not isinstance(model, (IORNN, BRNN)):
         raise InputError(f"refine expects an IORNN or a BRNN, got {type(model).__name__}")
     train, val, var, rng, dev = _prepare(X, Y, lengths, val_fraction, random_state, device, dtype, model.d_x, model.d_y)
+    report, t_stab = None, 0.0
+    if stabilize_start:
+        t0 = time.perf_counter()
+        model, report = stabilize(model, X, lengths, device=dev)
+        t_stab = time.perf_counter() - t0
+        if time_budget is not None:
+            time_budget = max(time_budget - t_stab, 1e-3)
     module = to_torch(model, dtype=dtype, device=dev)
     hist = fit_module(module, train, val, var, max_epochs=max_epochs, lr=lr, batch_size=batch_size,
                       patience=patience, clip=clip, max_restarts=max_restarts, rng=rng,
                       time_budget=time_budget, progress=progress,
                       monitor=monitor, monitor_every=monitor_every, desc="refine")
+    hist.stabilization, hist.stabilization_seconds = report, t_stab
     if hist.best_epoch == 0:
+        if not math.isfinite(hist.val_loss[0]):
+            how = "in " + str(dtype).replace("torch.", "") if stabilize_start else "with stabilize_start=False"
+            raise DivergenceError(
+                f"refinement cannot start: the start model diverges on these data ({how}); "
+                "use stabilize_start=True, or dtype=torch.float64"
+            )
+        if hist.diverged:
+            warnings.warn(
+                f"refinement diverged before improving on the start model (validation relative MSE "
+                f"{hist.val_loss[0]:.3g}); the start model is returned unchanged: try a smaller lr",
+                RuntimeWarning, stacklevel=2,
+            )
         return copy.deepcopy(model), hist  # nothing beat the start: return it exactly
     return from_torch(module), hist
 
@@ -386,20 +443,26 @@ def random_module(
     d_x: int,
     hidden_size: int,
     d_y: int,
-    activation: Polynomial | Sequence[float] | str,
+    activation: ActivationLike,
     bidirectional: bool = False,
     init_scale: float = 1.0,
     random_state: int | np.random.Generator | None = None,
     device: str = "cpu",
     dtype: torch.dtype = torch.float32,
-) -> PolynomialRNN:
-    """A :class:`PolynomialRNN` with PyTorch's standard RNN initialisation times ``init_scale``."""
+) -> PolynomialRNN | TorchRNN:
+    """A module with PyTorch's standard RNN initialisation times ``init_scale``: a
+    :class:`TorchRNN` (``torch.nn.RNN`` + ``nn.Linear``) for tanh, else a :class:`PolynomialRNN`."""
     if not (init_scale > 0 and math.isfinite(init_scale)):
         raise InputError(f"init_scale must be a positive number, got {init_scale!r}")
-    f = as_polynomial(activation)
+    f = as_activation(activation)
     rng = check_random_state(random_state)
     gen = torch.Generator(device="cpu").manual_seed(int(rng.integers(2**62)))
-    mod = PolynomialRNN(d_x, hidden_size, d_y, f.coefficients, bidirectional=bidirectional, dtype=dtype)
+    if isinstance(f, Tanh):
+        mod = TorchRNN(d_x, hidden_size, d_y, bidirectional=bidirectional, dtype=dtype)
+    elif isinstance(f, Polynomial):
+        mod = PolynomialRNN(d_x, hidden_size, d_y, f.coefficients, bidirectional=bidirectional, dtype=dtype)
+    else:  # pragma: no cover - no other activation class yet
+        raise InputError(f"no PyTorch module for activation {f.to_string()!r}")
     mod.reset_parameters(init_scale, generator=gen)
     return mod.to(resolve_device(device))
 
@@ -409,7 +472,7 @@ def train_bptt(
     Y: object,
     lengths: object = None,
     hidden_size: int = 4,
-    activation: Polynomial | Sequence[float] | str = (0.0, 1.0, 0.5),
+    activation: ActivationLike = (0.0, 1.0, 0.5),
     bidirectional: bool = False,
     init_scale: float = 1.0,
     max_epochs: int = 100,
@@ -432,7 +495,10 @@ def train_bptt(
     Weights start as :class:`torch.nn.RNN` / :class:`torch.nn.Linear` start them,
     ``U(-1/sqrt(fan), 1/sqrt(fan))``, multiplied by ``init_scale``; ``hidden_size`` is
     per direction when ``bidirectional``. The loop and the other parameters are those
-    of :func:`refine`. Returns ``(model, history)``.
+    of :func:`refine`. With ``activation="tanh"`` the module is PyTorch's own
+    ``torch.nn.RNN(nonlinearity="tanh", bias=False)`` plus a bias-free ``nn.Linear`` read-out
+    (:class:`TorchRNN`), and ``init_scale=1`` is exactly its default initialisation.
+    Returns ``(model, history)``.
     """
     if not isinstance(hidden_size, (int, np.integer)) or hidden_size < 1:
         raise InputError(f"hidden_size must be a positive integer, got {hidden_size!r}")

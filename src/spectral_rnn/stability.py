@@ -1,0 +1,348 @@
+"""Stability of polynomial recursions on given inputs: check, and shrink U until bounded.
+
+A polynomial RNN ``h_t = f(A1 x_t + U h_{t-1})`` is not globally stable: a fitted ``U``
+that is slightly too large, or a rare input, makes the hidden state blow up, and then
+``predict`` raises :class:`~spectral_rnn.DivergenceError`. :func:`stabilize` makes sure a
+model does not diverge on the inputs it is given (typically its own training inputs):
+
+1. bounded activations (``tanh``) cannot diverge: nothing to do;
+2. a cheap sound bound, one pass over ``A1 x_t`` and no recursion: with
+   ``a = max_t ||A1 x_t||_inf``, ``k = ||U||_inf`` (largest absolute row sum) and
+   ``p(r) = sum_k |c_k| r^k``, any ``r`` with ``p(a + k r) <= r`` bounds every
+   ``|h_t|`` by induction (``h_0 = 0``). Such an ``r`` below the divergence limit
+   certifies the chain without running it;
+3. otherwise the recursion is run on the inputs (float64). When it diverges (a
+   hidden state beyond ``limit`` in magnitude, 1e6 as in ``predict``), ``U`` is scaled
+   by a factor ``c`` in ``(0, 1)`` found by bisection: the largest ``c`` (to relative
+   precision ``rtol``) for which the recursion stays bounded on these inputs, times a
+   safety ``margin`` (0.9), and the scaled model is checked again on every sequence.
+   The chains of a BRNN are independent: ``U`` and ``V`` get their own factors.
+   If even ``U = 0`` diverges (``f(A1 x_t)`` itself exceeds the limit: ``A1`` is too large
+   for these inputs) :class:`~spectral_rnn.DivergenceError` is raised.
+
+The bisection assumes that a chain bounded at factor ``c`` is bounded at smaller
+factors, which holds for typical models but is not a theorem for every polynomial;
+the final check on all sequences is what the guarantee rests on (a factor that fails
+it is shrunk further by ``margin`` until it passes).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ._checks import DivergenceError, InputError, check_xy
+from .activations import Activation, Polynomial
+
+__all__ = ["StabilityReport", "stabilize", "bound_certifies"]
+
+
+@dataclass
+class StabilityReport:
+    """What :func:`stabilize` found and did.
+
+    ``changed``: the returned model differs from the given one (``U`` and/or ``V``
+    scaled). ``factor``: the factor applied to ``U`` (1.0 when unchanged);
+    ``factor_backward``: to ``V`` (BRNN only, else ``None``). ``method``: how stability
+    was established: ``"bounded activation"``, ``"bound"`` (the sound a-priori bound,
+    no recursion run), ``"simulation"`` (the recursion ran and stayed bounded) or
+    ``"shrunk"``. ``peak_before`` / ``peak_after``: the largest ``|hidden state|`` of the
+    given / returned model on the inputs (``inf``: diverged; for ``"bound"``, the bound;
+    ``nan`` for a bounded activation). ``diverged_sequences``: sequences on which the given
+    model diverged, of ``n_sequences``. ``train_error_before`` / ``train_error_after``:
+    relative MSE against ``Y`` (squared error per valid step over the total output
+    variance) when ``Y`` was given, ``inf`` for a model that diverges, else ``None``.
+    """
+
+    changed: bool
+    factor: float
+    factor_backward: float | None
+    method: str
+    peak_before: float
+    peak_after: float
+    diverged_sequences: int
+    n_sequences: int
+    train_error_before: float | None = None
+    train_error_after: float | None = None
+
+    def __str__(self) -> str:
+        if not self.changed:
+            return f"stable on these inputs ({self.method}; peak |h| {self.peak_after:.3g}): unchanged"
+        fac = f"U scaled by {self.factor:.4g}"
+        if self.factor_backward is not None:
+            fac += f", V by {self.factor_backward:.4g}"
+        s = (f"the recursion diverged on {self.diverged_sequences} of {self.n_sequences} sequences: {fac} "
+             f"(peak |h| now {self.peak_after:.3g})")
+        if self.train_error_after is not None:
+            s += f"; training relative MSE {self.train_error_before:.3g} -> {self.train_error_after:.3g}"
+        return s
+
+
+# ----------------------------------------------------------------------------- one chain
+
+
+def _peaks(drive: torch.Tensor, W: torch.Tensor, f: Activation, valid: torch.Tensor | None, reverse: bool,
+           limit: float, stop_early: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sequence largest ``|h_t|`` of ``h_t = f(drive_t + W h_prev)`` and a divergence flag.
+
+    A sequence whose state exceeds ``limit`` (or is not finite) is flagged and its state
+    reset to zero, so the others go on without overflow. ``stop_early``: return at the
+    first divergence (the flags are then partial, but ``any()`` is right).
+    """
+    n, T, dh = drive.shape
+    h = drive.new_zeros((n, dh))
+    peak = drive.new_zeros(n)
+    bad = torch.zeros(n, dtype=torch.bool, device=drive.device)
+    Wt = W.T.contiguous()
+    for t in (range(T - 1, -1, -1) if reverse else range(T)):
+        new = f(torch.addmm(drive[:, t], h, Wt))
+        if valid is not None:
+            v = valid[:, t : t + 1]
+            new = torch.where(v, new, torch.zeros((), dtype=new.dtype, device=new.device))
+        a = new.abs().amax(1)
+        over = ~(a <= limit)  # NaN counts as over
+        if bool(over.any()):
+            bad |= over
+            if stop_early:
+                return peak, bad
+            new = torch.where(over[:, None], torch.zeros((), dtype=new.dtype, device=new.device), new)
+            a = torch.where(over, torch.zeros((), dtype=a.dtype, device=a.device), a)
+        if valid is not None and not reverse:
+            h = torch.where(valid[:, t : t + 1], new, h)  # padding leaves a forward state as it is
+        else:
+            h = new
+        peak = torch.maximum(peak, a)
+    return peak, bad
+
+
+def _bound(f: Polynomial, a: float, k: float, limit: float, max_iter: int = 500) -> float:
+    """Smallest ``r`` with ``p(a + k r) <= r`` (``p``: absolute coefficients of ``f``) found by
+    the increasing iteration ``r <- p(a + k r)`` from 0, or ``inf`` if it passes ``limit`` or
+    does not settle. Verified before it is returned, so it is a sound bound."""
+    r = 0.0
+    for _ in range(max_iter):
+        r_new = f.abs_bound(a + k * r)
+        if not math.isfinite(r_new) or r_new > limit:
+            return math.inf
+        if r_new - r <= 1e-12 * max(r_new, 1e-300):
+            r = r_new * (1 + 1e-9) + 1e-300
+            return r if f.abs_bound(a + k * r) <= r else math.inf
+        r = r_new
+    return math.inf
+
+
+def bound_certifies(f: Activation, drive_max: float, W: np.ndarray, limit: float) -> float:
+    """The a-priori bound on ``|h_t|`` of one chain (``inf`` when it certifies nothing).
+
+    ``drive_max``: largest ``|(A1 x_t)_j|`` over the valid steps; ``W``: the recurrent matrix.
+    """
+    if not isinstance(f, Polynomial):
+        return math.inf
+    k = float(np.abs(W).sum(axis=1).max()) if W.size else 0.0
+    return _bound(f, float(drive_max), k, limit)
+
+
+class _Chain:
+    """One chain of a model on given inputs: drives in chunks of sequences, masks."""
+
+    def __init__(self, Xt, valid, A, W, f, reverse, limit, chunk_rows):
+        self.Xt, self.valid, self.W, self.f, self.reverse, self.limit = Xt, valid, W, f, reverse, limit
+        self.A = A
+        self.chunk_rows = chunk_rows
+        n = Xt.shape[0]
+        self.chunks = [slice(i, min(n, i + chunk_rows)) for i in range(0, n, chunk_rows)]
+
+    def drive(self, rows) -> torch.Tensor:
+        return self.Xt[rows] @ self.A.T
+
+    def drive_max(self) -> float:
+        m = 0.0
+        for rows in self.chunks:
+            m = max(m, float(self.drive(rows).abs().amax())) if self.Xt.shape[1] else m
+        return m
+
+    def run(self, factor: float, rows=None, stop_early: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-sequence peaks and divergence flags at ``factor * W`` (on ``rows``: an index tensor)."""
+        W = self.W * factor
+        if rows is not None:
+            chunks = [rows[i : i + self.chunk_rows] for i in range(0, len(rows), self.chunk_rows)]
+        else:
+            chunks = self.chunks
+        peaks, bads = [], []
+        for r in chunks:
+            v = None if self.valid is None else self.valid[r]
+            p, b = _peaks(self.drive(r), W, self.f, v, self.reverse, self.limit, stop_early)
+            peaks.append(p)
+            bads.append(b)
+            if stop_early and bool(b.any()):
+                break
+        return torch.cat(peaks), torch.cat(bads)
+
+
+def _stabilize_chain(ch: _Chain, margin: float, rtol: float, name: str, wname: str):
+    """(factor, method, peak_before, peak_after, diverged) for one chain (``diverged``: a
+    per-sequence flag tensor, or ``None`` when nothing diverged)."""
+    if ch.f.bounded:
+        return 1.0, "bounded activation", math.nan, math.nan, None
+    r = bound_certifies(ch.f, ch.drive_max(), ch.W.cpu().numpy(), ch.limit)
+    if math.isfinite(r):
+        return 1.0, "bound", r, r, None
+    peak, bad = ch.run(1.0)
+    if not bool(bad.any()):
+        p = float(peak.max()) if peak.numel() else 0.0
+        return 1.0, "simulation", p, p, None
+    peak0, bad0 = ch.run(0.0)
+    if bool(bad0.any()):
+        i = int(torch.nonzero(bad0)[0, 0])
+        raise DivergenceError(
+            f"the {name} diverges on sequence {i} even with {wname} = 0: f({'A1' if wname == 'U' else 'B1'} x_t) "
+            f"exceeds {ch.limit:.0e}, so the input weights are too large for these inputs; no scaling of "
+            f"{wname} can make this model stable"
+        )
+    # bisection on the sequences that diverged (checked on all of them afterwards)
+    suspects = torch.nonzero(bad).flatten()
+    hi_bound = 1.0
+    for _ in range(20):
+        lo, hi = 0.0, hi_bound
+        for _ in range(64):
+            if hi - lo <= rtol * hi:
+                break
+            mid = 0.5 * (lo + hi)
+            _, b = ch.run(mid, suspects, stop_early=True)
+            if bool(b.any()):
+                hi = mid
+            else:
+                lo = mid
+        factor = margin * lo
+        for _ in range(50):
+            peak_f, bad_f = ch.run(factor)
+            if not bool(bad_f.any()):
+                return factor, "shrunk", math.inf, float(peak_f.max()), bad
+            new = torch.nonzero(bad_f).flatten()
+            if len(torch.unique(torch.cat([suspects, new]))) > len(suspects):
+                break  # other sequences diverge here: bisect again with them
+            factor *= margin
+        else:  # pragma: no cover - a pathological non-monotone chain
+            break
+        suspects = torch.unique(torch.cat([suspects, new]))
+        hi_bound = factor
+    raise DivergenceError(f"could not find a factor of {wname} that keeps the {name} bounded on these inputs")
+
+
+# ----------------------------------------------------------------------------- public
+
+
+def _count_union(flags: list) -> int:
+    flags = [f for f in flags if f is not None]
+    if not flags:
+        return 0
+    out = flags[0]
+    for f in flags[1:]:
+        out = out | f
+    return int(out.sum())
+
+
+def _relative_mse(model, X, Y, lengths) -> float:
+    try:
+        P = model.predict(X, lengths)
+    except DivergenceError:
+        return math.inf
+    n, T = X.shape[:2]
+    mask = np.ones((n, T), dtype=bool) if lengths is None else np.arange(T)[None, :] < lengths[:, None]
+    Yv = Y[mask]
+    var = float(np.sum(np.var(Yv, axis=0)))
+    if not var > 0:
+        raise InputError("the outputs have zero variance")
+    return float(np.sum((P[mask] - Yv) ** 2) / mask.sum() / var)
+
+
+def stabilize(
+    model,
+    X: object,
+    lengths: object = None,
+    Y: object = None,
+    margin: float = 0.9,
+    rtol: float = 0.01,
+    limit: float | None = None,
+    device: str | None = None,
+    chunk_steps: int = 1 << 18,
+):
+    """Make sure ``model``'s recursion stays bounded on inputs ``X``; shrink ``U`` (``V``) if not.
+
+    Parameters
+    ----------
+    model: an :class:`IORNN` or :class:`BRNN` (any activation; bounded ones pass at once).
+    X, lengths: inputs ``(n_sequences, T, d_x)`` and optional lengths, typically the
+        training inputs.
+    Y: optional outputs ``(n_sequences, T, d_y)``: the report then gives the training
+        relative MSE before and after (the cost of the shrinking).
+    margin: safety factor applied to the largest non-diverging scale found (in (0, 1]).
+    rtol: relative precision of the bisection.
+    limit: ``|hidden state|`` above which a recursion counts as divergent (default: the
+        limit of ``predict``, 1e6).
+    device, chunk_steps: where to run, and about how many time steps per block.
+
+    Returns
+    -------
+    ``(model, report)``: the given model itself when it is stable on ``X``
+    (``report.changed`` is False), else a copy with ``U`` scaled by ``report.factor``
+    (and ``V`` by ``report.factor_backward``), which ``predict`` evaluates on ``X``
+    without :class:`DivergenceError`. See :class:`StabilityReport`.
+
+    Raises
+    ------
+    DivergenceError: even ``U = 0`` diverges on ``X`` (the input weights are too large).
+    InputError: bad inputs.
+    """
+    from .models import BRNN, DIVERGENCE_LIMIT, IORNN
+
+    if not isinstance(model, (IORNN, BRNN)):
+        raise InputError(f"stabilize expects an IORNN or a BRNN, got {type(model).__name__}")
+    if not (0 < margin <= 1):
+        raise InputError(f"margin must lie in (0, 1], got {margin!r}")
+    if not (0 < rtol < 1):
+        raise InputError(f"rtol must lie in (0, 1), got {rtol!r}")
+    limit = DIVERGENCE_LIMIT if limit is None else float(limit)
+    if not limit > 0:
+        raise InputError(f"limit must be positive, got {limit!r}")
+    Xt, Lt, W = model._prepare(X, lengths, device, torch.float64)
+    n, T = Xt.shape[:2]
+    valid = None if Lt is None else (torch.arange(T, device=Xt.device)[None, :] < Lt[:, None])
+    rows = max(1, int(chunk_steps) // max(T, 1))
+    chains = [("forward chain", "U", _Chain(Xt, valid, W["A1"], W["U"], model.activation, False, limit, rows))]
+    if isinstance(model, BRNN):
+        chains.append(("backward chain", "V",
+                       _Chain(Xt, valid, W["B1"], W["V"], model.backward_activation, True, limit, rows)))
+    results = [_stabilize_chain(ch, margin, rtol, name, wname) for name, wname, ch in chains]
+    factors = [r[0] for r in results]
+    changed = any(f != 1.0 for f in factors)
+    methods = [r[1] for r in results]
+    method = "shrunk" if "shrunk" in methods else ("simulation" if "simulation" in methods else methods[0])
+    if changed:
+        params = model.parameters()
+        params["U"] = params["U"] * factors[0]
+        if isinstance(model, BRNN):
+            params["V"] = params["V"] * factors[1]
+            out = BRNN(**params, activation=model.activation, backward_activation=model.backward_activation)
+        else:
+            out = IORNN(**params, activation=model.activation)
+    else:
+        out = model
+    report = StabilityReport(
+        changed=changed,
+        factor=factors[0],
+        factor_backward=factors[1] if len(factors) > 1 else None,
+        method=method,
+        peak_before=max(r[2] for r in results) if not all(math.isnan(r[2]) for r in results) else math.nan,
+        peak_after=max(r[3] for r in results) if not all(math.isnan(r[3]) for r in results) else math.nan,
+        diverged_sequences=_count_union([r[4] for r in results]),
+        n_sequences=n,
+    )
+    if Y is not None:
+        Xn, Yn, Ln = check_xy(X, Y, lengths, model.d_x, model.d_y)
+        report.train_error_after = _relative_mse(out, Xn, Yn, Ln)
+        report.train_error_before = report.train_error_after if not changed else _relative_mse(model, Xn, Yn, Ln)
+    return out, report
