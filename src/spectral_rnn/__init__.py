@@ -20,7 +20,7 @@ from .models import BRNN, IORNN
 from .moments import StepStream, cross_moment
 from .processes import AR1Process, GaussianAR1, LogDensityProcess, MarkovProcess, choose_law
 from .refine import History, refine, train_bptt
-from .scores import GaussianLaw, MarginalLaw, MixtureLaw, MomentLaw, StepScores, StudentTLaw
+from .scores import GaussianLaw, MarginalLaw, MomentLaw, SmoothLaw, StepScores, StudentTLaw
 from .torch_export import PolynomialRNN, from_torch, to_torch
 from .stability import StabilityReport, stabilize
 from .torch_export import TorchRNN
@@ -32,7 +32,7 @@ __all__ = [
     "GaussianLaw",
     "LogDensityProcess",
     "MarginalLaw",
-    "MixtureLaw",
+    "SmoothLaw",
     "MomentLaw",
     "StepScores",
     "StudentTLaw",

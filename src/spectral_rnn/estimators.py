@@ -5,7 +5,7 @@ streamed pass over the data:
 
 1. fit the input process from the inputs alone (:class:`AR1Process`: least squares, then
    the law of its innovations, chosen automatically: Gaussian closed form, density-free
-   score, or a fitted mixture density for the BRNN);
+   score, or a score-matching fit for the BRNN);
 2. find the span of the A1 rows from random contractions of the moment tensor
    (skipped when ``d_x`` is small: the identity then spans it);
 3. project the moment tensor onto that span, ``T(I, Q, Q)``, and decompose it
@@ -366,9 +366,9 @@ class SpectralIORNN(_SpectralBase):
         (on a copy); a fitted one is used as given (a known input law).
     scores: the law of the input innovations, hence the score function: ``"auto"`` (default:
         test the fitted innovations; Gaussian closed form when they look Gaussian, else the
-        density-free score for the IO-RNN and a fitted Gaussian-mixture density for the BRNN;
+        density-free score for the IO-RNN and a smooth score fitted by score matching for the BRNN;
         see :func:`~spectral_rnn.processes.choose_law`), ``"gaussian"``, ``"moment"``
-        (density-free, one-sided only), ``"student-t"``, ``"mixture"``, or a
+        (density-free, one-sided only), ``"student-t"``, ``"score-matching"``, or a
         :class:`~spectral_rnn.scores.MarginalLaw`. ``scores_`` and ``scores_reason_`` say
         what was used and why.
     first_step: law of each sequence's first input, ``"auto"``, ``"own"`` or ``"stationary"``

@@ -12,7 +12,7 @@ A process plugs into the estimators through
 with i.i.d. innovations ``e_t = Sigma^(1/2) w_t`` whose whitened coordinates ``w_t`` are
 independent with a one-dimensional law (:class:`~spectral_rnn.scores.MarginalLaw`):
 Gaussian (the closed form), density-free (exact Stein moments for polynomial
-activations), Student-t, or a Gaussian mixture; ``"auto"`` tests the fitted
+activations), Student-t, or a smooth score fitted by score matching; ``"auto"`` tests the fitted
 innovations and picks one (:func:`choose_law`). :class:`GaussianAR1` is the Gaussian
 case. :class:`LogDensityProcess` takes a user's conditional log-density written in
 PyTorch and gets its scores by automatic differentiation.
@@ -98,8 +98,8 @@ def choose_law(stats: InnovationStats, two_sided: bool, degree: int = 2) -> tupl
     Gaussian when no coordinate rejects normality (Jarque-Bera at level 1e-3 over the
     coordinates, Bonferroni) or when every coordinate's |skewness| and |excess kurtosis|
     are below 0.1 (a bias below about 5% of the tensor); otherwise the density-free
-    score (``"moment"``) for one-sided scores, and a fitted Gaussian mixture
-    (``"mixture"``) for two-sided scores, where the density-free operator is not exact.
+    score (``"moment"``) for one-sided scores, and a smooth score fitted by score matching
+    (``"score-matching"``) for two-sided scores, where the density-free operator is not exact.
     """
     d = stats.powers.shape[1]
     pvals = stats.jarque_bera_pvalues()
@@ -109,8 +109,8 @@ def choose_law(stats: InnovationStats, two_sided: bool, degree: int = 2) -> tupl
     if np.all(pvals > 1e-3 / d) or np.all(np.maximum(sk, ku) < 0.1):
         return "gaussian", f"innovations look Gaussian ({summary})"
     if two_sided:
-        return "mixture", (f"innovations are not Gaussian ({summary}); two-sided scores need a density: "
-                           "a Gaussian mixture per whitened coordinate")
+        return "score-matching", (f"innovations are not Gaussian ({summary}); two-sided scores need a density: "
+                                  "a smooth score fitted by score matching per whitened coordinate")
     return "moment", f"innovations are not Gaussian ({summary}): density-free score of degree {degree}"
 
 
@@ -130,7 +130,7 @@ class AR1Process:
     intercept: (d,) ``b`` (zero when omitted).
     initial_mean, initial_cov: (d,), (d, d) law of ``x_1``; the stationary law when omitted.
     innovations: ``"auto"`` (test the fitted innovations, :func:`choose_law`), ``"gaussian"``,
-        ``"moment"`` (density-free), ``"student-t"``, ``"mixture"``, or a
+        ``"moment"`` (density-free), ``"student-t"``, ``"score-matching"``, or a
         :class:`~spectral_rnn.scores.MarginalLaw`.
     first_step: law of the first input: ``"own"`` (fitted from first steps alone),
         ``"stationary"`` (the stationary law of the fitted chain) or ``"auto"``: own when
@@ -507,7 +507,7 @@ class AR1Process:
         if two_sided and not self.law_.exact:
             raise InputError(
                 f"the {self.law_name_!r} score is one-sided only: a two-sided (BRNN) score needs a density "
-                "('gaussian', 'student-t', 'mixture' or 'auto')"
+                "('gaussian', 'student-t', 'score-matching' or 'auto')"
             )
         p = self._params(X.device, X.dtype)
         X = X.contiguous()
