@@ -98,6 +98,15 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--outlier-factor", type=_number(float, 1.0, "a number above 1"), default=None,
                    help="leave out sequences whose largest |output| exceeds this many times the median over "
                         "sequences (e.g. 100; default: keep all)")
+    f.add_argument("--scores", choices=("auto", "gaussian", "moment", "student-t", "score-matching"), default="auto",
+                   help="law of the input innovations, hence the score function: auto (default: test the inputs; "
+                        "Gaussian closed form if they look Gaussian, else the density-free score, or score matching "
+                        "for --bidirectional), gaussian, moment (density-free), student-t, score-matching")
+    f.add_argument("--first-step", choices=("auto", "own", "stationary"), default="auto",
+                   help="law of each sequence's first input: its own (fitted from first steps), the stationary law "
+                        "of the fitted process, or auto (default)")
+    f.add_argument("--min-gap", type=_number(float, 1.0, "a number of at least 1"), default=1.5,
+                   help="refuse a moment tensor whose singular-value gap at the hidden size is below this (default 1.5)")
     f.add_argument("--refine", action="store_true",
                    help="refine the spectral estimate by backpropagation through time (Adam, early stopping on a "
                         "validation split) and write the refined model")
@@ -182,12 +191,16 @@ def _cmd_fit(a: argparse.Namespace) -> int:
         raise InputError(f"{a.data} has no array 'outputs': fitting needs inputs and outputs")
     # the bar (tqdm, shown once a fit passes 1 s) goes to a terminal only, not into logs
     est = Estimator(hidden_size=a.hidden_size, activation=a.activation, device=a.device,
-                    random_state=a.seed, progress=sys.stderr.isatty(), outlier_factor=a.outlier_factor)
+                    random_state=a.seed, progress=sys.stderr.isatty(), outlier_factor=a.outlier_factor,
+                    scores=a.scores, first_step=a.first_step, min_gap=a.min_gap)
     t0 = time.perf_counter()
     est.fit(X, Y, lengths)
     seconds = time.perf_counter() - t0
     model = est.model_
     n_steps = est.n_steps_
+    print(f"scores: {est.scores_} ({est.scores_reason_})")
+    if est.stability_.changed:
+        print(f"stability: {est.stability_}")
     if est.n_dropped_:
         print(f"left out {est.n_dropped_} of {X.shape[0]} sequences with extreme outputs (--outlier-factor)")
     if a.refine:

@@ -37,6 +37,7 @@ from .models import BRNN, IORNN
 from .moments import CHUNK_STEPS, StepStream
 from .processes import AR1Process, MarkovProcess
 from .scores import MarginalLaw
+from .stability import stabilize
 
 __all__ = ["SpectralIORNN", "SpectralBRNN", "solve_scales_and_recurrence", "check_activation", "output_pinv"]
 
@@ -241,6 +242,7 @@ class _SpectralBase:
         f = as_polynomial(self.activation)
         check_activation(f)
         X, Y, lengths = check_xy(X, Y, lengths)
+        X_all, Y_all, lengths_all = X, Y, lengths
         X, Y, lengths, n_dropped = drop_extreme_sequences(X, Y, lengths, self.outlier_factor)
         n_steps = int(X.shape[0] * X.shape[1] if lengths is None else lengths.sum())
         n_components = self._chains * self.hidden_size if isinstance(self.hidden_size, (int, np.integer)) else 0
@@ -267,18 +269,29 @@ class _SpectralBase:
                 raise IllConditionedError(str(exc) + _score_hint(proc)) from None
             timings["decomposition"] = time.perf_counter() - t0
             t0 = time.perf_counter()
-            self.model_ = self._fit_components(stream, dec, f)
+            model, fitted = self._fit_components(stream, dec, f)
             timings["recurrence"] = time.perf_counter() - t0
         finally:
             bar.close()
+        t0 = time.perf_counter()
+        # a polynomial recursion must not diverge on the inputs it was fitted on (all of them,
+        # including sequences outlier_factor left out): shrink U (V) if it does, and say so
+        model, stability = stabilize(model, X_all, lengths_all, device=device)
+        timings["stability"] = time.perf_counter() - t0
+        # fitted state is assigned only here, once the whole fit has succeeded
+        for key, value in fitted.items():
+            setattr(self, key, value)
+        self.model_ = model
+        self.stability_ = stability
         self.process_ = proc
         self.scores_ = getattr(proc, "law_name_", type(proc).__name__)
         self.scores_reason_ = getattr(proc, "law_reason_", "the process given by the user")
-        for name in self.model_._names:
-            setattr(self, name + "_", getattr(self.model_, name))
+        for name in model._names:
+            setattr(self, name + "_", getattr(model, name))
         self.gap_ = dec.gap
         self.n_steps_ = n_steps
         self.n_dropped_ = n_dropped
+        self.n_features_in_ = X.shape[2]
         timings["total"] = time.perf_counter() - t_start
         self.timings_ = timings
         return self
@@ -391,17 +404,17 @@ class SpectralIORNN(_SpectralBase):
     Fitted attributes: ``model_`` (:class:`IORNN`), ``A1_``, ``U_``, ``A2_``,
     ``n_dropped_``, ``process_``, ``scores_``, ``scores_reason_``, ``mu_`` (E[f''(z_j)] per unit),
     ``gap_`` (singular-value gap of the moment tensor at rank d_h), ``n_steps_``, ``timings_``
-    (seconds per stage).
+    (seconds per stage), ``stability_`` (:class:`~spectral_rnn.stability.StabilityReport`: whether
+    ``U`` had to be shrunk so the recursion stays bounded on the training inputs), ``n_features_in_``.
     """
 
     _n_passes = 2
 
-    def _fit_components(self, stream: StepStream, dec, f: Polynomial) -> IORNN:
+    def _fit_components(self, stream: StepStream, dec, f: Polynomial) -> tuple[IORNN, dict]:
         Wpinv = output_pinv(dec.W)
         mom = stream.instrument_moments(dec.A, Wpinv, score_order=f.degree - 1)
         A1, U, A2, mu = solve_scales_and_recurrence(mom, dec.A, dec.W, f)
-        self.mu_ = mu
-        return IORNN(A1, U, A2, f)
+        return IORNN(A1, U, A2, f), {"mu_": mu}
 
 
 
@@ -428,7 +441,7 @@ class SpectralBRNN(_SpectralBase):
     _chains = 2
     _n_passes = 4
 
-    def _fit_components(self, stream: StepStream, dec, f: Polynomial) -> BRNN:
+    def _fit_components(self, stream: StepStream, dec, f: Polynomial) -> tuple[BRNN, dict]:
         d_h = self.hidden_size
         Wpinv = output_pinv(dec.W)
         lag = stream.lag_score_moments(Wpinv, lags=(1, -1))
@@ -437,7 +450,6 @@ class SpectralBRNN(_SpectralBase):
         share = past / (past + future + 1e-300)
         order = np.argsort(-share)
         fwd, bwd = np.sort(order[:d_h]), np.sort(order[d_h:])
-        self.separation_ = share
         if share[fwd].min() <= 0.5 or share[bwd].max() >= 0.5:
             raise IllConditionedError(
                 f"could not split the {2 * d_h} components into {d_h} forward and {d_h} backward units "
@@ -448,5 +460,4 @@ class SpectralBRNN(_SpectralBase):
         mom_b = stream.instrument_moments(dec.A[bwd], Wpinv[:, bwd], score_order=f.degree - 1, direction="future")
         A1, U, A2, mu_f = solve_scales_and_recurrence(mom_f, dec.A[fwd], dec.W[fwd], f)
         B1, V, B2, mu_b = solve_scales_and_recurrence(mom_b, dec.A[bwd], dec.W[bwd], f)
-        self.mu_ = np.concatenate([mu_f, mu_b])
-        return BRNN(A1, U, A2, B1, V, B2, f)
+        return BRNN(A1, U, A2, B1, V, B2, f), {"mu_": np.concatenate([mu_f, mu_b]), "separation_": share}
