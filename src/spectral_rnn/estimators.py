@@ -390,8 +390,8 @@ class SpectralIORNN(_SpectralBase):
         moment tensor accepted as ``r`` separated components (default 1.5).
     max_peak_share: refusal threshold: the largest share of the moment tensor one time step
         may carry (default 0.002, and never below 200 / N).
-    tail_check: refuse inputs whose innovations have infinite fourth moments (fitted
-        Student-t degrees of freedom below 4).
+    tail_check: refuse inputs whose innovations have infinite fourth moments (tail index
+        below 3.5, :func:`~spectral_rnn.processes.tail_index`).
     decomposer: tensor decomposer (default :class:`CPDecomposer`).
     device: "cpu" or "cuda". dtype: torch dtype of the moment passes.
     chunk_steps: time steps per chunk of a pass (bounds memory).

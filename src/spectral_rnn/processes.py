@@ -140,8 +140,8 @@ class AR1Process:
     two_sided, degree: what the scores will serve (the estimators set them): ``"auto"``
         picks an exact density for two-sided (BRNN) scores; ``degree`` is the polynomial
         degree the density-free score must be exact for (2 or 3).
-    tail_check: refuse innovations whose fitted Student-t degrees of freedom are below 4
-        (infinite fourth moments: the moment estimates do not converge).
+    tail_check: refuse innovations whose tail index (Hill estimator, :func:`tail_index`) is
+        below 3.5: infinite fourth moments, so the moment estimates do not converge.
 
     Fitted attributes: ``F``, ``intercept``, ``noise_cov``, ``initial_mean``, ``initial_cov``,
     ``law_`` and ``first_law_`` (fitted :class:`MarginalLaw`), ``law_name_``, ``law_reason_``,
@@ -392,8 +392,8 @@ class AR1Process:
         k = max(1, n_steps // SUBSAMPLE_STEPS) if n >= 100 * max(1, n_steps // SUBSAMPLE_STEPS) else 1
         Xs, Ls = (X, lengths) if k == 1 else (X[::k], None if lengths is None else lengths[::k])
         n_sub = int(Xs.shape[0] * Xs.shape[1] if Ls is None else Ls.sum()) - Xs.shape[0]
+        self._check_discrete(Xs[: max(1, 20_000 // Xs.shape[1])], Ls)
         stats = innovation_stats(self._whitened(Xs, Ls, chunk_steps), d, n_total=n_sub)
-        self._check_discrete(stats)
         if self.innovations == "auto":
             name, reason = choose_law(stats, self.two_sided, self.degree)
             law = make_law(name, self.degree)
@@ -417,14 +417,16 @@ class AR1Process:
         self._cache = {}
 
     @staticmethod
-    def _check_discrete(stats: InnovationStats) -> None:
-        """Innovations that take very few values (an indicator input) have no score."""
-        sample = stats.sample[:20_000]
-        for j in range(sample.shape[1]):
-            if len(np.unique(np.round(sample[:, j], 10))) <= 3:
+    def _check_discrete(X: np.ndarray, lengths: np.ndarray | None) -> None:
+        """Inputs that take very few values (an indicator, a category code) have no score."""
+        n, T, d = X.shape
+        valid = np.ones((n, T), dtype=bool) if lengths is None else np.arange(T)[None, :] < lengths[:n, None]
+        values = X[valid]
+        for j in range(d):
+            if len(np.unique(values[:, j])) <= 3:
                 raise IllConditionedError(
-                    f"input column {j} is discrete (its innovations take at most 3 values, e.g. a 0/1 flag): a "
-                    "discrete input has no score function; remove the column, or replace it by a continuous feature"
+                    f"input column {j} is discrete (it takes at most 3 values, e.g. a 0/1 flag): a discrete input has "
+                    "no score function; remove the column, or replace it by a continuous feature"
                 )
 
     @staticmethod
