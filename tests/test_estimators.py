@@ -1,4 +1,4 @@
-"""SpectralIORNN on planted models (DESIGN.md section 7): recovery, scaling with data, ragged
+"""SpectralIORNN on planted models (docs/method.md, 'Planted models'): recovery, scaling with data, ragged
 batches, clear errors. The default run uses small data; ``-m slow`` checks issue 2's acceptance."""
 
 import functools
@@ -27,7 +27,7 @@ CUBIC = (0.0, 1.0, 0.3, 0.1)  # f(u) = u + 0.3 u^2 + 0.1 u^3
 
 
 def planted(N, seed, d_x=10, d_h=4, d_y=8, activation=QUAD, T=10, noise=0.1, input_std=0.4):
-    """DESIGN.md section 7: IORNN.random (||U|| = 0.3), GaussianAR1.random inputs, output noise 0.1.
+    """docs/method.md, 'Planted models': IORNN.random (||U|| = 0.3), GaussianAR1.random inputs, output noise 0.1.
 
     A polynomial RNN is not globally stable: a few draws blow up on rare large inputs (about 1 in 40
     at 2e5 steps for the section 7 size). ``make_planted`` redraws such a model until the simulation
@@ -89,7 +89,7 @@ def direction_cosines(true, est):
 def test_planted_recovery_small():
     """2e5 steps, 3 seeds. Measured medians: A1 0.021, A2 0.019, U 0.061, pred 6.0e-4, with seed 1
     refused as ill-conditioned (heavy-tailed draw) and counted as the worst seed
-    (DESIGN.md at 1e5: about 0.06 / 0.08 / 0.28 / 6e-3)."""
+    (docs/method.md, 'Planted models', at 1e5: about 0.06 / 0.08 / 0.28 / 6e-3)."""
     rows = [fit_eval(200_000, s) for s in range(3)]
     med = medians(rows)
     assert med["A1"] < 0.06 and med["A2"] < 0.08, med

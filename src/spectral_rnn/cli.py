@@ -137,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="compute device (default cpu)")
 
     d = sub.add_parser("demo", help="plant a model, fit it at 1e5 and 1e6 time steps, print errors and times",
-                       description="DESIGN.md section 7: d_x=10, d_h=4, d_y=8, f(u)=u+0.5u^2, ||U||=0.3, "
+                       description="docs/method.md, 'Planted models': d_x=10, d_h=4, d_y=8, f(u)=u+0.5u^2, ||U||=0.3, "
                                    "noise 0.1, sequences of length 10.")
     d.add_argument("--seed", type=_nonneg_int, default=0, help="random seed (default 0)")
     return p
@@ -237,7 +237,7 @@ def _cmd_predict(a: argparse.Namespace) -> int:
 
 
 def run_demo(seed: int = 0, steps: Sequence[int] = (100_000, 1_000_000), out=None) -> list[dict]:
-    """DESIGN.md section 7 demo: plant, simulate, fit at each N, print a table. Returns its rows."""
+    """Demo of docs/method.md, 'Planted models': plant, simulate, fit at each N, print a table. Returns its rows."""
     from .estimators import SpectralIORNN
     from .metrics import parameter_errors, prediction_error
     from .models import IORNN

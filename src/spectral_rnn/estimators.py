@@ -1,6 +1,6 @@
 """Spectral estimators: fit an IO-RNN from labelled sequences without backpropagation.
 
-Pipeline of :meth:`SpectralIORNN.fit` (DESIGN.md sections 2-5), each step a single
+Pipeline of :meth:`SpectralIORNN.fit` (docs/method.md, 'Scores' to 'Scales and U'), each step a single
 streamed pass over the data:
 
 1. fit the input process from the inputs alone (:class:`AR1Process`: least squares, then
@@ -73,7 +73,7 @@ def check_activation(f: Polynomial) -> None:
 def solve_scales_and_recurrence(
     mom: dict[str, np.ndarray], A_hat: np.ndarray, W: np.ndarray, f: Polynomial
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Scales, signs and recurrent matrix from the instrument moments (DESIGN.md section 5).
+    """Scales, signs and recurrent matrix from the instrument moments (docs/method.md, section 'Scales and U').
 
     ``mom``: output of :meth:`StepStream.instrument_moments`; ``A_hat`` (d_h, d_x)
     unit directions; ``W`` (d_h, d_y) with ``w_j = mu_j s_j^2 a2_j``.
@@ -419,7 +419,7 @@ class SpectralIORNN(_SpectralBase):
 
 
 class SpectralBRNN(_SpectralBase):
-    """Learn a bidirectional RNN (DESIGN.md section 1) by the method of moments.
+    """Learn a bidirectional RNN (docs/method.md, section 'Models and conventions') by the method of moments.
 
     ``h_t = f(A1 x_t + U h_{t-1})``, ``z_t = f(B1 x_t + V z_{t+1})``,
     ``y_t = A2^T h_t + B2^T z_t + noise``. Same parameters as :class:`SpectralIORNN`;

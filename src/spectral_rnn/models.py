@@ -1,6 +1,6 @@
 """The recurrent models: IO-RNN and bidirectional RNN with polynomial or tanh activations.
 
-Conventions (DESIGN.md section 1), batch-first::
+Conventions (docs/method.md, section 'Models and conventions'), batch-first::
 
     X: (n_sequences, T, d_x)    Y: (n_sequences, T, d_y)    lengths: (n_sequences,)
 

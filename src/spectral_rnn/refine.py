@@ -370,7 +370,7 @@ def refine(
     X, Y, lengths: training data, ``(n_sequences, T, d_x)``, ``(n_sequences, T, d_y)``, ``(n_sequences,)``.
     max_epochs, lr, batch_size (sequences), clip (max gradient norm): Adam BPTT settings.
         The defaults suit fine-tuning from a good start (small steps, large batches:
-        on the DESIGN.md section 7 planted model they reach a lower error sooner than
+        on the planted model of docs/method.md ('Planted models') they reach a lower error sooner than
         lr=1e-3 with 256-sequence batches).
     val_fraction: share of the sequences held out for validation and early stopping
         (0: select on the training loss).
