@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 
 import numpy as np
@@ -11,6 +12,14 @@ import torch
 from ._checks import InputError
 
 __all__ = ["Polynomial"]
+
+#: highest degree accepted (the estimators use 2 and 3; a model file claiming degree 5e5
+#: would otherwise take seconds per time step)
+MAX_DEGREE = 16
+
+
+def _cut(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class Polynomial:
@@ -30,27 +39,45 @@ class Polynomial:
     """
 
     def __init__(self, coefficients: Sequence[float]) -> None:
+        if isinstance(coefficients, torch.Tensor):
+            coefficients = coefficients.detach().cpu().tolist()
+        elif isinstance(coefficients, np.ndarray):
+            coefficients = coefficients.tolist()
+        if not isinstance(coefficients, (list, tuple)):
+            raise InputError(
+                "activation must be a Polynomial, a sequence of coefficients (c0, c1, ...) or a string "
+                f"'c0,c1,...', got {type(coefficients).__name__} {_cut(repr(coefficients), 40)}"
+            )
+        if not all(isinstance(c, numbers.Real) and not isinstance(c, bool) for c in coefficients):
+            raise InputError(f"activation coefficients must be real numbers, got {_cut(repr(coefficients))}")
         coefs = [float(c) for c in coefficients]
         if not coefs:
             raise InputError("activation needs at least one coefficient")
         if not all(math.isfinite(c) for c in coefs):
-            raise InputError(f"activation coefficients must be finite, got {coefs}")
+            raise InputError(f"activation coefficients must be finite, got {_cut(repr(coefs))}")
         while len(coefs) > 1 and coefs[-1] == 0.0:
             coefs.pop()
+        if len(coefs) - 1 > MAX_DEGREE:
+            raise InputError(f"activation of degree {len(coefs) - 1}: degrees above {MAX_DEGREE} are refused")
         self._c = tuple(coefs)
 
     # ------------------------------------------------------------------ basics
     @classmethod
     def parse(cls, text: str) -> "Polynomial":
         """Parse ``"c0,c1,c2"`` (comma-separated, lowest order first)."""
-        parts = [p.strip() for p in str(text).split(",")]
+        text = str(text)
+        shown = _cut(repr(text))
+        if text.count(",") >= 1000:  # bound the work before parsing; the degree is checked below
+            raise InputError(f"activation {shown} has {text.count(',') + 1} coefficients: degrees above "
+                             f"{MAX_DEGREE} are refused")
+        parts = [p.strip() for p in text.split(",")]
         if not parts or any(p == "" for p in parts):
-            raise InputError(f"malformed activation {text!r}: expected comma-separated numbers such as '0,1,0.5'")
+            raise InputError(f"malformed activation {shown}: expected comma-separated numbers such as '0,1,0.5'")
         try:
             values = [float(p) for p in parts]
         except ValueError:
             raise InputError(
-                f"malformed activation {text!r}: expected comma-separated numbers such as '0,1,0.5'"
+                f"malformed activation {shown}: expected comma-separated numbers such as '0,1,0.5'"
             ) from None
         return cls(values)
 
