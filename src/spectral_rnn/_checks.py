@@ -165,6 +165,8 @@ def check_finite(
     n, T = arr.shape[:2]
     per = max(1, block_steps // T)
     axes = tuple(range(2, arr.ndim))
+    if limit is not None and arr.dtype.kind == "f" and np.finfo(arr.dtype).max <= limit:
+        limit = None  # no finite value of this dtype exceeds it
     for i in range(0, n, per):
         block = arr[i : i + per]
         valid = None if lengths is None else valid_mask(lengths[i : i + per], block.shape[0], T)
@@ -333,6 +335,8 @@ def check_process(process: object):
     :class:`~spectral_rnn.processes.GaussianAR1`); anything else raises :class:`InputError`."""
     if process is None:
         return None
+    if isinstance(process, type):
+        raise InputError(f"process must be an instance such as {process.__name__}(), not the class itself")
     try:
         from .processes import MarkovProcess
 
@@ -350,6 +354,8 @@ def check_decomposer(decomposer: object):
     and ``oversample`` (a non-negative int), like :class:`~spectral_rnn.decomposition.CPDecomposer`."""
     if decomposer is None:
         return None
+    if isinstance(decomposer, type):
+        raise InputError(f"decomposer must be an instance such as {decomposer.__name__}(), not the class itself")
     over = getattr(decomposer, "oversample", None)
     if (not callable(getattr(decomposer, "decompose_projected", None)) or isinstance(over, bool)
             or not isinstance(over, (int, np.integer)) or over < 0):

@@ -5,36 +5,47 @@ Every bad input exits with code 2 and one line on stderr
 exits with 130 and SIGTERM with 143, one line (``spectral-rnn: interrupted`` /
 ``terminated``), after the temporary files are removed.
 
-This module imports only the standard library at start-up: numpy, torch and the rest
-are imported inside :func:`main`, once the signal handlers are in place, so that an
-interrupt during the (slow) imports is reported like any other.
+Importing this module costs a few milliseconds (no argparse, numpy or torch): they are
+imported inside :func:`main` once the signal handlers are in place, so that an interrupt
+during the (slow) imports is reported like any other.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
-import signal
 import sys
-import threading
 import time
 from collections.abc import Sequence
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (20 ms at start-up)
+try:  # the C module: installing handlers without importing enum keeps start-up short
+    import _signal as _sig
+except ImportError:  # pragma: no cover - other Python implementations
+    import signal as _sig
+
+if TYPE_CHECKING:
+    import argparse
 
 PROG = "spectral-rnn"
 EXIT_USAGE = 2
 #: exit code and word for each signal turned into an orderly exit
-_SIGNAL_EXITS = {signal.SIGINT: (130, "interrupted"), signal.SIGTERM: (143, "terminated")}
+_SIGNAL_EXITS = {_sig.SIGINT: (130, "interrupted"), _sig.SIGTERM: (143, "terminated")}
 
 
-class _Parser(argparse.ArgumentParser):
-    """An ``ArgumentParser`` whose usage errors are one line on stderr, exit code 2."""
+def _parser_class() -> type:
+    """``_Parser``: an ``ArgumentParser`` whose usage errors are one line on stderr, exit code 2
+    (built on first use, so that importing this module does not import argparse)."""
+    import argparse
 
-    def error(self, message: str) -> None:  # type: ignore[override]
-        where = self.prog[len(PROG):].strip() if self.prog.startswith(PROG) else ""
-        hint = f" (see '{self.prog} --help')"
-        text = " ".join(message.split())
-        sys.stderr.write(f"{PROG}: error: {where + ': ' if where else ''}{text}{hint}\n")
-        sys.exit(EXIT_USAGE)
+    class _Parser(argparse.ArgumentParser):
+        def error(self, message: str) -> None:  # type: ignore[override]
+            where = self.prog[len(PROG):].strip() if self.prog.startswith(PROG) else ""
+            hint = f" (see '{self.prog} --help')"
+            text = " ".join(message.split())
+            sys.stderr.write(f"{PROG}: error: {where + ': ' if where else ''}{text}{hint}\n")
+            sys.exit(EXIT_USAGE)
+
+    return _Parser
 
 
 # ------------------------------------------------------------ argument types
@@ -42,6 +53,8 @@ def _number(cast, minimum: float, what: str):
     """An argparse type: ``cast(text)`` (finite) at least ``minimum``, else a one-line error naming ``what``."""
 
     def parse(text: str):
+        import argparse
+
         try:
             v = cast(text)
         except (ValueError, OverflowError):
@@ -59,6 +72,8 @@ _nonneg_float = _number(float, 0.0, "a non-negative number")
 
 
 def _activation(text: str):
+    import argparse
+
     from ._checks import SpectralRNNError
     from .activations import Polynomial
 
@@ -101,6 +116,7 @@ def _join_dash_values(argv: list[str]) -> list[str]:
 def build_parser() -> argparse.ArgumentParser:
     from .activations import Polynomial
 
+    _Parser = _parser_class()
     p = _Parser(
         prog=PROG,
         description="Train recurrent neural networks by spectral methods (Sedghi & Anandkumar, arXiv:1603.00954).",
@@ -390,9 +406,10 @@ class _Interrupted(KeyboardInterrupt):
 
 class _SignalGuard:
     """While a command runs, SIGINT and SIGTERM raise :class:`_Interrupted` (once; later
-    signals are only recorded, so that the cleanup is not cut short). On exit the previous
-    handlers come back; with ``keep=True`` (the process's own entry point) ours stays, only
-    recording, so that a signal during interpreter shutdown prints no traceback."""
+    signals are only recorded, so that the cleanup is not cut short). A signal the parent
+    process set to be ignored stays ignored. On exit the previous handlers come back; with
+    ``keep=True`` (the process's own entry point) ours stays, only recording, so that a
+    signal during interpreter shutdown prints no traceback."""
 
     def __init__(self, keep: bool = False) -> None:
         self.keep = keep
@@ -401,12 +418,13 @@ class _SignalGuard:
         self.saved: dict = {}
 
     def __enter__(self) -> "_SignalGuard":
-        if threading.current_thread() is threading.main_thread():
-            for signum in _SIGNAL_EXITS:
-                try:
-                    self.saved[signum] = signal.signal(signum, self._handle)
-                except (ValueError, OSError):  # pragma: no cover - exotic embeddings
-                    pass
+        for signum in _SIGNAL_EXITS:
+            try:
+                if _sig.getsignal(signum) == _sig.SIG_IGN:
+                    continue  # ignored by whoever started us (a shell's background job): leave it so
+                self.saved[signum] = _sig.signal(signum, self._handle)
+            except (ValueError, OSError):  # not the main thread, or an exotic embedding
+                pass
         return self
 
     def _handle(self, signum: int, frame) -> None:
@@ -420,10 +438,10 @@ class _SignalGuard:
         self.armed = False
         if not self.keep:
             for signum, old in self.saved.items():
-                signal.signal(signum, old if old is not None else signal.SIG_DFL)
+                _sig.signal(signum, old if old is not None else _sig.SIG_DFL)
 
     def report(self, signum: int | None) -> int:
-        code, word = _SIGNAL_EXITS.get(signum if signum is not None else signal.SIGINT, (130, "interrupted"))
+        code, word = _SIGNAL_EXITS.get(signum if signum is not None else _sig.SIGINT, (130, "interrupted"))
         try:
             sys.stderr.write(f"{PROG}: {word}\n")
             sys.stderr.flush()
@@ -475,4 +493,4 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return guard.report(guard.received)
             return code
     except KeyboardInterrupt:  # before the guard was in place
-        return _SignalGuard().report(signal.SIGINT)
+        return _SignalGuard().report(_sig.SIGINT)

@@ -99,6 +99,11 @@ def check_output_path(path: str | os.PathLike, read_paths: Iterable[str | os.Pat
                 same = False
         if same:
             raise InputError(f"the output {path} is also an input of this command: choose another output path")
+    if path.endswith(os.sep) or (os.altsep and path.endswith(os.altsep)):
+        raise InputError(f"the output {path} ends with a path separator: give a file name")
+    directory, base = os.path.split(os.path.abspath(path))
+    if len(os.fsencode(base)) > _name_max(directory if os.path.isdir(directory) else "/"):
+        raise InputError(f"cannot write {_short(path)}: the file name is longer than {_name_max(directory)} bytes")
     try:
         st = os.stat(path)  # follows symbolic links: a link to /dev/null is a device
     except FileNotFoundError:
@@ -109,11 +114,8 @@ def check_output_path(path: str | os.PathLike, read_paths: Iterable[str | os.Pat
         what = _kind_of(st.st_mode)
         if what is not None:
             raise InputError(f"the output {path} is {what}: outputs must be regular files")
-    directory, base = os.path.split(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise InputError(f"cannot write {path}: directory {directory} does not exist")
-    if len(os.fsencode(base)) > _name_max(directory):
-        raise InputError(f"cannot write {_short(path)}: the file name is longer than {_name_max(directory)} bytes")
     if not os.access(directory, os.W_OK | os.X_OK):
         raise InputError(f"cannot write {path}: directory {directory} is not writable")
 
