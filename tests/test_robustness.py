@@ -589,3 +589,27 @@ def test_same_seed_same_bytes_across_processes(files, tmp_path):
                      "--truth", str(d / "t.safetensors")]) == 0
         runs.append(snapshot(d))
     assert runs[0] == runs[1]
+
+
+# ============================================================== start-up
+def test_cli_start_up_imports_no_heavy_module():
+    """The handlers go in before torch's (slow) import, so the command line itself must not
+    import torch, numpy or argparse when its module loads."""
+    code = ("import sys, spectral_rnn.cli; "
+            "print(sorted(m for m in ('torch', 'numpy', 'argparse') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_subprocess_env(), timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == "[]", (r.stdout, r.stderr)
+
+
+def test_package_exports_survive_submodule_imports():
+    """With the lazy package, importing the submodule spectral_rnn.refine must not turn
+    spectral_rnn.refine (the function) into the module."""
+    import importlib
+
+    importlib.import_module("spectral_rnn.refine")
+    import spectral_rnn as pkg
+
+    assert callable(pkg.refine) and pkg.refine.__name__ == "refine"
+    assert set(pkg.__all__) <= set(dir(pkg))
+    with pytest.raises(AttributeError):
+        pkg.no_such_name

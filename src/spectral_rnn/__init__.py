@@ -7,6 +7,9 @@ Where things are:
 * the scales and the recurrent matrix U (instrument equations): :mod:`spectral_rnn.estimators`
 """
 
+import sys
+import types
+
 # Names are imported on first use (PEP 562), so that ``import spectral_rnn.cli`` stays light:
 # the command line installs its signal handlers before torch is imported, and an
 # interrupt during that (slow) import is then reported in one line.
@@ -41,6 +44,20 @@ def __getattr__(name: str):
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_WHERE))
+
+
+class _Package(types.ModuleType):
+    """This package as a module object: when the import system binds a submodule whose name
+    is also an exported function (``spectral_rnn.refine``), the function wins, as it did when
+    this file imported everything eagerly."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if isinstance(value, types.ModuleType) and name in _WHERE and value.__name__ == f"{__name__}.{name}":
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 __version__ = "0.1.0"
