@@ -401,7 +401,7 @@ def _signal_cases(world):
     for i in range(5):
         argv = commands[i % len(commands)]
         signum = (signal.SIGINT, signal.SIGTERM)[int(rng.integers(2))]
-        cases.append((argv, signum, float(rng.uniform(0.3, 3.0))))
+        cases.append((argv, signum, float(rng.uniform(0.5, 3.0))))  # after Python's own start-up
     return cases
 
 

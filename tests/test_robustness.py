@@ -135,14 +135,18 @@ def _special_outputs(tmp_path):
     devlink.symlink_to(os.devnull)
     sock_path = tmp_path / "sock"
     sock = socket.socket(socket.AF_UNIX)
-    sock.bind(str(sock_path))
+    try:
+        sock.bind(str(sock_path))
+    except OSError:  # a temporary directory too deep for a socket's path
+        sock_path = None
     cases = [
         ("named pipe", fifo, lambda: os.path.exists(fifo) and not os.path.isfile(fifo)),
         ("link to a character device", devlink, lambda: os.path.islink(devlink)),
-        ("socket", sock_path, lambda: not os.path.isfile(sock_path)),
         ("directory", tmp_path / "dir.png", lambda: os.path.isdir(tmp_path / "dir.png")),
     ]
     (tmp_path / "dir.png").mkdir()
+    if sock_path is not None:
+        cases.append(("socket", sock_path, lambda: not os.path.isfile(sock_path)))
     if os.geteuid() != 0:  # /dev/null itself, only where a bug could not replace it
         cases.append(("character device", os.devnull, lambda: not os.path.isfile(os.devnull)))
     return cases, sock
@@ -532,7 +536,7 @@ def _spawn(argv, tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_subprocess_env())
 
 
-@pytest.mark.parametrize("delay", [0.3, 0.8])
+@pytest.mark.parametrize("delay", [0.5, 1.0])
 def test_sigint_during_start_up(files, tmp_path, delay):
     """SIGINT during start-up (torch's import) printed a traceback, and once exited 0."""
     data, _ = files
