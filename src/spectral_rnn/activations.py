@@ -43,11 +43,15 @@ class Polynomial:
             coefficients = coefficients.detach().cpu().tolist()
         elif isinstance(coefficients, np.ndarray):
             coefficients = coefficients.tolist()
-        if not isinstance(coefficients, (list, tuple)):
+        try:
+            if isinstance(coefficients, (str, bytes, dict, set, frozenset)):
+                raise TypeError
+            coefficients = list(coefficients)
+        except TypeError:
             raise InputError(
                 "activation must be a Polynomial, a sequence of coefficients (c0, c1, ...) or a string "
                 f"'c0,c1,...', got {type(coefficients).__name__} {_cut(repr(coefficients), 40)}"
-            )
+            ) from None
         if not all(isinstance(c, numbers.Real) and not isinstance(c, bool) for c in coefficients):
             raise InputError(f"activation coefficients must be real numbers, got {_cut(repr(coefficients))}")
         coefs = [float(c) for c in coefficients]
