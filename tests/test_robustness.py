@@ -262,6 +262,7 @@ def test_python_api_errors_are_spectral_rnn_errors():
         "Polynomial(None)": lambda: Polynomial(None),
         "Polynomial(5)": lambda: Polynomial(5),
         "Polynomial degree 5e5": lambda: Polynomial([0.0] * 500_000 + [1.0]),
+        "activation 0,1,1e308": lambda: SpectralIORNN(2, activation="0,1,1e308").fit(X, Y),
         "refine(lr='x')": lambda: refine(p.model, X[:100], Y[:100], lr="x", max_epochs=1),
         "refine(batch_size=True)": lambda: refine(p.model, X[:100], Y[:100], batch_size=True, max_epochs=1),
         "to_torch(dtype='garbage')": lambda: p.model.to_torch(dtype="garbage"),

@@ -16,6 +16,8 @@ __all__ = ["Polynomial"]
 #: highest degree accepted (the estimators use 2 and 3; a model file claiming degree 5e5
 #: would otherwise take seconds per time step)
 MAX_DEGREE = 16
+#: largest |coefficient| accepted: beyond it the estimators' equations overflow float64
+MAX_COEFFICIENT = 1e100
 
 
 def _cut(text: str, limit: int = 60) -> str:
@@ -59,6 +61,9 @@ class Polynomial:
             raise InputError("activation needs at least one coefficient")
         if not all(math.isfinite(c) for c in coefs):
             raise InputError(f"activation coefficients must be finite, got {_cut(repr(coefs))}")
+        if any(abs(c) > MAX_COEFFICIENT for c in coefs):
+            raise InputError(f"activation coefficients above {MAX_COEFFICIENT:.0e} in magnitude are refused, got "
+                             f"{_cut(repr(coefs))}")
         while len(coefs) > 1 and coefs[-1] == 0.0:
             coefs.pop()
         if len(coefs) - 1 > MAX_DEGREE:
