@@ -270,6 +270,7 @@ def test_python_api_errors_are_spectral_rnn_errors():
         "predict(dtype='x')": lambda: p.model.predict(X[:3], dtype="x"),
         "run_comparison(seeds='x')": lambda: run_comparison(X, Y, hidden_size=2, seeds="x", budget=0.1),
         "run_comparison(budget='x')": lambda: run_comparison(X, Y, hidden_size=2, budget="x"),
+        "run_comparison(hidden_size=1e9)": lambda: run_comparison(X, Y, hidden_size=10**9, budget=0.1),
         "simulate(noise_std='x')": lambda: p.model.simulate(X[:3], noise_std="x"),
     }
     for name, call in calls.items():

@@ -312,6 +312,12 @@ def run_comparison(
     budget = check_real(budget, "budget", low=0.0, low_open=True)
     test_fraction = check_real(test_fraction, "test_fraction", low=0.0, high=1.0, low_open=True, high_open=True)
     hidden_size = check_positive_int(hidden_size, "hidden_size")
+    chains = 2 if bidirectional else 1
+    if chains * hidden_size > min(X.shape[2], Y.shape[2]):  # also keeps BPTT from allocating absurd weights
+        raise InputError(
+            f"hidden size {hidden_size} is too large for these data: the spectral method identifies at most "
+            f"min(d_x, d_y) = {min(X.shape[2], Y.shape[2])} components, and this model needs {chains * hidden_size}"
+        )
     f = as_polynomial(activation)
     dev = resolve_device(device)
     rng = check_random_state(random_state)
