@@ -627,3 +627,20 @@ def test_package_exports_survive_submodule_imports():
     assert set(pkg.__all__) <= set(dir(pkg))
     with pytest.raises(AttributeError):
         pkg.no_such_name
+
+
+def test_allocation_failures_are_one_line(files, tmp_path, capfd, monkeypatch):
+    """Out of memory anywhere (numpy's MemoryError, torch's allocator RuntimeError): one line, exit 2."""
+    import spectral_rnn.models as models
+
+    data, truth = files
+    for exc in (MemoryError("Unable to allocate 7.28 TiB for an array"),
+                RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: "
+                             "you tried to allocate 4000000000000000000 bytes")):
+        def boom(*a, exc=exc, **k):
+            raise exc
+
+        monkeypatch.setattr(models, "run_chain", boom)
+        code, out, err = cli(capfd, "predict", truth, data, "--out", tmp_path / "p.npz")
+        assert_one_line_error(code, out, err)
+        assert "memory" in err and not (tmp_path / "p.npz").exists()

@@ -473,6 +473,12 @@ def _run(argv: Sequence[str] | None) -> int:
             except (SpectralRNNError, ValueError, OSError, MemoryError) as exc:
                 sys.stderr.write(f"{PROG}: error: {_one_line(exc)}\n")
                 return EXIT_USAGE
+            except RuntimeError as exc:  # torch's allocator failing is the one RuntimeError expected here
+                text = str(exc)
+                if "can't allocate memory" not in text and "out of memory" not in text.lower():
+                    raise
+                sys.stderr.write(f"{PROG}: error: not enough memory ({_one_line(exc)[-200:]})\n")
+                return EXIT_USAGE
 
 
 def main(argv: Sequence[str] | None = None) -> int:
