@@ -147,8 +147,27 @@ def parse_conllu(text: str, name: str = "<text>", require_tags: bool = True) -> 
     return TaggedCorpus(words, tags, name, sentences)
 
 
-def read_conllu(path: str | os.PathLike, require_tags: bool = True) -> TaggedCorpus:
-    """Read a CoNLL-U file (UTF-8) into a :class:`TaggedCorpus`; see :func:`parse_conllu`."""
+def _first_sentences(text: str, n: int) -> str:
+    """The text up to the end of its ``n``-th sentence (blank-line separated blocks)."""
+    seen, pos, in_block = 0, 0, False
+    for line in text.splitlines(keepends=True):
+        pos += len(line)
+        if line.strip():
+            in_block = True
+        elif in_block:
+            seen += 1
+            in_block = False
+            if seen >= n:
+                return text[:pos]
+    return text
+
+
+def read_conllu(path: str | os.PathLike, require_tags: bool = True, max_sentences: int | None = None
+                ) -> TaggedCorpus:
+    """Read a CoNLL-U file (UTF-8) into a :class:`TaggedCorpus`; see :func:`parse_conllu`.
+
+    ``max_sentences``: parse only the first sentences (quick looks at large files).
+    """
     path = os.fspath(path)
     if not os.path.exists(path):
         raise InputError(f"{path}: no such file")
@@ -165,7 +184,10 @@ def read_conllu(path: str | os.PathLike, require_tags: bool = True) -> TaggedCor
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise InputError(f"{path} is not a CoNLL-U file (not UTF-8 text)") from None
-    return parse_conllu(text.lstrip("\ufeff"), name=path, require_tags=require_tags)
+    text = text.lstrip("\ufeff")
+    if max_sentences is not None:
+        text = _first_sentences(text, int(max_sentences))
+    return parse_conllu(text, name=path, require_tags=require_tags)
 
 
 def split_corpus(
@@ -257,7 +279,7 @@ def load_corpus(name: str | os.PathLike = DEFAULT_CORPUS, max_sentences: int | N
     ``max_sentences`` keeps the first sentences only (quick tests).
     """
     path = corpus_path(name)
-    corpus = read_conllu(path)
+    corpus = read_conllu(path, max_sentences=max_sentences)
     if os.sep not in str(name) and Path(name).suffix != ".conllu":
         corpus.name = str(name)
     if max_sentences is not None:

@@ -332,7 +332,7 @@ def train_classifier(
     ``True`` first re-draws them by PyTorch's default initialisation with ``seed``.
     ``budget_s``: seconds of training (minibatch updates only; evaluation excluded);
     ``None`` = no limit. The development set is evaluated at the start, every
-    ``eval_every_s`` seconds of training and at the end of each epoch; the best
+    ``eval_every_s`` seconds of training and at the end; the best
     development accuracy's weights are restored at the end; ``patience``: stop after
     that many evaluations without improvement. A minibatch whose loss or gradient is
     not finite restores the best weights and halves the learning rate (fresh Adam
@@ -443,12 +443,9 @@ def train_classifier(
                     break
         if stop:
             break
-        if evaluate():
-            stop = "early_stopping"
-            break
     else:
         stop = "max_epochs"
-    if stop in ("time_budget", "diverged"):
+    if stop != "early_stopping" and hist.step[-1] != step:
         evaluate()
     hist.stop_reason = stop
     module.load_state_dict(best_state)
