@@ -301,7 +301,7 @@ class TrainHistory:
 
 
 def train_classifier(
-    module: SequenceClassifier,
+    module: SequenceClassifier | tuple[nn.RNNBase, nn.Linear],
     X_train,
     y_train,
     X_dev,
@@ -328,6 +328,8 @@ def train_classifier(
     arrays with ``lengths_*``. Labels equal to :data:`IGNORE_INDEX` are left out of the
     loss (and count as errors in the development accuracy).
 
+    ``module``: a :class:`SequenceClassifier` or a pair ``(rnn, readout)`` (a batch-first
+    ``nn.RNN``/``LSTM``/``GRU`` and an ``nn.Linear``), trained in place either way.
     ``random_init=False`` trains the given weights as they are (a spectral start);
     ``True`` first re-draws them by PyTorch's default initialisation with ``seed``.
     ``budget_s``: seconds of training (minibatch updates only; evaluation excluded);
@@ -339,8 +341,10 @@ def train_classifier(
     state); after ``max_restarts`` of those training stops ("diverged"), the best
     weights kept. The minibatch order is seeded by ``seed``.
     """
+    if isinstance(module, (tuple, list)) and len(module) == 2:
+        module = SequenceClassifier(*module)  # (rnn, readout): trained in place all the same
     if not isinstance(module, SequenceClassifier):
-        raise InputError(f"module must be a SequenceClassifier, got {type(module).__name__}")
+        raise InputError(f"module must be a SequenceClassifier or (rnn, readout), got {type(module).__name__}")
     Xt, Lt = _as_batch(X_train, lengths_train, "X_train")
     Yt = _as_labels(y_train, Xt.shape[0], Xt.shape[1], Lt, "y_train")
     Xd, Ld = _as_batch(X_dev, lengths_dev, "X_dev")
