@@ -538,9 +538,11 @@ class Tagger:
         known = set(self.tags)
         n = correct = 0
         unseen: dict[str, int] = {}
-        for ps, gs in zip(pred, gold):
+        if len(gold) != len(pred):
+            raise InputError(f"{len(gold)} gold tag sequences for {len(pred)} sentences")
+        for i, (ps, gs) in enumerate(zip(pred, gold)):
             if len(ps) != len(gs):
-                raise InputError("a sentence has as many gold tags as words")
+                raise InputError(f"sentence {i} has {len(gs)} gold tags for {len(ps)} words")
             for p, g in zip(ps, gs):
                 if g in ("_", ""):
                     continue
