@@ -61,7 +61,7 @@ def ridge(data, interactions):
     return s_dev, r2(data.Y_test, m.predict(sc.transform(A_te))), alpha
 
 
-def gru(data, seed, hidden=32, epochs=300, lr=5e-3, batch=16, bidirectional=False):
+def gru(data, seed, hidden=32, epochs=120, lr=5e-3, batch=16, bidirectional=False):
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     mx, sx = data.X_train.reshape(-1, 2).mean(0), data.X_train.reshape(-1, 2).std(0)
@@ -104,7 +104,8 @@ def gru(data, seed, hidden=32, epochs=300, lr=5e-3, batch=16, bidirectional=Fals
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--epochs", type=int, default=300)
+    p.add_argument("--epochs", type=int, default=120)
+    p.add_argument("--bidirectional", action="store_true", help="also a bidirectional GRU")
     p.add_argument("--hidden-size", type=int, default=32)
     p.add_argument("--threads", type=int, default=1)
     a = p.parse_args(argv)
@@ -118,7 +119,7 @@ def main(argv=None):
         s_dev, s_test, alpha = ridge(data, inter)
         name = "ridge+tod*workday" if inter else "ridge"
         print(f"{name:<22} {s_dev:>8.3f} {s_test:>8.3f}  alpha {alpha:g}", flush=True)
-    for bidir in (False, True):
+    for bidir in (False, True) if a.bidirectional else (False,):
         rows = [gru(data, s, hidden=a.hidden_size, epochs=a.epochs, bidirectional=bidir) for s in a.seeds]
         name = f"{'bi' if bidir else ''}gru({a.hidden_size})"
         for seed, (d, t, f) in zip(a.seeds, rows):
