@@ -102,6 +102,28 @@ def test_given_weights_are_trained_as_they_are_and_random_init_redraws(toy):
     assert accuracy(m, Xd, yd) >= before
 
 
+def test_bias_free_rnn_and_readout_as_exported(toy, tmp_path):
+    """The layout of spectral_rnn.torch_export's tanh export: nn.RNN(bias=False), Linear(bias=False)."""
+    sents, tags, dev_s, dev_t = toy
+    feat = WordFeaturizer(dim=8, suffix_dim=4).fit(sents)
+    ts = sorted({t for s in tags for t in s})
+    Xt, Xd = feat.transform(sents), feat.transform(dev_s)
+    yt, yd = encode_tags(tags, ts), encode_tags(dev_t, ts)
+    rnn = torch.nn.RNN(feat.n_features, 5, nonlinearity="tanh", bias=False, batch_first=True, bidirectional=True)
+    readout = torch.nn.Linear(10, len(ts), bias=False)
+    m = SequenceClassifier(rnn, readout)
+    fit_readout(m, Xt, yt)
+    train_classifier((rnn, readout), Xt, yt, Xd, yd, budget_s=None, max_epochs=1)
+    assert all(np.isfinite(p).all() for p in predict_proba(m, Xd))
+    tagger = Tagger(feat, ts, m)
+    save_tagger(tagger, tmp_path / "nb.safetensors")
+    again = load_tagger(tmp_path / "nb.safetensors")
+    assert again.module.rnn.bias is False and again.module.readout.bias is None
+    assert np.allclose(again.predict_proba(dev_s[:3])[0], tagger.predict_proba(dev_s[:3])[0], atol=1e-6)
+    m2 = make_classifier("rnn", 4, 3, 2, bias=False)
+    assert not m2.rnn.bias and m2.readout.bias is not None
+
+
 def test_divergence_restores_best_weights_and_halves_lr(toy, monkeypatch):
     sents, tags, dev_s, dev_t = toy
     feat = WordFeaturizer(dim=8, suffix_dim=4).fit(sents)

@@ -124,10 +124,13 @@ class SequenceClassifier(nn.Module):
 
 
 def make_classifier(kind: str, input_size: int, hidden_size: int, n_classes: int, bidirectional: bool = True,
-                    num_layers: int = 1, nonlinearity: str = "tanh", seed: int | None = 0) -> SequenceClassifier:
+                    num_layers: int = 1, nonlinearity: str = "tanh", seed: int | None = 0,
+                    bias: bool = True) -> SequenceClassifier:
     """A :class:`SequenceClassifier` at PyTorch's default initialisation (seeded).
 
-    ``kind`` "rnn" (``nn.RNN(nonlinearity=...)``), "lstm" or "gru".
+    ``kind`` "rnn" (``nn.RNN(nonlinearity=...)``), "lstm" or "gru". ``bias=False`` leaves
+    the recurrent layer without biases (as :class:`spectral_rnn.torch_export` exports a
+    tanh model); the read-out always has a bias.
     """
     if kind not in _KINDS:
         raise InputError(f"kind must be one of {sorted(_KINDS)}, got {kind!r}")
@@ -136,7 +139,7 @@ def make_classifier(kind: str, input_size: int, hidden_size: int, n_classes: int
             torch.manual_seed(int(seed))
         kw = {"nonlinearity": nonlinearity} if kind == "rnn" else {}
         rnn = _KINDS[kind](input_size, hidden_size, num_layers=num_layers, batch_first=True,
-                           bidirectional=bidirectional, **kw)
+                           bidirectional=bidirectional, bias=bias, **kw)
         readout = nn.Linear(hidden_size * (2 if bidirectional else 1), n_classes)
     return SequenceClassifier(rnn, readout)
 
@@ -146,7 +149,7 @@ def _module_config(module: SequenceClassifier) -> dict:
     kind = {nn.RNN: "rnn", nn.LSTM: "lstm", nn.GRU: "gru"}[type(rnn)]
     cfg = {"kind": kind, "input_size": rnn.input_size, "hidden_size": rnn.hidden_size,
            "num_layers": rnn.num_layers, "bidirectional": bool(rnn.bidirectional),
-           "n_classes": module.readout.out_features}
+           "n_classes": module.readout.out_features, "bias": bool(rnn.bias)}
     if kind == "rnn":
         cfg["nonlinearity"] = rnn.nonlinearity
     return cfg
@@ -485,9 +488,12 @@ def fit_readout(module: SequenceClassifier, X, y, lengths=None, l2: float = 1e-4
         keep = torch.from_numpy(np.random.default_rng(seed).choice(len(Ys), max_steps, replace=False))
         Hs, Ys = Hs[keep], Ys[keep]
     Hs = torch.nan_to_num(Hs)
+    has_bias = module.readout.bias is not None
     W = module.readout.weight.detach().double().clone().requires_grad_(True)
-    b = module.readout.bias.detach().double().clone().requires_grad_(True)
-    optim = torch.optim.LBFGS([W, b], lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe")
+    b = (module.readout.bias.detach().double().clone() if has_bias
+         else torch.zeros(W.shape[0], dtype=torch.float64)).requires_grad_(has_bias)
+    optim = torch.optim.LBFGS([W, b] if has_bias else [W], lr=1.0, max_iter=max_iter,
+                              line_search_fn="strong_wolfe")
 
     def closure():
         optim.zero_grad()
@@ -499,9 +505,11 @@ def fit_readout(module: SequenceClassifier, X, y, lengths=None, l2: float = 1e-4
     if torch.isfinite(W).all() and torch.isfinite(b).all():
         with torch.no_grad():
             module.readout.weight.copy_(W.to(module.readout.weight.dtype))
-            module.readout.bias.copy_(b.to(module.readout.bias.dtype))
+            if has_bias:
+                module.readout.bias.copy_(b.to(module.readout.bias.dtype))
     with torch.no_grad():
-        return float(nn.functional.cross_entropy(Hs @ module.readout.weight.double().T + module.readout.bias.double(), Ys))
+        bias = module.readout.bias.double() if has_bias else 0.0
+        return float(nn.functional.cross_entropy(Hs @ module.readout.weight.double().T + bias, Ys))
 
 
 # ------------------------------------------------------------------ the tagger
@@ -669,7 +677,10 @@ def load_tagger(path: str | os.PathLike) -> Tagger:
         featurizer = WordFeaturizer.from_state(farr, fmeta)
         module = make_classifier(mcfg["kind"], mcfg["input_size"], mcfg["hidden_size"], mcfg["n_classes"],
                                  bidirectional=mcfg["bidirectional"], num_layers=mcfg["num_layers"],
-                                 nonlinearity=mcfg.get("nonlinearity", "tanh"), seed=None)
+                                 nonlinearity=mcfg.get("nonlinearity", "tanh"), seed=None,
+                                 bias=mcfg.get("bias", True))
+        if module.readout.bias is not None and "model.readout.bias" not in tensors:
+            module.readout = nn.Linear(module.readout.in_features, module.readout.out_features, bias=False)
         state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
         module.load_state_dict(state)
     except InputError:
