@@ -245,7 +245,7 @@ def list_shipped_corpora() -> dict[str, Path]:
 
     One file per corpus folder (``annotated.conllu``, else the first ``*.conllu``);
     an empty dict when ``dante-corpora`` is not installed. In dante-corpora 2.0.5:
-    ``danteshots``, ``dantestocks`` (finance tweets), ``petrogold`` (oil and gas
+    ``danteshots`` (tweets), ``dantestocks`` (stock-market tweets), ``petrogold`` (oil and gas
     texts), ``porttinari`` (news; ``portinari`` is a copy of it under its old name).
     """
     root = _dante_data_dir()
