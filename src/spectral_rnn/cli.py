@@ -196,6 +196,10 @@ def build_parser() -> argparse.ArgumentParser:
                        description="docs/method.md, 'Planted models': d_x=10, d_h=4, d_y=8, f(u)=u+0.5u^2, ||U||=0.3, "
                                    "noise 0.1, sequences of length 10.")
     d.add_argument("--seed", type=_nonneg_int, default=0, help="random seed (default 0)")
+
+    from .cli_tag import add_tag_parser
+
+    add_tag_parser(sub)
     return p
 
 
@@ -397,8 +401,14 @@ def _cmd_demo(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_tag(a: argparse.Namespace) -> int:
+    from .cli_tag import cmd_tag
+
+    return cmd_tag(a)
+
+
 _COMMANDS = {"simulate": _cmd_simulate, "fit": _cmd_fit, "predict": _cmd_predict, "compare": _cmd_compare,
-             "demo": _cmd_demo}
+             "demo": _cmd_demo, "tag": _cmd_tag}
 
 
 def _one_line(exc: BaseException) -> str:

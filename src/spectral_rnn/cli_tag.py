@@ -219,24 +219,11 @@ def cmd_tag(a: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``spectral-rnn tag ...`` on its own (argv starts with ``tag``); returns the exit code."""
-    from .cli import EXIT_USAGE, PROG, _one_line, _Parser
+    """Run ``spectral-rnn tag ...`` (argv starts with ``tag``); returns the exit code. The same as
+    the ``spectral-rnn`` command line, which owns the error handling and signals."""
+    from .cli import main as cli_main
 
-    parser = _Parser(prog=PROG)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
-    add_tag_parser(sub)
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
-    try:
-        return cmd_tag(args)
-    except (SpectralRNNError, ValueError, OSError) as exc:
-        sys.stderr.write(f"{PROG}: error: {_one_line(exc)}\n")
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        sys.stderr.write(f"{PROG}: interrupted\n")
-        return 130
+    return cli_main(argv)
 
 
 if __name__ == "__main__":
