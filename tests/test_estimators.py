@@ -16,7 +16,9 @@ from spectral_rnn import (
     IllConditionedError,
     InputError,
     IORNN,
+    SpectralBRNN,
     SpectralIORNN,
+    SpectralRNNError,
     match_units,
     parameter_errors,
     prediction_error,
@@ -443,3 +445,23 @@ def test_cubic_report():
     print("(scale_A1: worst relative error of a row norm of A1; mu: E[f''(z)] averaged over units; pred inf:"
           " the estimated model diverges on fresh inputs)")
     assert np.all(cos > 0.99), cos
+
+
+def test_hyper_parameters_are_validated_at_fit():
+    """Issue 12's API findings for the estimators: one-line SpectralRNNErrors, string dtypes accepted."""
+    p = make_planted("iornn", d_x=5, d_h=2, d_y=4, n_steps=20_000, random_state=0)
+    est = SpectralIORNN(2, dtype="float32", random_state=0).fit(p.X, p.Y)
+    assert est.n_features_in_ == 5
+    bad = [dict(hidden_size=True), dict(chunk_steps="x"), dict(dtype="int64"), dict(outlier_factor="x"),
+           dict(process="gaussian"), dict(decomposer=object()), dict(min_gap=0.5), dict(max_peak_share=0.0),
+           dict(scores="magic"), dict(first_step="last")]
+    for kw in bad:
+        params = {"hidden_size": 2, **kw}
+        with pytest.raises(SpectralRNNError) as info:
+            SpectralIORNN(**params).fit(p.X, p.Y)
+        assert "\n" not in str(info.value), kw
+    # a failed fit leaves no fitted state behind
+    est = SpectralBRNN(2)
+    with pytest.raises(SpectralRNNError):
+        est.fit(p.X, p.Y)  # IO-RNN data: the forward/backward split fails
+    assert not hasattr(est, "separation_") and not hasattr(est, "model_")

@@ -25,6 +25,12 @@ import torch
 
 from ._checks import (
     IllConditionedError,
+    check_decomposer,
+    check_dtype,
+    check_outlier_factor,
+    check_positive_int,
+    check_process,
+    check_real,
     InputError,
     check_random_state,
     check_xy,
@@ -241,11 +247,19 @@ class _SpectralBase:
         t_start = time.perf_counter()
         f = as_polynomial(self.activation)
         check_activation(f)
+        hidden_size = check_positive_int(self.hidden_size, "hidden_size")
+        chunk_steps = check_positive_int(self.chunk_steps, "chunk_steps")
+        dtype = check_dtype(self.dtype)
+        outlier_factor = check_outlier_factor(self.outlier_factor)
+        check_process(self.process)
+        check_decomposer(self.decomposer)
+        min_gap = check_real(self.min_gap, "min_gap", low=1.0)
+        max_peak_share = check_real(self.max_peak_share, "max_peak_share", low=0.0, high=1.0, low_open=True)
         X, Y, lengths = check_xy(X, Y, lengths)
         X_all, Y_all, lengths_all = X, Y, lengths
-        X, Y, lengths, n_dropped = drop_extreme_sequences(X, Y, lengths, self.outlier_factor)
+        X, Y, lengths, n_dropped = drop_extreme_sequences(X, Y, lengths, outlier_factor)
         n_steps = int(X.shape[0] * X.shape[1] if lengths is None else lengths.sum())
-        n_components = self._chains * self.hidden_size if isinstance(self.hidden_size, (int, np.integer)) else 0
+        n_components = self._chains * hidden_size
         self._check_sizes(X.shape[2], Y.shape[2], n_steps, n_components)
         device = resolve_device(self.device)
         rng = check_random_state(self.random_state)
@@ -260,11 +274,11 @@ class _SpectralBase:
         n_passes = self._n_passes + sketched
         bar = _Progress(self.progress, n_passes * n_steps, "spectral fit")
         try:
-            stream = StepStream(X, Y, lengths, proc, two_sided=self._two_sided, device=device, dtype=self.dtype,
-                                chunk_steps=self.chunk_steps, progress=bar)
+            stream = StepStream(X, Y, lengths, proc, two_sided=self._two_sided, device=device, dtype=dtype,
+                                chunk_steps=chunk_steps, progress=bar)
             t0 = time.perf_counter()
             try:
-                dec = self._decompose(stream, decomposer, n_components, sketched, rng)
+                dec = self._decompose(stream, decomposer, n_components, sketched, rng, min_gap, max_peak_share)
             except IllConditionedError as exc:
                 raise IllConditionedError(str(exc) + _score_hint(proc)) from None
             timings["decomposition"] = time.perf_counter() - t0
@@ -322,8 +336,9 @@ class _SpectralBase:
             raise InputError(f"the input process has dimension {proc.dim}, the inputs {X.shape[2]}")
         return proc
 
-    def _decompose(self, stream: StepStream, decomposer: CPDecomposer, n_components: int, sketched: bool,
-                   rng: np.random.Generator):
+    @staticmethod
+    def _decompose(stream: StepStream, decomposer: CPDecomposer, n_components: int, sketched: bool,
+                   rng: np.random.Generator, min_gap: float, max_peak_share: float):
         """Input span (a sketch pass, or the identity when d_x is small), projected tensor pass, decomposition."""
         d_x, d_y = stream.X.shape[2], stream.Y.shape[2]
         if sketched:
@@ -333,7 +348,7 @@ class _SpectralBase:
         else:
             Q = np.eye(d_x)
         Tp = stream.project(Q)
-        if stream.peak_share > max(self.max_peak_share, 200.0 / stream.n_steps):
+        if stream.peak_share > max(max_peak_share, 200.0 / stream.n_steps):
             share = f"one step carries {stream.peak_share:.1%} of it"
             if stream.peak_cause == "outputs":
                 raise IllConditionedError(
@@ -347,7 +362,7 @@ class _SpectralBase:
                 f"{stream.peak_ratios[1]:.3g}x the average size): heavy-tailed or outlying inputs (outlier_factor, "
                 "which looks at outputs, does not help here); clip or rank-transform the inputs, or raise max_peak_share"
             )
-        return decomposer.decompose_projected(Tp, Q, n_components, random_state=rng, min_gap=self.min_gap)
+        return decomposer.decompose_projected(Tp, Q, n_components, random_state=rng, min_gap=min_gap)
 
     def predict(self, X: object, lengths: object = None) -> np.ndarray:
         """Conditional mean of the outputs, ``(n_sequences, T, d_y)``."""
