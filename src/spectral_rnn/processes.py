@@ -52,7 +52,7 @@ __all__ = ["MarkovProcess", "AR1Process", "GaussianAR1", "LogDensityProcess", "c
 #: a one-dimensional law is fitted to the first steps only when there are this many of them
 MIN_FIRST_STEPS = 1000
 #: about this many steps (every k-th sequence) serve to choose the innovations' law
-SUBSAMPLE_STEPS = 300_000
+SUBSAMPLE_STEPS = 100_000
 
 
 @runtime_checkable
