@@ -2,7 +2,30 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
+
 import numpy as np
+
+
+class CaseTimeout(BaseException):
+    """Raised by :func:`time_limit` (a BaseException, so no ``except Exception`` swallows it)."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float):
+    """Fail (instead of hanging) when the body runs longer than ``seconds`` (SIGALRM, main thread)."""
+
+    def on_alarm(signum, frame):
+        raise CaseTimeout(f"timed out after {seconds} s")
+
+    old = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
 
 
 def ragged(X: np.ndarray, Y: np.ndarray, seed: int = 0, min_length: int = 1):

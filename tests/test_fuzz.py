@@ -14,7 +14,6 @@ time (``SPECTRAL_RNN_FUZZ_CASES``, default 300, and at most about 40 s of cases)
 start ``python -m spectral_rnn`` in a subprocess. A failure names the case's argv.
 """
 
-import contextlib
 import hashlib
 import os
 import shutil
@@ -28,6 +27,7 @@ import pytest
 from safetensors.numpy import save_file
 
 import spectral_rnn
+from _helpers import CaseTimeout, time_limit
 from spectral_rnn.cli import main
 from spectral_rnn.io import load_data, load_model
 
@@ -38,22 +38,6 @@ CASE_TIMEOUT = 60.0
 SRC = os.path.dirname(os.path.dirname(os.path.abspath(spectral_rnn.__file__)))
 
 
-class CaseTimeout(BaseException):
-    pass
-
-
-@contextlib.contextmanager
-def time_limit(seconds):
-    def on_alarm(signum, frame):
-        raise CaseTimeout(f"case ran longer than {seconds} s")
-
-    old = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
 
 
 def digest(path):

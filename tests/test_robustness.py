@@ -6,7 +6,6 @@ messages written to the C stdout would be seen); those that need real signals or
 interpreter run ``python -m spectral_rnn`` in a subprocess.
 """
 
-import contextlib
 import errno
 import os
 import signal
@@ -20,6 +19,7 @@ import pytest
 import torch
 
 import spectral_rnn
+from _helpers import CaseTimeout, time_limit
 from spectral_rnn import (
     BRNN,
     IORNN,
@@ -40,23 +40,6 @@ FIT = ["--hidden-size", "2", "--activation", "0,1,0.5"]
 SRC = os.path.dirname(os.path.dirname(os.path.abspath(spectral_rnn.__file__)))
 
 
-class _Timeout(BaseException):
-    pass
-
-
-@contextlib.contextmanager
-def time_limit(seconds):
-    """Fail (instead of hanging) when the body runs longer than ``seconds``."""
-    def on_alarm(signum, frame):
-        raise _Timeout(f"timed out after {seconds} s")
-
-    old = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
 
 
 def cli(capfd, *argv, limit=120):

@@ -78,6 +78,18 @@ def _sym_power(M: np.ndarray, p: float) -> np.ndarray:
     return (V * ev**p) @ V.T
 
 
+def _random_parameters(dim: int, rho: float, random_state) -> dict[str, np.ndarray]:
+    """``F = rho Q`` (Q a random orthogonal matrix), ``Sigma = (1 - rho^2) I``, zero intercept,
+    ``x_1`` with zero mean and unit covariance: unit stationary covariance."""
+    if not 0 <= rho < 1:
+        raise InputError(f"rho must lie in [0, 1), got {rho}")
+    rng = check_random_state(random_state)
+    q, r = np.linalg.qr(rng.standard_normal((dim, dim)))
+    q = q * np.sign(np.diag(r))
+    return {"F": rho * q, "noise_cov": (1 - rho**2) * np.eye(dim), "intercept": np.zeros(dim),
+            "initial_mean": np.zeros(dim), "initial_cov": np.eye(dim)}
+
+
 def tail_index(sample: np.ndarray) -> np.ndarray:
     """Hill estimate of the tail index of each column of ``sample`` (m, d), from its largest
     ``sqrt(m)`` absolute values (``inf`` for bounded or tiny samples)."""
@@ -199,13 +211,7 @@ class AR1Process:
                innovations: str | MarginalLaw = "gaussian") -> "AR1Process":
         """A stable process with unit stationary covariance: ``F = rho Q`` (Q orthogonal),
         ``Sigma = (1 - rho^2) I``, ``x_1`` with zero mean and unit covariance."""
-        if not 0 <= rho < 1:
-            raise InputError(f"rho must lie in [0, 1), got {rho}")
-        rng = check_random_state(random_state)
-        q, r = np.linalg.qr(rng.standard_normal((dim, dim)))
-        q = q * np.sign(np.diag(r))
-        return cls(F=rho * q, noise_cov=(1 - rho**2) * np.eye(dim), intercept=np.zeros(dim),
-                   initial_mean=np.zeros(dim), initial_cov=np.eye(dim), innovations=innovations)
+        return cls(**_random_parameters(dim, rho, random_state), innovations=innovations)
 
     # -------------------------------------------------------------- completion
     def _complete(self) -> None:
@@ -584,13 +590,7 @@ class GaussianAR1(AR1Process):
     def random(cls, dim: int, rho: float = 0.5, random_state: int | np.random.Generator | None = None) -> "GaussianAR1":
         """A stable process with unit stationary covariance: ``F = rho Q`` (Q orthogonal),
         ``Sigma = (1 - rho^2) I``, ``x_1 ~ N(0, I)``."""
-        if not 0 <= rho < 1:
-            raise InputError(f"rho must lie in [0, 1), got {rho}")
-        rng = check_random_state(random_state)
-        q, r = np.linalg.qr(rng.standard_normal((dim, dim)))
-        q = q * np.sign(np.diag(r))
-        return cls(F=rho * q, noise_cov=(1 - rho**2) * np.eye(dim), intercept=np.zeros(dim),
-                   initial_mean=np.zeros(dim), initial_cov=np.eye(dim))
+        return cls(**_random_parameters(dim, rho, random_state))
 
 
 class LogDensityProcess:
