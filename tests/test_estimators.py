@@ -465,3 +465,21 @@ def test_hyper_parameters_are_validated_at_fit():
     with pytest.raises(SpectralRNNError):
         est.fit(p.X, p.Y)  # IO-RNN data: the forward/backward split fails
     assert not hasattr(est, "separation_") and not hasattr(est, "model_")
+
+
+def test_median_of_means_fits_what_plain_means_refuse():
+    """One sequence with extreme outputs dominates the plain means (refused with robust='off');
+    robust='auto' falls back to median of means and recovers the model; light tails keep plain means."""
+    p = make_planted("iornn", n_steps=200_000, random_state=2)
+    clean = SpectralIORNN(4, random_state=0).fit(p.X, p.Y)
+    assert clean.robust_ is False
+    Y = p.Y.copy()
+    Y[7] *= 3e3  # a sequence close to diverging, as quadratic recursions produce now and then
+    with pytest.raises(IllConditionedError, match="dominated by a few extreme time steps.*outputs"):
+        SpectralIORNN(4, random_state=0, robust="off").fit(p.X, Y)
+    est = SpectralIORNN(4, random_state=0).fit(p.X, Y)
+    assert est.robust_ is True
+    err, err_clean = parameter_errors(p.model, est.model_), parameter_errors(p.model, clean.model_)
+    assert err["A1"] < 3 * err_clean["A1"] + 0.01 and err["A2"] < 3 * err_clean["A2"] + 0.01, (err, err_clean)
+    with pytest.raises(InputError, match="robust"):
+        SpectralIORNN(4, robust="sometimes").fit(p.X, p.Y)

@@ -163,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "of the fitted process, or auto (default)")
     f.add_argument("--min-gap", type=_number(float, 1.0, "a number of at least 1"), default=1.5,
                    help="refuse a moment tensor whose singular-value gap at the hidden size is below this (default 1.5)")
+    f.add_argument("--robust", choices=("auto", "on", "off"), default="auto",
+                   help="averaging of the moment passes: auto (default: plain means, median of means when a few "
+                        "extreme steps dominate), on (always median of means), off (plain means; refuse such data)")
     f.add_argument("--refine", action="store_true",
                    help="refine the spectral estimate by backpropagation through time (Adam, early stopping on a "
                         "validation split) and write the refined model")
@@ -280,13 +283,15 @@ def _cmd_fit(a: argparse.Namespace) -> int:
     # the bar (tqdm, shown once a fit passes 1 s) goes to a terminal only, not into logs
     est = Estimator(hidden_size=a.hidden_size, activation=a.activation, device=a.device,
                     random_state=a.seed, progress=sys.stderr.isatty(), outlier_factor=a.outlier_factor,
-                    scores=a.scores, first_step=a.first_step, min_gap=a.min_gap)
+                    scores=a.scores, first_step=a.first_step, min_gap=a.min_gap, robust=a.robust)
     t0 = time.perf_counter()
     est.fit(X, Y, lengths)
     seconds = time.perf_counter() - t0
     model = est.model_
     n_steps = est.n_steps_
     print(f"scores: {est.scores_} ({est.scores_reason_})")
+    if est.robust_:
+        print("moments: median of means over blocks of steps (a few extreme steps dominated the plain means)")
     if est.stability_.changed:
         print(f"stability: {est.stability_}")
     if est.n_dropped_:

@@ -154,6 +154,10 @@ def drop_extreme_sequences(
     return X[keep], Y[keep], None if lengths is None else lengths[keep], int((~keep).sum())
 
 
+class _HeavyTailError(IllConditionedError):
+    """A few extreme time steps dominate the moment tensor (``robust="auto"`` then uses median of means)."""
+
+
 def _score_hint(proc: MarkovProcess) -> str:
     """A clause for a refusal: the Gaussian score forced on non-Gaussian innovations biases the tensor."""
     stats = getattr(proc, "stats_", None)
@@ -217,6 +221,8 @@ class _SpectralBase:
         min_gap: float = MIN_GAP,
         max_peak_share: float = MAX_PEAK_SHARE,
         tail_check: bool = True,
+        robust: str = "auto",
+        robust_blocks: int = 16,
     ) -> None:
         self.hidden_size = hidden_size
         self.activation = activation
@@ -233,6 +239,8 @@ class _SpectralBase:
         self.min_gap = min_gap
         self.max_peak_share = max_peak_share
         self.tail_check = tail_check
+        self.robust = robust
+        self.robust_blocks = robust_blocks
 
     # the recipe both estimators follow; subclasses fill in _fit_components
     _two_sided = False
@@ -255,6 +263,12 @@ class _SpectralBase:
         check_decomposer(self.decomposer)
         min_gap = check_real(self.min_gap, "min_gap", low=1.0)
         max_peak_share = check_real(self.max_peak_share, "max_peak_share", low=0.0, high=1.0, low_open=True)
+        if self.robust not in ("auto", "on", "off"):
+            raise InputError(f"robust must be 'auto', 'on' or 'off', got {self.robust!r}")
+        robust = self.robust
+        robust_blocks = check_positive_int(self.robust_blocks, "robust_blocks")
+        if robust_blocks < 3:
+            raise InputError(f"robust_blocks must be at least 3, got {robust_blocks}")
         X, Y, lengths = check_xy(X, Y, lengths)
         X_all, Y_all, lengths_all = X, Y, lengths
         X, Y, lengths, n_dropped = drop_extreme_sequences(X, Y, lengths, outlier_factor)
@@ -273,12 +287,25 @@ class _SpectralBase:
         sketched = n_components + decomposer.oversample < X.shape[2]
         n_passes = self._n_passes + sketched
         bar = _Progress(self.progress, n_passes * n_steps, "spectral fit")
+        def make_stream(blocks: int | None) -> StepStream:
+            return StepStream(X, Y, lengths, proc, two_sided=self._two_sided, device=device, dtype=dtype,
+                              chunk_steps=chunk_steps, progress=bar, blocks=blocks)
+
+        robust_used = robust == "on"
         try:
-            stream = StepStream(X, Y, lengths, proc, two_sided=self._two_sided, device=device, dtype=dtype,
-                                chunk_steps=chunk_steps, progress=bar)
+            stream = make_stream(robust_blocks if robust_used else None)
             t0 = time.perf_counter()
             try:
-                dec = self._decompose(stream, decomposer, n_components, sketched, rng, min_gap, max_peak_share)
+                try:
+                    dec = self._decompose(stream, decomposer, n_components, sketched, rng, min_gap,
+                                          None if robust_used else max_peak_share)
+                except _HeavyTailError:
+                    if robust != "auto":
+                        raise
+                    # a few extreme steps dominate the means: median of means over blocks instead
+                    robust_used = True
+                    stream = make_stream(robust_blocks)
+                    dec = self._decompose(stream, decomposer, n_components, sketched, rng, min_gap, None)
             except IllConditionedError as exc:
                 raise IllConditionedError(str(exc) + _score_hint(proc)) from None
             timings["decomposition"] = time.perf_counter() - t0
@@ -306,6 +333,7 @@ class _SpectralBase:
         self.n_steps_ = n_steps
         self.n_dropped_ = n_dropped
         self.n_features_in_ = X.shape[2]
+        self.robust_ = robust_used
         timings["total"] = time.perf_counter() - t_start
         self.timings_ = timings
         return self
@@ -348,19 +376,20 @@ class _SpectralBase:
         else:
             Q = np.eye(d_x)
         Tp = stream.project(Q)
-        if stream.peak_share > max(max_peak_share, 200.0 / stream.n_steps):
+        if max_peak_share is not None and stream.peak_share > max(max_peak_share, 200.0 / stream.n_steps):
             share = f"one step carries {stream.peak_share:.1%} of it"
             if stream.peak_cause == "outputs":
-                raise IllConditionedError(
+                raise _HeavyTailError(
                     f"the moment tensor is dominated by a few extreme time steps ({share}; its output is "
                     f"{stream.peak_ratios[0]:.3g}x the average size): heavy-tailed outputs, for example a sequence "
                     "close to diverging; inspect or remove such sequences (outlier_factor=100, or --outlier-factor "
-                    "100, leaves them out), or raise max_peak_share"
+                    "100, leaves them out), robust='on' (median of means), or raise max_peak_share"
                 )
-            raise IllConditionedError(
+            raise _HeavyTailError(
                 f"the moment tensor is dominated by a few extreme time steps ({share}; its input score is "
                 f"{stream.peak_ratios[1]:.3g}x the average size): heavy-tailed or outlying inputs (outlier_factor, "
-                "which looks at outputs, does not help here); clip or rank-transform the inputs, or raise max_peak_share"
+                "which looks at outputs, does not help here); clip or rank-transform the inputs, robust='on' "
+                "(median of means), or raise max_peak_share"
             )
         return decomposer.decompose_projected(Tp, Q, n_components, random_state=rng, min_gap=min_gap)
 
@@ -407,6 +436,12 @@ class SpectralIORNN(_SpectralBase):
         may carry (default 0.002, and never below 200 / N).
     tail_check: refuse inputs whose innovations have infinite fourth moments (tail index
         below 3.5, :func:`~spectral_rnn.processes.tail_index`).
+    robust: how the moment passes average over time steps. ``"auto"`` (default): plain means,
+        and, when one time step carries more than ``max_peak_share`` of the moment tensor (a
+        sequence close to diverging, say), median of means instead of a refusal; ``"on"``:
+        always median of means; ``"off"``: plain means, refusing such data. Median of means:
+        the elementwise median of the means over ``robust_blocks`` (default 16) blocks of
+        consecutive steps (by sequence). ``robust_`` says whether it was used.
     decomposer: tensor decomposer (default :class:`CPDecomposer`).
     device: "cpu" or "cuda". dtype: torch dtype of the moment passes.
     chunk_steps: time steps per chunk of a pass (bounds memory).

@@ -41,14 +41,36 @@ CHUNK_STEPS = 1 << 16
 
 
 class _Sums(dict):
-    """Running sums of per-chunk tensors, kept in float64 whatever the compute dtype."""
+    """Running sums of per-chunk tensors, kept in float64 whatever the compute dtype.
+
+    With ``blocks=True`` every chunk is a block: :meth:`end_block` turns the chunk's sums
+    into its means, and :meth:`means` returns the elementwise median of the block means
+    (median of means) instead of the overall mean."""
+
+    def __init__(self, blocks: bool = False) -> None:
+        super().__init__()
+        self.blocks = blocks
+        self.parts: list[dict] = []
 
     def add(self, name: object, val: torch.Tensor) -> None:
         val = val.to(torch.float64)
         self[name] = val if name not in self else self[name] + val
 
+    def end_block(self, n: int) -> None:
+        if self.blocks and n > 0:
+            self.parts.append({k: v / n for k, v in self.items()})
+            self.clear()
+
     def means(self, n: int) -> dict:
-        return {k: (v / n).cpu().numpy() for k, v in self.items()}
+        if not self.blocks:
+            return {k: (v / n).cpu().numpy() for k, v in self.items()}
+        keys = {k for part in self.parts for k in part}
+        out = {}
+        for k in keys:
+            vals = [part[k] for part in self.parts if k in part]
+            out[k] = torch.stack(vals).median(dim=0).values.cpu().numpy() if len(vals) > 2 else \
+                torch.stack(vals).mean(dim=0).cpu().numpy()
+        return out
 
 
 class Window:
@@ -155,6 +177,9 @@ class StepStream:
         given ``x_{t-1}``.
     chunk_steps: time steps per chunk; bounds the memory of a pass.
     progress: a callable ``progress(n_steps_done)`` called after every chunk, or None.
+    blocks: ``None`` (default): every pass returns means over all valid steps; a number B:
+        median of means, the elementwise median of the means over B blocks of consecutive
+        steps (robust to a few extreme steps, such as a sequence close to diverging).
     """
 
     def __init__(
@@ -168,22 +193,30 @@ class StepStream:
         dtype: torch.dtype = torch.float64,
         chunk_steps: int = CHUNK_STEPS,
         progress=None,
+        blocks: int | None = None,
     ) -> None:
         self.X, self.Y, self.lengths, self.process = X, Y, lengths, process
         self.two_sided = two_sided
         self.device, self.dtype = torch.device(device), dtype
-        self.chunk_steps = chunk_steps
         self.progress = progress
         n, T, _ = X.shape
         self.n_steps = int(n * T if lengths is None else np.sum(lengths))
+        self.blocks = blocks
+        if blocks:  # median of means: each chunk a block of about N / blocks steps
+            chunk_steps = min(chunk_steps, max(1, -(-self.n_steps // blocks)))
+        self.chunk_steps = chunk_steps
 
     def _to(self, A: np.ndarray) -> torch.Tensor:
         if isinstance(A, torch.Tensor):
             return A.to(self.device, self.dtype)
         return torch.as_tensor(A).to(self.device, self.dtype, non_blocking=True)
 
-    def windows(self):
-        """Yield a :class:`Window` per chunk (valid, owned steps only)."""
+    def _sums(self) -> _Sums:
+        return _Sums(blocks=bool(self.blocks))
+
+    def windows(self, sums: _Sums | None = None):
+        """Yield a :class:`Window` per chunk (valid, owned steps only); after each chunk,
+        ``sums.end_block`` closes the chunk's block (median of means)."""
         n, T, _ = self.X.shape
         for rows, w0, w1, o0, o1 in iter_windows(n, T, self.chunk_steps, before=2, after=2):
             Xw = self._to(self.X[rows, w0:w1])
@@ -206,6 +239,8 @@ class StepStream:
                 Lw = torch.full((Xw.shape[0],), T, device=self.device)
             win = Window(self, Xw, Yw, mask, Lw, w0)
             yield win
+            if sums is not None:
+                sums.end_block(win.n)
             if self.progress is not None:
                 self.progress(win.n)
 
@@ -219,9 +254,9 @@ class StepStream:
         components well enough that the top singular vectors find weak units too; cost ``O(N d_x p k)``.
         """
         Th, Om = self._to(Theta), self._to(Omega)
-        sums = _Sums()
+        sums = self._sums()
         basis = None
-        for w in self.windows():
+        for w in self.windows(sums):
             sc = w.scores
             yt = w.y @ Th  # (m, p)
             sums.add("acc", torch.einsum("ta,tb,ti->iab", yt, sc.s @ Om, sc.s))
@@ -241,10 +276,10 @@ class StepStream:
         ``peak_cause``: ``"outputs"`` or ``"inputs"``, whichever factor of that step is further
         above its average."""
         Qt = self._to(Q)
-        sums = _Sums()
+        sums = self._sums()
         peak, peak_y, peak_s = 0.0, 0.0, 0.0
         basis = None
-        for w in self.windows():
+        for w in self.windows(sums):
             sc = w.scores
             BQ2 = ((sc.basis @ Qt) ** 2).sum(1)  # (K,) ||Q^T b_k||^2
             sq = sc.s @ Qt  # (m, k)
@@ -284,8 +319,8 @@ class StepStream:
         ``E[phi ytil_{t,j} S(a_j, ..., a_j)]`` for the score of that order.
         """
         Ah, Wp = self._to(A_hat), self._to(Wpinv)
-        sums = _Sums()
-        for w in self.windows():
+        sums = self._sums()
+        for w in self.windows(sums):
             if direction == "past":
                 x1, x2, ylag = w.x_prev, w.x_prev2, w.y_prev
             elif direction == "future":
@@ -312,8 +347,8 @@ class StepStream:
         derivative of ``ytil_t`` in ``x_{t-k}`` (Stein): zero for units that do not
         see that input, which tells forward from backward units."""
         Wp = self._to(Wpinv)
-        sums = _Sums()
-        for w in self.windows():
+        sums = self._sums()
+        for w in self.windows(sums):
             yt = w.y @ Wp
             for k in lags:
                 sums.add(k, yt.T @ w.s_lag(k))
