@@ -95,16 +95,18 @@ def test_fit_ragged_data(planted, tmp_path, capsys):
 
 
 def test_fit_outlier_factor(planted, tmp_path, capsys):
-    """One sequence with an extreme output: refused by default (exit 2, one line naming the way
-    out), fitted without it under --outlier-factor."""
+    """One sequence with an extreme output: refused with --robust off (exit 2, one line naming the
+    ways out), fitted by median of means by default, and without it under --outlier-factor."""
     _, data, _, _ = planted
     X, Y, _ = load_data(data)
     Y[7, 3] *= 5000.0
     save_data(tmp_path / "outlier.npz", inputs=X, outputs=Y)
     args = ["fit", tmp_path / "outlier.npz", "--hidden-size", "3", "--activation", "0,1,0.5", "--out", tmp_path / "m.safetensors"]
-    code, out, err = run(capsys, *args)
+    code, out, err = run(capsys, *args, "--robust", "off")
     assert_one_line_error(code, out, err)
-    assert "extreme time steps" in err and "--outlier-factor" in err
+    assert "extreme time steps" in err and "--outlier-factor" in err and "robust='on'" in err
+    code, out, _ = run(capsys, *args)
+    assert code == 0 and "median of means" in out
     code, out, _ = run(capsys, *args, "--outlier-factor", "100")
     assert code == 0 and "left out 1 of 2000 sequences" in out and f"{(len(X) - 1) * 10} time steps" in out
 
