@@ -35,6 +35,7 @@ from .activations import Polynomial, as_polynomial
 from .decomposition import MIN_GAP, CPDecomposer
 from .models import BRNN, IORNN
 from .moments import CHUNK_STEPS, StepStream
+from .odd_route import fit_iornn_odd, uses_odd_route
 from .processes import AR1Process, MarkovProcess
 from .scores import MarginalLaw
 
@@ -237,6 +238,8 @@ class _SpectralBase:
         ``lengths`` (n_sequences,) marks ragged sequences; steps past it are ignored.
         Returns ``self``.
         """
+        if uses_odd_route(self.activation):  # tanh, odd polynomials: the third-order route
+            return self._fit_odd(X, Y, lengths)
         t_start = time.perf_counter()
         f = as_polynomial(self.activation)
         check_activation(f)
@@ -396,6 +399,9 @@ class SpectralIORNN(_SpectralBase):
 
     _n_passes = 2
 
+    def _fit_odd(self, X, Y, lengths):
+        return fit_iornn_odd(self, X, Y, lengths)
+
     def _fit_components(self, stream: StepStream, dec, f: Polynomial) -> IORNN:
         Wpinv = output_pinv(dec.W)
         mom = stream.instrument_moments(dec.A, Wpinv, score_order=f.degree - 1)
@@ -427,6 +433,12 @@ class SpectralBRNN(_SpectralBase):
     _two_sided = True
     _chains = 2
     _n_passes = 4
+
+    def _fit_odd(self, X, Y, lengths):
+        raise InputError(
+            f"activation {self.activation!r}: the third-order route for odd activations (tanh) is implemented for "
+            "SpectralIORNN only in this version; SpectralBRNN fits polynomial activations of degree 2 or 3"
+        )
 
     def _fit_components(self, stream: StepStream, dec, f: Polynomial) -> BRNN:
         d_h = self.hidden_size
