@@ -47,7 +47,7 @@ import time
 import numpy as np
 import torch
 
-from ._checks import IllConditionedError, InputError, check_random_state, check_xy, resolve_device
+from ._checks import DivergenceError, IllConditionedError, InputError, check_random_state, check_xy, resolve_device
 from .activations import Activation, Polynomial, Tanh, as_activation
 from .decomposition import jennrich
 from .models import IORNN, run_chain
@@ -68,7 +68,7 @@ def uses_odd_route(activation: object) -> bool:
         return False
     if isinstance(f, Tanh):
         return True
-    return isinstance(f, Polynomial) and f.degree >= 3 and f.is_odd()
+    return isinstance(f, Polynomial) and f.degree >= 3 and f.is_odd
 
 
 def _check_odd(f: Activation) -> None:
@@ -221,9 +221,18 @@ def _varpro_loss(rec: _Recurrence, s, U, Y: torch.Tensor, mask: torch.Tensor | N
     return resid, A2
 
 
+def _zero_padding(A: np.ndarray, lengths: np.ndarray | None) -> np.ndarray:
+    """``A`` (n, T, d) with steps past each length set to zero (padding may hold anything, NaN included)."""
+    if lengths is None:
+        return A
+    keep = np.arange(A.shape[1])[None, :] < np.asarray(lengths)[:, None]
+    return np.where(keep[..., None], A, 0.0)
+
+
 def fit_scales_and_recurrence(f: Activation, A_hat: np.ndarray, X: np.ndarray, Y: np.ndarray,
                               lengths: np.ndarray | None, s0_candidates: list[np.ndarray], max_iter: int = 200):
     """L-BFGS on ``(s, U)`` with ``A2`` eliminated (variable projection). Returns ``(s, U, A2, loss, n_iter)``."""
+    X, Y = _zero_padding(X, lengths), _zero_padding(Y, lengths)
     rec = _Recurrence(f, A_hat, X, lengths, Y.shape[2])
     Yt = torch.as_tensor(Y, dtype=torch.float64)
     mask = None
@@ -247,7 +256,10 @@ def fit_scales_and_recurrence(f: Activation, A_hat: np.ndarray, X: np.ndarray, Y
 
     def closure():
         opt.zero_grad()
-        loss = _varpro_loss(rec, s, U, Yt, mask)[0]
+        try:
+            loss = _varpro_loss(rec, s, U, Yt, mask)[0]
+        except DivergenceError:  # a polynomial recursion blown up by a long trial step: reject the step
+            return torch.tensor(1e30, dtype=torch.float64)
         loss.backward()
         return loss
 
@@ -272,10 +284,12 @@ def _output_weights(rec: _Recurrence, s: np.ndarray, U: np.ndarray, X: np.ndarra
     B = np.zeros((k, Y.shape[2]))
     with torch.no_grad():
         for i in range(0, X.shape[0], chunk):
-            Xc = torch.as_tensor(X[i:i + chunk], dtype=torch.float64)
-            Lc = None if lengths is None else torch.as_tensor(lengths[i:i + chunk])
+            Lc = None if lengths is None else lengths[i:i + chunk]
+            Xc = torch.as_tensor(_zero_padding(X[i:i + chunk], Lc), dtype=torch.float64)
+            Lc = None if Lc is None else torch.as_tensor(Lc)
             H = rec.states(st, Ut, Xc, Lc)
-            Yc = torch.as_tensor(Y[i:i + chunk], dtype=torch.float64)
+            Yc = torch.as_tensor(_zero_padding(Y[i:i + chunk], None if Lc is None else Lc.numpy()),
+                                 dtype=torch.float64)
             if Lc is not None:
                 m = (torch.arange(X.shape[1])[None, :] < Lc[:, None]).unsqueeze(-1).to(torch.float64)
                 H, Yc = H * m, Yc * m
@@ -347,8 +361,11 @@ def fit_iornn_odd(est, X: object, Y: object, lengths: object = None):
     W3 = W3 * sg[None, :] ** 3
     ratio = -np.sum(W3 * W1, axis=0) / np.maximum(np.sum(W1 * W1, axis=0), 1e-300)
     # variance of A_hat x from a subsample
-    Xs = X[: max(1, min(X.shape[0], 100_000 // X.shape[1]))].reshape(-1, X.shape[2])
-    var = np.var(Xs @ A_hat.T, axis=0) + np.mean(Xs @ A_hat.T, axis=0) ** 2
+    n_s = max(1, min(X.shape[0], 100_000 // X.shape[1]))
+    Xs = X[:n_s]
+    keep = np.ones(Xs.shape[:2], bool) if lengths is None else np.arange(X.shape[1])[None, :] < lengths[:n_s, None]
+    Z = Xs[keep] @ A_hat.T
+    var = np.mean(Z * Z, axis=0)
     s_ratio = _scale_start(f, ratio, var)
     candidates = [s_ratio] + [np.full(k, c) for c in (0.5, 1.0, 2.0)]
 
