@@ -56,8 +56,10 @@ from .processes import AR1Process, MarkovProcess
 
 __all__ = ["uses_odd_route", "fit_iornn_odd", "decompose_symmetric4", "NLS_STEPS"]
 
-#: time steps (at most) the L-BFGS stage of the scales and U sees; the rest only enters A2
-NLS_STEPS = 300_000
+#: time steps the L-BFGS stage of the scales and U sees: a tenth of the data, at least ``NLS_STEPS[0]``
+#: (all of it below that) and at most ``NLS_STEPS[1]``; the rest enters A2 only. Set ``est.nls_steps``
+#: (an int) on an estimator to override.
+NLS_STEPS = (100_000, 1_000_000)
 
 
 def uses_odd_route(activation: object) -> bool:
@@ -263,12 +265,7 @@ def fit_scales_and_recurrence(f: Activation, A_hat: np.ndarray, X: np.ndarray, Y
         loss.backward()
         return loss
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny per-step products: one thread is several times faster (measured: 10x on a busy 2-core host)
-    try:
-        opt.step(closure)
-    finally:
-        torch.set_num_threads(threads)
+    opt.step(closure)
     n_iter = int(opt.state[opt._params[0]].get("n_iter", 0))
     with torch.no_grad():
         loss, A2 = _varpro_loss(rec, s, U, Yt, mask)
@@ -372,14 +369,19 @@ def fit_iornn_odd(est, X: object, Y: object, lengths: object = None):
     # L-BFGS on a subsample of whole sequences
     n_seq = X.shape[0]
     n_fit = n_seq
-    max_steps = getattr(est, "nls_steps", None) or NLS_STEPS
+    max_steps = getattr(est, "nls_steps", None) or min(NLS_STEPS[1], max(NLS_STEPS[0], n_steps // 10))
     if n_steps > max_steps:
         n_fit = max(1, int(n_seq * max_steps / n_steps))
     idx = np.sort(rng.choice(n_seq, n_fit, replace=False)) if n_fit < n_seq else slice(None)
-    s, U, A2, loss, n_iter, rec = fit_scales_and_recurrence(
-        f, A_hat, X[idx], Y[idx], None if lengths is None else lengths[idx], candidates)
-    if n_fit < n_seq:
-        A2 = _output_weights(rec, s, U, X, Y, lengths).copy()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny per-step products: one thread is several times faster (measured: 10x on a busy 2-core host)
+    try:
+        s, U, A2, loss, n_iter, rec = fit_scales_and_recurrence(
+            f, A_hat, X[idx], Y[idx], None if lengths is None else lengths[idx], candidates)
+        if n_fit < n_seq:
+            A2 = _output_weights(rec, s, U, X, Y, lengths).copy()
+    finally:
+        torch.set_num_threads(threads)
     A1 = s[:, None] * A_hat
     neg = np.where(s < 0, -1.0, 1.0)  # keep positive scales along the canonical directions
     A1, U, A2 = flip_units(A1, U, A2, neg)
