@@ -59,7 +59,7 @@ __all__ = ["uses_odd_route", "fit_iornn_odd", "decompose_symmetric4", "NLS_STEPS
 #: time steps the L-BFGS stage of the scales and U sees: a tenth of the data, at least ``NLS_STEPS[0]``
 #: (all of it below that) and at most ``NLS_STEPS[1]``; the rest enters A2 only. Set ``est.nls_steps``
 #: (an int) on an estimator to override.
-NLS_STEPS = (100_000, 1_000_000)
+NLS_STEPS = (100_000, 300_000)
 
 
 def uses_odd_route(activation: object) -> bool:
