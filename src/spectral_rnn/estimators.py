@@ -35,7 +35,7 @@ from .activations import Polynomial, as_polynomial
 from .decomposition import MIN_GAP, CPDecomposer
 from .models import BRNN, IORNN
 from .moments import CHUNK_STEPS, StepStream
-from .odd_route import fit_iornn_odd, uses_odd_route
+from .odd_route import fit_brnn_odd, fit_iornn_odd, uses_odd_route
 from .processes import AR1Process, MarkovProcess
 from .scores import MarginalLaw
 
@@ -435,10 +435,7 @@ class SpectralBRNN(_SpectralBase):
     _n_passes = 4
 
     def _fit_odd(self, X, Y, lengths):
-        raise InputError(
-            f"activation {self.activation!r}: the third-order route for odd activations (tanh) is implemented for "
-            "SpectralIORNN only in this version; SpectralBRNN fits polynomial activations of degree 2 or 3"
-        )
+        return fit_brnn_odd(self, X, Y, lengths)
 
     def _fit_components(self, stream: StepStream, dec, f: Polynomial) -> BRNN:
         d_h = self.hidden_size

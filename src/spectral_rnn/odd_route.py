@@ -50,11 +50,11 @@ import torch
 from ._checks import DivergenceError, IllConditionedError, InputError, check_random_state, check_xy, resolve_device
 from .activations import Activation, Polynomial, Tanh, as_activation
 from .decomposition import jennrich
-from .models import IORNN, run_chain
+from .models import BRNN, IORNN, run_chain
 from .moments import StepStream
 from .processes import AR1Process, MarkovProcess
 
-__all__ = ["uses_odd_route", "fit_iornn_odd", "decompose_symmetric4", "NLS_STEPS"]
+__all__ = ["uses_odd_route", "fit_iornn_odd", "fit_brnn_odd", "decompose_symmetric4", "NLS_STEPS"]
 
 #: time steps the L-BFGS stage of the scales and U sees: a tenth of the data, at least ``NLS_STEPS[0]``
 #: (all of it below that) and at most ``NLS_STEPS[1]``; the rest enters A2 only. Set ``est.nls_steps``
@@ -82,7 +82,7 @@ def _check_odd(f: Activation) -> None:
             raise InputError(f"activation {f.to_string()!r}: the third-order route needs c3 != 0")
 
 
-def _fit_process(est, X: np.ndarray, lengths: np.ndarray | None) -> MarkovProcess:
+def _fit_process(est, X: np.ndarray, lengths: np.ndarray | None, two_sided: bool = False) -> MarkovProcess:
     """The input process, with third-order scores: ``scores="auto"`` on non-Gaussian inputs uses the
     score-matching law (an exact density) instead of the density-free one, which has no S_3."""
     proc = est.process
@@ -91,11 +91,11 @@ def _fit_process(est, X: np.ndarray, lengths: np.ndarray | None) -> MarkovProces
             raise InputError("scores='moment' (the density-free score) has no third-order score S_3, which the "
                              "route for odd activations (tanh) needs: use 'auto', 'gaussian', 'score-matching', "
                              "'mixture' or 'student-t'")
-        proc = AR1Process(innovations=est.scores, first_step=est.first_step, two_sided=False, degree=3,
+        proc = AR1Process(innovations=est.scores, first_step=est.first_step, two_sided=two_sided, degree=3,
                           tail_check=est.tail_check).fit(X, lengths)
         if est.scores == "auto" and getattr(proc, "law_name_", "") == "moment":
             reason = proc.law_reason_
-            proc = AR1Process(innovations="score-matching", first_step=est.first_step, two_sided=False, degree=3,
+            proc = AR1Process(innovations="score-matching", first_step=est.first_step, two_sided=two_sided, degree=3,
                               tail_check=est.tail_check).fit(X, lengths)
             proc.law_reason_ = (reason.split(":")[0] + "; an odd activation needs third-order scores: "
                                 "score-matching density")
@@ -173,44 +173,53 @@ def _scale_start(f: Activation, ratio: np.ndarray, var: np.ndarray) -> np.ndarra
 
 
 class _Recurrence:
-    """Hidden states of ``h_t = f(diag(s) A_hat x_t + U h_{t-1})`` as a differentiable function of ``(s, U)``:
-    PyTorch's ``nn.RNN`` (the export module) for tanh, :func:`~spectral_rnn.models.run_chain` otherwise."""
+    """Hidden states of ``h_t = f(diag(s) A_hat x_t + U h_{t-1})`` as a differentiable function of ``(s, U)``
+    (and, for a BRNN, of the backward chain ``z_t = f(diag(s) B_hat x_t + V z_{t+1})``: the last
+    ``n_bwd`` rows of ``A_hat``): PyTorch's ``nn.RNN`` (the export module) for tanh,
+    :func:`~spectral_rnn.models.run_chain` otherwise. States are (n, T, n_fwd + n_bwd), forward units first."""
 
-    def __init__(self, f: Activation, A_hat: np.ndarray, X: np.ndarray, lengths: np.ndarray | None, d_y: int) -> None:
+    def __init__(self, f: Activation, A_hat: np.ndarray, X: np.ndarray, lengths: np.ndarray | None, d_y: int,
+                 n_bwd: int = 0) -> None:
         self.f = f
         self.A = torch.as_tensor(A_hat, dtype=torch.float64)
+        self.nf = A_hat.shape[0] - n_bwd
+        self.nb = n_bwd
         self.X = torch.as_tensor(X, dtype=torch.float64)
         self.lengths = None if lengths is None else torch.as_tensor(lengths)
         if isinstance(f, Tanh):
             from .torch_export import TorchRNN
 
-            self.module = TorchRNN(A_hat.shape[1], A_hat.shape[0], d_y, dtype=torch.float64)
+            if n_bwd and n_bwd != self.nf:
+                raise InputError("nn.RNN needs as many backward as forward units")
+            self.module = TorchRNN(A_hat.shape[1], self.nf, d_y, bidirectional=bool(n_bwd), dtype=torch.float64)
 
-    def states(self, s: torch.Tensor, U: torch.Tensor, X: torch.Tensor | None = None, lengths=None) -> torch.Tensor:
+    def states(self, s: torch.Tensor, U: torch.Tensor, V: torch.Tensor | None = None, X: torch.Tensor | None = None,
+               lengths=None) -> torch.Tensor:
         X = self.X if X is None else X
         lengths = self.lengths if X is self.X else lengths
         A1 = s[:, None] * self.A
+        Af, Ab = A1[: self.nf], A1[self.nf:]
         if isinstance(self.f, Tanh):
+            from torch.func import functional_call
+
+            params = {"weight_ih_l0": Af, "weight_hh_l0": U}
+            if self.nb:
+                params.update(weight_ih_l0_reverse=Ab, weight_hh_l0_reverse=V)
             if lengths is None:
-                from torch.func import functional_call
-
-                return functional_call(self.module.rnn, {"weight_ih_l0": A1, "weight_hh_l0": U}, (X,))[0]
-            return self._packed(A1, U, X, lengths)
-        drive = X @ A1.T
-        return run_chain(drive, U, self.f, lengths)
-
-    def _packed(self, A1, U, X, lengths):
-        from torch.func import functional_call
-
-        T = X.shape[1]
-        packed = torch.nn.utils.rnn.pack_padded_sequence(X, lengths.cpu().to(torch.int64), batch_first=True,
-                                                         enforce_sorted=False)
-        out, _ = functional_call(self.module.rnn, {"weight_ih_l0": A1, "weight_hh_l0": U}, (packed,))
-        return torch.nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=T)[0]
+                return functional_call(self.module.rnn, params, (X,))[0]
+            T = X.shape[1]
+            packed = torch.nn.utils.rnn.pack_padded_sequence(X, lengths.cpu().to(torch.int64), batch_first=True,
+                                                             enforce_sorted=False)
+            out = functional_call(self.module.rnn, params, (packed,))[0]
+            return torch.nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=T)[0]
+        H = run_chain(X @ Af.T, U, self.f, lengths)
+        if not self.nb:
+            return H
+        return torch.cat([H, run_chain(X @ Ab.T, V, self.f, lengths, reverse=True)], dim=-1)
 
 
-def _varpro_loss(rec: _Recurrence, s, U, Y: torch.Tensor, mask: torch.Tensor | None, ridge: float = 1e-10):
-    H = rec.states(s, U)
+def _varpro_loss(rec: _Recurrence, s, U, V, Y: torch.Tensor, mask: torch.Tensor | None, ridge: float = 1e-10):
+    H = rec.states(s, U, V)
     if mask is not None:
         H = H * mask
     Hf, Yf = H.reshape(-1, H.shape[-1]), Y.reshape(-1, Y.shape[-1])
@@ -232,34 +241,43 @@ def _zero_padding(A: np.ndarray, lengths: np.ndarray | None) -> np.ndarray:
 
 
 def fit_scales_and_recurrence(f: Activation, A_hat: np.ndarray, X: np.ndarray, Y: np.ndarray,
-                              lengths: np.ndarray | None, s0_candidates: list[np.ndarray], max_iter: int = 200):
-    """L-BFGS on ``(s, U)`` with ``A2`` eliminated (variable projection). Returns ``(s, U, A2, loss, n_iter)``."""
+                              lengths: np.ndarray | None, s0_candidates: list[np.ndarray], max_iter: int = 200,
+                              n_bwd: int = 0):
+    """L-BFGS on ``(s, U)`` (and ``V`` for the last ``n_bwd`` units, a backward chain) with the read-out
+    eliminated (variable projection). Returns ``(s, U, V, A2, loss, n_iter, recurrence)``."""
     X, Y = _zero_padding(X, lengths), _zero_padding(Y, lengths)
-    rec = _Recurrence(f, A_hat, X, lengths, Y.shape[2])
+    rec = _Recurrence(f, A_hat, X, lengths, Y.shape[2], n_bwd)
     Yt = torch.as_tensor(Y, dtype=torch.float64)
     mask = None
     if lengths is not None:
         mask = (torch.arange(X.shape[1])[None, :] < torch.as_tensor(lengths)[:, None]).unsqueeze(-1).to(torch.float64)
         Yt = Yt * mask
-    k = A_hat.shape[0]
+    nf, nb = rec.nf, rec.nb
+    zf = torch.zeros((nf, nf), dtype=torch.float64)
+    zb = torch.zeros((nb, nb), dtype=torch.float64) if nb else None
     best = None
     with torch.no_grad():
         for s0 in s0_candidates:
             st = torch.as_tensor(s0, dtype=torch.float64)
-            val = float(_varpro_loss(rec, st, torch.zeros((k, k), dtype=torch.float64), Yt, mask)[0])
+            try:
+                val = float(_varpro_loss(rec, st, zf, zb, Yt, mask)[0])
+            except DivergenceError:
+                continue
             if np.isfinite(val) and (best is None or val < best[0]):
                 best = (val, st)
     if best is None:
         raise IllConditionedError("no starting scale gave a finite prediction error")
     s = best[1].clone().requires_grad_(True)
-    U = torch.zeros((k, k), dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([s, U], lr=1.0, max_iter=max_iter, tolerance_grad=1e-10, tolerance_change=1e-14,
+    U = zf.clone().requires_grad_(True)
+    V = zb.clone().requires_grad_(True) if nb else None
+    params = [s, U] + ([V] if nb else [])
+    opt = torch.optim.LBFGS(params, lr=1.0, max_iter=max_iter, tolerance_grad=1e-10, tolerance_change=1e-14,
                             history_size=20, line_search_fn="strong_wolfe")
 
     def closure():
         opt.zero_grad()
         try:
-            loss = _varpro_loss(rec, s, U, Yt, mask)[0]
+            loss = _varpro_loss(rec, s, U, V, Yt, mask)[0]
         except DivergenceError:  # a polynomial recursion blown up by a long trial step: reject the step
             return torch.tensor(1e30, dtype=torch.float64)
         loss.backward()
@@ -268,14 +286,17 @@ def fit_scales_and_recurrence(f: Activation, A_hat: np.ndarray, X: np.ndarray, Y
     opt.step(closure)
     n_iter = int(opt.state[opt._params[0]].get("n_iter", 0))
     with torch.no_grad():
-        loss, A2 = _varpro_loss(rec, s, U, Yt, mask)
-    return s.detach().numpy().copy(), U.detach().numpy().copy(), A2.numpy().copy(), float(loss), n_iter, rec
+        loss, A2 = _varpro_loss(rec, s, U, V, Yt, mask)
+    out = [p.detach().numpy().copy() for p in params]
+    Vn = out[2] if nb else None
+    return out[0], out[1], Vn, A2.numpy().copy(), float(loss), n_iter, rec
 
 
-def _output_weights(rec: _Recurrence, s: np.ndarray, U: np.ndarray, X: np.ndarray, Y: np.ndarray,
-                    lengths: np.ndarray | None, chunk: int = 1 << 15) -> np.ndarray:
-    """``A2`` (k, d_y) by least squares over all sequences, in chunks."""
+def _output_weights(rec: _Recurrence, s: np.ndarray, U: np.ndarray, V: np.ndarray | None, X: np.ndarray,
+                    Y: np.ndarray, lengths: np.ndarray | None, chunk: int = 1 << 15) -> np.ndarray:
+    """The read-out (units, d_y) by least squares over all sequences, in chunks."""
     st, Ut = torch.as_tensor(s), torch.as_tensor(U)
+    Vt = None if V is None else torch.as_tensor(V)
     k = len(s)
     G = np.zeros((k, k))
     B = np.zeros((k, Y.shape[2]))
@@ -283,13 +304,12 @@ def _output_weights(rec: _Recurrence, s: np.ndarray, U: np.ndarray, X: np.ndarra
         for i in range(0, X.shape[0], chunk):
             Lc = None if lengths is None else lengths[i:i + chunk]
             Xc = torch.as_tensor(_zero_padding(X[i:i + chunk], Lc), dtype=torch.float64)
+            Yc = torch.as_tensor(_zero_padding(Y[i:i + chunk], Lc), dtype=torch.float64)
             Lc = None if Lc is None else torch.as_tensor(Lc)
-            H = rec.states(st, Ut, Xc, Lc)
-            Yc = torch.as_tensor(_zero_padding(Y[i:i + chunk], None if Lc is None else Lc.numpy()),
-                                 dtype=torch.float64)
+            H = rec.states(st, Ut, Vt, Xc, Lc)
             if Lc is not None:
                 m = (torch.arange(X.shape[1])[None, :] < Lc[:, None]).unsqueeze(-1).to(torch.float64)
-                H, Yc = H * m, Yc * m
+                H = H * m
             Hf = H.reshape(-1, k)
             G += (Hf.T @ Hf).numpy()
             B += (Hf.T @ Yc.reshape(-1, Yc.shape[-1])).numpy()
@@ -311,6 +331,18 @@ def flip_units(A1, U, A2, signs):
 # --------------------------------------------------------------------------- the route
 def fit_iornn_odd(est, X: object, Y: object, lengths: object = None):
     """:meth:`SpectralIORNN.fit` for an odd activation (module docstring). Sets the fitted attributes on ``est``."""
+    return _fit_odd(est, X, Y, lengths, bidirectional=False)
+
+
+def fit_brnn_odd(est, X: object, Y: object, lengths: object = None):
+    """:meth:`SpectralBRNN.fit` for an odd activation: the same route with the two-sided score (``2 d_h``
+    components), forward and backward units told apart by the lag derivatives of their outputs
+    (:meth:`StepStream.lag_score_moments`, as in the polynomial route), then ``(s, U, V)`` and the
+    read-out fitted together by L-BFGS through a bidirectional ``nn.RNN``."""
+    return _fit_odd(est, X, Y, lengths, bidirectional=True)
+
+
+def _fit_odd(est, X, Y, lengths, bidirectional: bool):
     from .estimators import _score_hint, drop_extreme_sequences
 
     t_start = time.perf_counter()
@@ -319,17 +351,19 @@ def fit_iornn_odd(est, X: object, Y: object, lengths: object = None):
     X, Y, lengths = check_xy(X, Y, lengths)
     X, Y, lengths, n_dropped = drop_extreme_sequences(X, Y, lengths, est.outlier_factor)
     n_steps = int(X.shape[0] * X.shape[1] if lengths is None else lengths.sum())
-    k = est.hidden_size
-    est._check_sizes(X.shape[2], Y.shape[2], n_steps, k if isinstance(k, (int, np.integer)) else 0)
+    d_h = est.hidden_size
+    chains = 2 if bidirectional else 1
+    est._check_sizes(X.shape[2], Y.shape[2], n_steps, chains * d_h if isinstance(d_h, (int, np.integer)) else 0)
+    k = chains * d_h  # components of the moment tensors
     device = resolve_device(est.device)
     rng = check_random_state(est.random_state)
     timings: dict[str, float] = {}
 
     t0 = time.perf_counter()
-    proc = _fit_process(est, X, lengths)
+    proc = _fit_process(est, X, lengths, bidirectional)
     timings["process"] = time.perf_counter() - t0
 
-    stream = StepStream(X, Y, lengths, proc, two_sided=False, device=device, dtype=est.dtype,
+    stream = StepStream(X, Y, lengths, proc, two_sided=bidirectional, device=device, dtype=est.dtype,
                         chunk_steps=est.chunk_steps)
     t0 = time.perf_counter()
     M1 = stream.first_order()
@@ -356,6 +390,24 @@ def fit_iornn_odd(est, X: object, Y: object, lengths: object = None):
     # per-unit first- and third-order weights in P's coordinates, oriented along A_hat
     W1 = np.linalg.lstsq(G, (P.T @ M1 @ Q).T, rcond=None)[0].T * sg[None, :]  # (k, k): E f'_j s_j P^T a2_j
     W3 = W3 * sg[None, :] ** 3
+    order = np.arange(k)
+    if bidirectional:  # forward units first, then backward ones
+        from .estimators import output_pinv
+
+        Wpinv = output_pinv((P @ W1).T)
+        lag = stream.lag_score_moments(Wpinv, lags=(1, -1))
+        past, future = np.sum(lag[1] ** 2, axis=1), np.sum(lag[-1] ** 2, axis=1)
+        share = past / (past + future + 1e-300)
+        order = np.argsort(-share)
+        fwd, bwd = np.sort(order[:d_h]), np.sort(order[d_h:])
+        est.separation_ = share
+        if share[fwd].min() <= 0.5 or share[bwd].max() >= 0.5:
+            raise IllConditionedError(
+                f"could not split the {k} components into {d_h} forward and {d_h} backward units "
+                f"(past shares {np.array2string(np.sort(share)[::-1], precision=2)}): the data may come from a "
+                "unidirectional RNN, or the recurrences are too weak to tell the directions apart")
+        order = np.concatenate([fwd, bwd])
+    A_hat, W1, W3 = A_hat[order], W1[:, order], W3[:, order]
     ratio = -np.sum(W3 * W1, axis=0) / np.maximum(np.sum(W1 * W1, axis=0), 1e-300)
     # variance of A_hat x from a subsample
     n_s = max(1, min(X.shape[0], 100_000 // X.shape[1]))
@@ -373,21 +425,28 @@ def fit_iornn_odd(est, X: object, Y: object, lengths: object = None):
     if n_steps > max_steps:
         n_fit = max(1, int(n_seq * max_steps / n_steps))
     idx = np.sort(rng.choice(n_seq, n_fit, replace=False)) if n_fit < n_seq else slice(None)
+    n_bwd = d_h if bidirectional else 0
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny per-step products: one thread is several times faster (measured: 10x on a busy 2-core host)
     try:
-        s, U, A2, loss, n_iter, rec = fit_scales_and_recurrence(
-            f, A_hat, X[idx], Y[idx], None if lengths is None else lengths[idx], candidates)
+        s, U, V, A2, loss, n_iter, rec = fit_scales_and_recurrence(
+            f, A_hat, X[idx], Y[idx], None if lengths is None else lengths[idx], candidates, n_bwd=n_bwd)
         if n_fit < n_seq:
-            A2 = _output_weights(rec, s, U, X, Y, lengths).copy()
+            A2 = _output_weights(rec, s, U, V, X, Y, lengths).copy()
     finally:
         torch.set_num_threads(threads)
-    A1 = s[:, None] * A_hat
     neg = np.where(s < 0, -1.0, 1.0)  # keep positive scales along the canonical directions
-    A1, U, A2 = flip_units(A1, U, A2, neg)
+    A1 = (s * neg)[:, None] * A_hat
+    A2 = A2 * neg[:, None]
+    nf = k - n_bwd
+    U = U * neg[:nf, None] * neg[None, :nf]
+    if bidirectional:
+        V = V * neg[nf:, None] * neg[None, nf:]
+        model = BRNN(A1[:nf], U, A2[:nf], A1[nf:], V, A2[nf:], f)
+    else:
+        model = IORNN(A1, U, A2, f)
     timings["recurrence"] = time.perf_counter() - t0
 
-    model = IORNN(A1, U, A2, f)
     est.model_ = model
     est.process_ = proc
     est.scores_ = getattr(proc, "law_name_", type(proc).__name__)
