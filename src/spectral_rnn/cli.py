@@ -170,11 +170,7 @@ def _cmd_fit(a: argparse.Namespace) -> int:
     from .odd_route import uses_odd_route
 
     check_output_path(a.out, [a.data])
-    if uses_odd_route(a.activation):  # tanh, odd polynomials: the third-order route (IO-RNN only)
-        if a.bidirectional:
-            raise InputError(f"--activation {a.activation.to_string()}: the third-order route for odd activations is "
-                             "implemented for IO-RNNs only in this version (drop --bidirectional)")
-    else:
+    if not uses_odd_route(a.activation):  # tanh, odd polynomials: the third-order route
         check_activation(as_polynomial(a.activation))
     resolve_device(a.device)
     if a.bidirectional:
