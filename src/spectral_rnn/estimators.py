@@ -363,7 +363,11 @@ class SpectralIORNN(_SpectralBase):
     ----------
     hidden_size: number of hidden units ``d_h`` (at most ``min(d_x, d_y)``).
     activation: the known polynomial ``f`` (``Polynomial``, coefficients or ``"c0,c1,c2"``),
-        degree 2 with ``c1 != 0``, or degree 3 with ``c2 != 0`` (see :func:`check_activation`).
+        degree 2 with ``c1 != 0``, or degree 3 with ``c2 != 0`` (see :func:`check_activation`);
+        or an odd activation, ``"tanh"`` or an odd polynomial with ``c1, c3 != 0``, fitted by the
+        third-order route (:mod:`spectral_rnn.odd_route`: first- and third-order score moments,
+        then the scales and ``U`` by L-BFGS; it also sets ``scale_start_``, ``nls_iterations_``
+        and ``nls_loss_``, and ``mu_`` is then the estimate of ``E[f^(3)(z_j)]``).
     process: input process; ``None`` fits an :class:`AR1Process` to the inputs with the
         ``scores``, ``first_step`` and ``tail_check`` below. An unfitted process is fitted
         (on a copy); a fitted one is used as given (a known input law).
