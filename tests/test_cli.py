@@ -65,13 +65,22 @@ def test_simulate_fit_predict_end_to_end(planted, tmp_path, capsys):
     assert np.std(Y - true.predict(X)) == pytest.approx(0.1, rel=0.05)
 
 
-def test_fit_prints_one_summary_line(planted, tmp_path, capsys):
+def test_fit_prints_the_score_choice_and_one_summary_line(planted, tmp_path, capsys):
     _, data, _, _ = planted
     code, out, err = run(capsys, "fit", data, "--hidden-size", "3", "--activation", "0,1,0.5",
                          "--out", tmp_path / "m.safetensors", "--seed", "3")
     assert code == 0 and err == ""
-    assert out.count("\n") == 1
-    assert "20000 time steps" in out and " s -> " in out and str(tmp_path / "m.safetensors") in out
+    lines = out.splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith("scores: gaussian (innovations look Gaussian")  # Gaussian planted inputs
+    assert "20000 time steps" in lines[1] and " s -> " in lines[1] and str(tmp_path / "m.safetensors") in lines[1]
+    # forcing a law is reported as the user's choice
+    code, out, err = run(capsys, "fit", data, "--hidden-size", "3", "--activation", "0,1,0.5", "--scores", "moment",
+                         "--out", tmp_path / "m2.safetensors")
+    assert code == 0 and out.splitlines()[0] == "scores: moment (chosen by the user)"
+    code, out, err = run(capsys, "fit", data, "--hidden-size", "3", "--activation", "0,1,0.5", "--scores", "magic",
+                         "--out", tmp_path / "m3.safetensors")
+    assert code == 2 and err.count("\n") == 1 and "--scores" in err and not (tmp_path / "m3.safetensors").exists()
 
 
 def test_fit_ragged_data(planted, tmp_path, capsys):

@@ -1,4 +1,4 @@
-"""SpectralIORNN on planted models (DESIGN.md section 7): recovery, scaling with data, ragged
+"""SpectralIORNN on planted models (docs/method.md, 'Planted models'): recovery, scaling with data, ragged
 batches, clear errors. The default run uses small data; ``-m slow`` checks issue 2's acceptance."""
 
 import functools
@@ -16,7 +16,9 @@ from spectral_rnn import (
     IllConditionedError,
     InputError,
     IORNN,
+    SpectralBRNN,
     SpectralIORNN,
+    SpectralRNNError,
     match_units,
     parameter_errors,
     prediction_error,
@@ -27,7 +29,7 @@ CUBIC = (0.0, 1.0, 0.3, 0.1)  # f(u) = u + 0.3 u^2 + 0.1 u^3
 
 
 def planted(N, seed, d_x=10, d_h=4, d_y=8, activation=QUAD, T=10, noise=0.1, input_std=0.4):
-    """DESIGN.md section 7: IORNN.random (||U|| = 0.3), GaussianAR1.random inputs, output noise 0.1.
+    """docs/method.md, 'Planted models': IORNN.random (||U|| = 0.3), GaussianAR1.random inputs, output noise 0.1.
 
     A polynomial RNN is not globally stable: a few draws blow up on rare large inputs (about 1 in 40
     at 2e5 steps for the section 7 size). ``make_planted`` redraws such a model until the simulation
@@ -89,7 +91,7 @@ def direction_cosines(true, est):
 def test_planted_recovery_small():
     """2e5 steps, 3 seeds. Measured medians: A1 0.021, A2 0.019, U 0.061, pred 6.0e-4, with seed 1
     refused as ill-conditioned (heavy-tailed draw) and counted as the worst seed
-    (DESIGN.md at 1e5: about 0.06 / 0.08 / 0.28 / 6e-3)."""
+    (docs/method.md, 'Planted models', at 1e5: about 0.06 / 0.08 / 0.28 / 6e-3)."""
     rows = [fit_eval(200_000, s) for s in range(3)]
     med = medians(rows)
     assert med["A1"] < 0.06 and med["A2"] < 0.08, med
@@ -444,3 +446,23 @@ def test_cubic_report():
     print("(scale_A1: worst relative error of a row norm of A1; mu: E[f''(z)] averaged over units; pred inf:"
           " the estimated model diverges on fresh inputs)")
     assert np.all(cos > 0.99), cos
+
+
+def test_hyper_parameters_are_validated_at_fit():
+    """Issue 12's API findings for the estimators: one-line SpectralRNNErrors, string dtypes accepted."""
+    p = make_planted("iornn", d_x=5, d_h=2, d_y=4, n_steps=20_000, random_state=0)
+    est = SpectralIORNN(2, dtype="float32", random_state=0).fit(p.X, p.Y)
+    assert est.n_features_in_ == 5
+    bad = [dict(hidden_size=True), dict(chunk_steps="x"), dict(dtype="int64"), dict(outlier_factor="x"),
+           dict(process="gaussian"), dict(decomposer=object()), dict(min_gap=0.5), dict(max_peak_share=0.0),
+           dict(scores="magic"), dict(first_step="last")]
+    for kw in bad:
+        params = {"hidden_size": 2, **kw}
+        with pytest.raises(SpectralRNNError) as info:
+            SpectralIORNN(**params).fit(p.X, p.Y)
+        assert "\n" not in str(info.value), kw
+    # a failed fit leaves no fitted state behind
+    est = SpectralBRNN(2)
+    with pytest.raises(SpectralRNNError):
+        est.fit(p.X, p.Y)  # IO-RNN data: the forward/backward split fails
+    assert not hasattr(est, "separation_") and not hasattr(est, "model_")

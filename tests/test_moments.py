@@ -1,5 +1,5 @@
 """Streamed moments: contractions equal the dense tensor, chunking and padding change nothing,
-and the moment tensor of a planted IO-RNN has the CP form of DESIGN.md section 3."""
+and the moment tensor of a planted IO-RNN has the CP form of docs/method.md, section 'The moment identity'."""
 
 import itertools
 

@@ -167,7 +167,7 @@ def test_constructor_errors():
 
 
 def one_sided_reference(X, p):
-    """Hand computation of DESIGN.md section 2 (one-sided), including t = 0."""
+    """Hand computation of docs/method.md, 'Scores as sums of one-dimensional terms' (Gaussian), with t = 0."""
     P, P0 = np.linalg.inv(p.noise_cov), np.linalg.inv(p.initial_cov)
     s = np.empty_like(X)
     s[:, 0] = (X[:, 0] - p.initial_mean) @ P0
@@ -179,7 +179,7 @@ def one_sided_reference(X, p):
 
 def two_sided_reference(X, p, lengths):
     """Score of x_t given all others: density prop. to p(x_t|x_{t-1}) p(x_{t+1}|x_t), ends dropped.
-    Written in the form of DESIGN.md: Lambda x_t - P F x_{t-1} - F^T P x_{t+1} (zero intercept)."""
+    Written in the form of docs/method.md, 'Scores': Lambda x_t - P F x_{t-1} - F^T P x_{t+1} (zero intercept)."""
     assert np.allclose(p.intercept, 0)
     F, P, P0, m0 = p.F, np.linalg.inv(p.noise_cov), np.linalg.inv(p.initial_cov), p.initial_mean
     n, T, d = X.shape

@@ -8,22 +8,60 @@ Where things are:
 * the scales and the recurrent matrix U (instrument equations): :mod:`spectral_rnn.estimators`
 """
 
-from ._checks import DivergenceError, IllConditionedError, InputError, SpectralRNNError
-from .activations import Activation, Polynomial, Tanh, as_activation
-from .compare import Comparison, run_comparison
-from .datasets import PlantedProblem, make_planted
-from .decomposition import CPDecomposer, Decomposition, decompose, decompose_projected
-from .estimators import SpectralBRNN, SpectralIORNN
-from .io import load_data, load_model, save_data, save_model
-from .metrics import match_units, parameter_errors, prediction_error
-from .models import BRNN, IORNN
-from .moments import StepStream, cross_moment
-from .processes import AR1Process, GaussianAR1, LogDensityProcess, MarkovProcess, choose_law
-from .refine import History, refine, train_bptt
-from .scores import GaussianLaw, MarginalLaw, MixtureLaw, MomentLaw, StepScores, StudentTLaw
-from .torch_export import PolynomialRNN, from_torch, to_torch
-from .stability import StabilityReport, stabilize
-from .torch_export import TorchRNN
+import sys
+import types
+
+# Names are imported on first use (PEP 562), so that ``import spectral_rnn.cli`` stays light:
+# the command line installs its signal handlers before torch is imported, and an
+# interrupt during that (slow) import is then reported in one line.
+_EXPORTS = {
+    "._checks": ("DivergenceError", "IllConditionedError", "InputError", "SpectralRNNError"),
+    ".activations": ("Activation", "Polynomial", "Tanh", "as_activation"),
+    ".compare": ("Comparison", "run_comparison"),
+    ".datasets": ("PlantedProblem", "make_planted"),
+    ".decomposition": ("CPDecomposer", "Decomposition", "decompose", "decompose_projected"),
+    ".estimators": ("SpectralBRNN", "SpectralIORNN"),
+    ".io": ("load_data", "load_model", "save_data", "save_model"),
+    ".metrics": ("match_units", "parameter_errors", "prediction_error"),
+    ".models": ("BRNN", "IORNN"),
+    ".moments": ("StepStream", "cross_moment"),
+    ".processes": ("AR1Process", "GaussianAR1", "LogDensityProcess", "MarkovProcess", "choose_law"),
+    ".refine": ("History", "refine", "train_bptt"),
+    ".scores": ("GaussianLaw", "MarginalLaw", "MomentLaw", "SmoothLaw", "StepScores", "StudentTLaw"),
+    ".stability": ("StabilityReport", "stabilize"),
+    ".torch_export": ("PolynomialRNN", "TorchRNN", "from_torch", "to_torch"),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+
+
+def __getattr__(name: str):
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_WHERE))
+
+
+class _Package(types.ModuleType):
+    """This package as a module object: when the import system binds a submodule whose name
+    is also an exported function (``spectral_rnn.refine``), the function wins, as it did when
+    this file imported everything eagerly."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if isinstance(value, types.ModuleType) and name in _WHERE and value.__name__ == f"{__name__}.{name}":
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
 
 __version__ = "0.1.0"
 
@@ -32,7 +70,7 @@ __all__ = [
     "GaussianLaw",
     "LogDensityProcess",
     "MarginalLaw",
-    "MixtureLaw",
+    "SmoothLaw",
     "MomentLaw",
     "StepScores",
     "StudentTLaw",

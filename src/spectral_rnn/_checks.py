@@ -6,6 +6,10 @@ itself a :class:`ValueError`, and carry a one-line message naming the problem.
 
 from __future__ import annotations
 
+import math
+import numbers
+import os
+
 import numpy as np
 import torch
 
@@ -20,7 +24,22 @@ __all__ = [
     "valid_mask",
     "check_random_state",
     "resolve_device",
+    "check_device",
+    "check_dtype",
+    "check_positive_int",
+    "check_nonnegative_int",
+    "check_real",
+    "check_outlier_factor",
+    "check_process",
+    "check_decomposer",
+    "check_memory",
+    "available_memory",
+    "MAX_MAGNITUDE",
 ]
+
+#: inputs and outputs larger than this in magnitude are refused by :func:`check_xy`: their
+#: squares summed over the data would overflow float64 in the moment passes
+MAX_MAGNITUDE = 1e100
 
 
 class SpectralRNNError(ValueError):
@@ -39,20 +58,47 @@ class IllConditionedError(SpectralRNNError):
     """The moment problem is (near) singular: the data do not identify the model."""
 
 
+def _short(value: object, limit: int = 60) -> str:
+    """``repr(value)``, cut to about ``limit`` characters (messages stay one short line)."""
+    text = " ".join(repr(value).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _target_dtype(dtype: np.dtype) -> np.dtype:
+    """The native float dtype an array of ``dtype`` is computed in: float32 stays float32,
+    float64 stays float64, float16 and small integers become float32 (exact), long doubles
+    and wide integers float64."""
+    if dtype.kind == "f":
+        return np.dtype(np.float32) if dtype.itemsize <= 4 else np.dtype(np.float64)
+    return np.dtype(np.float32) if dtype.itemsize <= 2 else np.dtype(np.float64)
+
+
 def as_sequences(X: object, name: str = "X", dim: int | None = None) -> np.ndarray:
-    """Return ``X`` as a float array of shape ``(n_sequences, T, d)``.
+    """Return ``X`` as a float array of shape ``(n_sequences, T, d)`` that torch can read.
+
+    Any real dtype numpy holds is accepted: float32 and float64 arrays are returned as
+    they are (no copy) when in native byte order with non-negative strides; otherwise
+    the array is copied once, to float32 (float16, 8- and 16-bit integers, a
+    byte-swapped float32) or float64 (long double, wider integers, a byte-swapped
+    float64), or in its own dtype (a negative-stride view, e.g. a time-reversed one).
 
     Raises :class:`InputError` for a wrong rank, a non-numeric dtype, an empty
-    array or a last dimension different from ``dim``. Finite values are checked by
-    :func:`check_finite` on the valid steps only (padding is never read).
+    array, a ragged nesting or a last dimension different from ``dim``. Finite values
+    are checked by :func:`check_finite` on the valid steps only (padding is never read).
     """
     if isinstance(X, torch.Tensor):
-        X = X.detach().cpu().numpy()
+        X = X.detach().cpu()
+        if X.dtype in (torch.float16, torch.bfloat16):
+            X = X.to(torch.float32)
+        if X.dtype.is_complex or X.dtype == torch.bool:
+            raise InputError(f"{name} must hold real numbers, got a tensor of dtype {X.dtype}")
+        X = X.numpy()
     try:
         arr = np.asarray(X)
-    except Exception as exc:  # pragma: no cover - exotic objects
-        raise InputError(f"{name} could not be read as an array: {exc}") from None
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+    except Exception as exc:  # ragged nestings, exotic objects
+        raise InputError(f"{name} could not be read as an array of shape (n_sequences, T, d): "
+                         f"{' '.join(str(exc).split())[:120]}") from None
+    if arr.dtype.kind not in "fiu":
         raise InputError(f"{name} must hold real numbers, got dtype {arr.dtype}")
     if arr.ndim != 3:
         raise InputError(f"{name} must have shape (n_sequences, T, d), got shape {arr.shape}")
@@ -60,18 +106,31 @@ def as_sequences(X: object, name: str = "X", dim: int | None = None) -> np.ndarr
         raise InputError(f"{name} is empty (shape {arr.shape})")
     if dim is not None and arr.shape[2] != dim:
         raise InputError(f"{name} has last dimension {arr.shape[2]}, expected {dim}")
-    if not np.issubdtype(arr.dtype, np.floating):
-        arr = arr.astype(np.float64)
+    target = _target_dtype(arr.dtype)
+    if arr.dtype != target:  # another dtype, or the same one in the other byte order
+        arr = arr.astype(target)  # the copy has native order and non-negative strides
+    elif any(st < 0 for st in arr.strides):
+        arr = np.ascontiguousarray(arr)
     return arr
 
 
+def _fmt_number(v) -> str:
+    return str(int(v)) if isinstance(v, (int, np.integer)) else f"{float(v):.6g}"
+
+
 def check_lengths(lengths: object, n_sequences: int, T: int) -> np.ndarray | None:
-    """Validate ``lengths`` (shape ``(n_sequences,)``, integers in ``[1, T]``)."""
+    """Validate ``lengths`` (shape ``(n_sequences,)``, integers in ``[1, T]``).
+
+    Returns an int64 array, or ``None`` when every sequence is full (no padding).
+    """
     if lengths is None:
         return None
     if isinstance(lengths, torch.Tensor):
         lengths = lengths.detach().cpu().numpy()
-    arr = np.asarray(lengths)
+    try:
+        arr = np.asarray(lengths)
+    except Exception:  # a ragged nesting
+        raise InputError(f"lengths must be one integer per sequence, shape ({n_sequences},)") from None
     if arr.ndim != 1 or arr.shape[0] != n_sequences:
         raise InputError(f"lengths must have shape ({n_sequences},), got {arr.shape}")
     if arr.dtype.kind == "f":
@@ -79,9 +138,10 @@ def check_lengths(lengths: object, n_sequences: int, T: int) -> np.ndarray | Non
             raise InputError("lengths must be whole numbers")
     elif arr.dtype.kind not in "iu":
         raise InputError(f"lengths must be integers, got dtype {arr.dtype}")
+    lo, hi = arr.min(), arr.max()  # compared before any cast: 1e20 must not wrap around
+    if lo < 1 or hi > T:
+        raise InputError(f"lengths must lie in [1, {T}], got range [{_fmt_number(lo)}, {_fmt_number(hi)}]")
     arr = arr.astype(np.int64)
-    if arr.min() < 1 or arr.max() > T:
-        raise InputError(f"lengths must lie in [1, {T}], got range [{arr.min()}, {arr.max()}]")
     if np.all(arr == T):
         return None
     return arr
@@ -94,23 +154,37 @@ def valid_mask(lengths: np.ndarray | None, n_sequences: int, T: int) -> np.ndarr
     return np.arange(T)[None, :] < lengths[:, None]
 
 
-def check_finite(arr: np.ndarray, lengths: np.ndarray | None, name: str, block_steps: int = 1 << 16) -> None:
-    """Raise :class:`InputError` if a valid (non-padding) step holds NaN or inf.
+def check_finite(
+    arr: np.ndarray, lengths: np.ndarray | None, name: str, block_steps: int = 1 << 16, limit: float | None = None
+) -> None:
+    """Raise :class:`InputError` if a valid (non-padding) step holds NaN or inf, or (with
+    ``limit``) a value larger than ``limit`` in magnitude.
 
     Works through blocks of sequences, so the check needs no copy of the data.
     """
     n, T = arr.shape[:2]
     per = max(1, block_steps // T)
+    axes = tuple(range(2, arr.ndim))
+    if limit is not None and arr.dtype.kind == "f" and np.finfo(arr.dtype).max <= limit:
+        limit = None  # no finite value of this dtype exceeds it
     for i in range(0, n, per):
         block = arr[i : i + per]
-        if lengths is not None:
-            bad = ~np.isfinite(block).all(axis=tuple(range(2, block.ndim)))
-            bad &= valid_mask(lengths[i : i + per], block.shape[0], T)
-            ok = not bad.any()
-        else:
-            ok = bool(np.isfinite(block).all())
-        if not ok:
+        valid = None if lengths is None else valid_mask(lengths[i : i + per], block.shape[0], T)
+        bad = ~np.isfinite(block).all(axis=axes)
+        if valid is not None:
+            bad &= valid
+        if bad.any():
             raise InputError(f"{name} contains NaN or infinite values")
+        if limit is not None:
+            big = (np.abs(block) > limit).any(axis=axes)
+            if valid is not None:
+                big &= valid
+            if big.any():
+                peak = float(np.max(np.abs(block[big])))
+                raise InputError(
+                    f"{name} hold values up to {peak:.3g} in magnitude; values above {limit:.0e} are refused "
+                    "(their squares would overflow the moment sums): rescale the data"
+                )
 
 
 def check_xy(
@@ -125,26 +199,198 @@ def check_xy(
             f"outputs {Y.shape[0]} of {Y.shape[1]}"
         )
     lengths = check_lengths(lengths, X.shape[0], X.shape[1])
-    check_finite(X, lengths, "inputs")
-    check_finite(Y, lengths, "outputs")
+    check_finite(X, lengths, "inputs", limit=MAX_MAGNITUDE)
+    check_finite(Y, lengths, "outputs", limit=MAX_MAGNITUDE)
     return X, Y, lengths
 
 
-def check_random_state(random_state: int | np.random.Generator | None) -> np.random.Generator:
-    """Turn ``None``, an int seed or a Generator into a :class:`numpy.random.Generator`."""
+def check_random_state(
+    random_state: int | np.random.Generator | np.random.RandomState | None,
+) -> np.random.Generator:
+    """Turn ``None``, a non-negative int seed, a Generator or a legacy RandomState into a
+    :class:`numpy.random.Generator` (a RandomState seeds a new Generator from its stream)."""
     if isinstance(random_state, np.random.Generator):
         return random_state
-    if random_state is None or isinstance(random_state, (int, np.integer)):
-        return np.random.default_rng(random_state)
-    raise InputError(f"random_state must be None, an int or a numpy Generator, got {type(random_state).__name__}")
+    if isinstance(random_state, np.random.RandomState):
+        return np.random.default_rng(int(random_state.randint(0, 2**62, dtype=np.int64)))
+    if random_state is None:
+        return np.random.default_rng()
+    if isinstance(random_state, (int, np.integer)) and not isinstance(random_state, (bool, np.bool_)):
+        if random_state < 0:
+            raise InputError(f"random_state must be a non-negative integer seed, got {random_state}")
+        return np.random.default_rng(int(random_state))
+    raise InputError(
+        "random_state must be None, a non-negative int, a numpy Generator or RandomState, "
+        f"got {type(random_state).__name__} {_short(random_state, 40)}"
+    )
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None``/"cpu" -> CPU; "cuda" only when CUDA is available (clear error otherwise)."""
-    dev = torch.device(device if device is not None else "cpu")
-    if dev.type == "cuda" and not torch.cuda.is_available():
+    """``None``/"cpu" -> CPU; "cuda" (or "cuda:N") only when that GPU exists.
+
+    Anything else ("tpu", "meta", an int, ...) raises :class:`InputError`.
+    """
+    if device is None:
+        return torch.device("cpu")
+    if not isinstance(device, (str, torch.device)):
+        raise InputError(f"device must be 'cpu' or 'cuda' (a string or torch.device), got {type(device).__name__} "
+                         f"{_short(device, 40)}")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise InputError(f"device must be 'cpu' or 'cuda', got {_short(device, 40)}") from None
+    if dev.type == "cpu":
+        return dev
+    if dev.type != "cuda":
+        raise InputError(f"device must be 'cpu' or 'cuda', got {str(dev)!r}")
+    if not torch.cuda.is_available():
         raise InputError("device 'cuda' was asked for but no CUDA GPU is available")
+    if dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise InputError(f"device {str(dev)!r} was asked for but only {torch.cuda.device_count()} CUDA GPU(s) exist")
     return dev
+
+
+#: ``check_device`` is :func:`resolve_device` under the name of the other checks
+check_device = resolve_device
+
+_DTYPE_NAMES = {
+    "float32": torch.float32, "float": torch.float32, "single": torch.float32,
+    "float64": torch.float64, "double": torch.float64,
+    "float16": torch.float16, "half": torch.float16, "bfloat16": torch.bfloat16,
+}
+
+
+def check_dtype(dtype: object, allowed: tuple[torch.dtype, ...] = (torch.float32, torch.float64)) -> torch.dtype:
+    """A torch dtype from ``torch.float32``/``torch.float64``, ``"float32"``/``"float64"``
+    (also ``"torch.float32"``, ``"double"``...) or ``numpy.float32``/``numpy.float64``;
+    anything not in ``allowed`` raises :class:`InputError`."""
+    dt = None
+    if isinstance(dtype, torch.dtype):
+        dt = dtype
+    elif isinstance(dtype, str):
+        dt = _DTYPE_NAMES.get(dtype.strip().lower().removeprefix("torch."))
+    else:
+        try:
+            npd = np.dtype(dtype) if dtype is not None else None
+        except TypeError:
+            npd = None
+        if npd is not None and npd.kind == "f":
+            dt = _DTYPE_NAMES.get(npd.name)
+    if dt is None or dt not in allowed:
+        names = " or ".join(str(a).removeprefix("torch.") for a in allowed)
+        raise InputError(f"dtype must be {names} (a torch dtype or its name), got {_short(dtype, 40)}")
+    return dt
+
+
+def check_positive_int(value: object, name: str) -> int:
+    """``value`` as an int >= 1; bools, floats and strings raise :class:`InputError`."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise InputError(f"{name} must be a positive integer, got {_short(value, 40)}")
+    return int(value)
+
+
+def check_nonnegative_int(value: object, name: str) -> int:
+    """``value`` as an int >= 0; bools, floats and strings raise :class:`InputError`."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise InputError(f"{name} must be a non-negative integer, got {_short(value, 40)}")
+    return int(value)
+
+
+def check_real(
+    value: object,
+    name: str,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+    finite: bool = True,
+) -> float:
+    """``value`` as a float within ``[low, high]`` (``low_open``/``high_open``: the bound is
+    excluded), finite unless ``finite=False``; bools and strings raise :class:`InputError`."""
+    ok = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+    v = float(value) if ok else math.nan
+    ok = ok and not math.isnan(v) and (math.isfinite(v) or not finite)
+    if ok and low is not None:
+        ok = v > low if low_open else v >= low
+    if ok and high is not None:
+        ok = v < high if high_open else v <= high
+    if not ok:
+        lo = "" if low is None else (f"above {low:g}" if low_open else f"at least {low:g}")
+        hi = "" if high is None else (f"below {high:g}" if high_open else f"at most {high:g}")
+        want = " and ".join(p for p in (lo, hi) if p)
+        raise InputError(f"{name} must be a {'finite ' if finite else ''}number{' ' + want if want else ''}, "
+                         f"got {_short(value, 40)}")
+    return v
+
+
+def check_outlier_factor(value: object) -> float | None:
+    """``None`` (keep every sequence) or a finite number above 1."""
+    if value is None:
+        return None
+    return check_real(value, "outlier_factor", low=1.0, low_open=True)
+
+
+def check_process(process: object):
+    """``None`` or an input process (a :class:`~spectral_rnn.processes.MarkovProcess`, e.g.
+    :class:`~spectral_rnn.processes.GaussianAR1`); anything else raises :class:`InputError`."""
+    if process is None:
+        return None
+    if isinstance(process, type):
+        raise InputError(f"process must be an instance such as {process.__name__}(), not the class itself")
+    try:
+        from .processes import MarkovProcess
+
+        ok = isinstance(process, MarkovProcess)  # a runtime-checkable Protocol
+    except (ImportError, TypeError):
+        ok = all(callable(getattr(process, m, None)) for m in ("fit", "score_terms"))
+    if not ok or not hasattr(process, "is_fitted"):
+        raise InputError(f"process must be None or an input process such as GaussianAR1(), got "
+                         f"{type(process).__name__} {_short(process, 40)}")
+    return process
+
+
+def check_decomposer(decomposer: object):
+    """``None`` or a tensor decomposer: an object with ``decompose_projected`` (callable)
+    and ``oversample`` (a non-negative int), like :class:`~spectral_rnn.decomposition.CPDecomposer`."""
+    if decomposer is None:
+        return None
+    if isinstance(decomposer, type):
+        raise InputError(f"decomposer must be an instance such as {decomposer.__name__}(), not the class itself")
+    over = getattr(decomposer, "oversample", None)
+    if (not callable(getattr(decomposer, "decompose_projected", None)) or isinstance(over, bool)
+            or not isinstance(over, (int, np.integer)) or over < 0):
+        raise InputError(f"decomposer must be None or a CPDecomposer-like object (decompose_projected, "
+                         f"oversample), got {type(decomposer).__name__}")
+    return decomposer
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this process may use: the machine's physical memory, or the
+    control group's limit when lower (containers); ``None`` when unknown."""
+    sizes = []
+    try:
+        sizes.append(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        pass
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(path) as fh:
+                text = fh.read().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) < 1 << 60:
+            sizes.append(int(text))
+    sizes = [s for s in sizes if s > 0]
+    return min(sizes) if sizes else None
+
+
+def check_memory(n_bytes: float, what: str) -> None:
+    """Raise :class:`InputError` (with the figures in GB) if ``what`` would need more than
+    the memory this machine has (:func:`available_memory`). Call it before allocating."""
+    have = available_memory()
+    if have is not None and n_bytes > have:
+        raise InputError(f"{what} would need about {n_bytes / 1e9:.3g} GB of memory, more than the "
+                         f"{have / 1e9:.3g} GB this machine has")
 
 
 def iter_windows(

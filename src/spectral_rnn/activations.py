@@ -23,6 +23,7 @@ refuses anything that is not a polynomial (for code that needs coefficients).
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from typing import Union
 
@@ -34,6 +35,16 @@ from ._checks import InputError
 __all__ = ["Activation", "Polynomial", "Tanh", "as_activation", "as_polynomial", "parse_activation", "ActivationLike"]
 
 _MALFORMED = "expected 'tanh' or comma-separated numbers such as '0,1,0.5'"
+
+#: highest degree accepted (the estimators use 2 and 3; a model file claiming degree 5e5
+#: would otherwise take seconds per time step)
+MAX_DEGREE = 16
+#: largest |coefficient| accepted: beyond it the estimators' equations overflow float64
+MAX_COEFFICIENT = 1e100
+
+
+def _cut(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class Activation:
@@ -115,26 +126,51 @@ class Polynomial(Activation):
     """
 
     def __init__(self, coefficients: Sequence[float]) -> None:
+        if isinstance(coefficients, torch.Tensor):
+            coefficients = coefficients.detach().cpu().tolist()
+        elif isinstance(coefficients, np.ndarray):
+            coefficients = coefficients.tolist()
+        try:
+            if isinstance(coefficients, (str, bytes, dict, set, frozenset)):
+                raise TypeError
+            coefficients = list(coefficients)
+        except TypeError:
+            raise InputError(
+                "activation must be a Polynomial, a sequence of coefficients (c0, c1, ...) or a string "
+                f"'c0,c1,...', got {type(coefficients).__name__} {_cut(repr(coefficients), 40)}"
+            ) from None
+        if not all(isinstance(c, numbers.Real) and not isinstance(c, bool) for c in coefficients):
+            raise InputError(f"activation coefficients must be real numbers, got {_cut(repr(coefficients))}")
         coefs = [float(c) for c in coefficients]
         if not coefs:
             raise InputError("activation needs at least one coefficient")
         if not all(math.isfinite(c) for c in coefs):
-            raise InputError(f"activation coefficients must be finite, got {coefs}")
+            raise InputError(f"activation coefficients must be finite, got {_cut(repr(coefs))}")
+        if any(abs(c) > MAX_COEFFICIENT for c in coefs):
+            raise InputError(f"activation coefficients above {MAX_COEFFICIENT:.0e} in magnitude are refused, got "
+                             f"{_cut(repr(coefs))}")
         while len(coefs) > 1 and coefs[-1] == 0.0:
             coefs.pop()
+        if len(coefs) - 1 > MAX_DEGREE:
+            raise InputError(f"activation of degree {len(coefs) - 1}: degrees above {MAX_DEGREE} are refused")
         self._c = tuple(coefs)
 
     # ------------------------------------------------------------------ basics
     @classmethod
     def parse(cls, text: str) -> "Polynomial":
         """Parse ``"c0,c1,c2"`` (comma-separated, lowest order first)."""
-        parts = [p.strip() for p in str(text).split(",")]
+        text = str(text)
+        shown = _cut(repr(text))
+        if text.count(",") >= 1000:  # bound the work before parsing; the degree is checked below
+            raise InputError(f"activation {shown} has {text.count(',') + 1} coefficients: degrees above "
+                             f"{MAX_DEGREE} are refused")
+        parts = [p.strip() for p in text.split(",")]
         if not parts or any(p == "" for p in parts):
-            raise InputError(f"malformed activation {text!r}: {_MALFORMED}")
+            raise InputError(f"malformed activation {shown}: {_MALFORMED}")
         try:
             values = [float(p) for p in parts]
         except ValueError:
-            raise InputError(f"malformed activation {text!r}: {_MALFORMED}") from None
+            raise InputError(f"malformed activation {shown}: {_MALFORMED}") from None
         return cls(values)
 
     @property

@@ -1,34 +1,51 @@
 """The ``spectral-rnn`` command line: simulate, fit (optionally --refine), predict, compare, demo.
 
 Every bad input exits with code 2 and one line on stderr
-(``spectral-rnn: error: ...``), never a traceback; success exits with 0.
+(``spectral-rnn: error: ...``), never a traceback; success exits with 0. SIGINT
+exits with 130 and SIGTERM with 143, one line (``spectral-rnn: interrupted`` /
+``terminated``), after the temporary files are removed.
+
+Importing this module costs a few milliseconds (no argparse, numpy or torch): they are
+imported inside :func:`main` once the signal handlers are in place, so that an interrupt
+during the (slow) imports is reported like any other.
 """
 
 from __future__ import annotations
 
-import argparse
+import math
 import sys
 import time
 from collections.abc import Sequence
 
-import numpy as np
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (20 ms at start-up)
+try:  # the C module: installing handlers without importing enum keeps start-up short
+    import _signal as _sig
+except ImportError:  # pragma: no cover - other Python implementations
+    import signal as _sig
 
-from ._checks import DivergenceError, InputError, SpectralRNNError, resolve_device
-from .activations import Activation, Polynomial, as_polynomial, parse_activation
+if TYPE_CHECKING:
+    import argparse
 
 PROG = "spectral-rnn"
 EXIT_USAGE = 2
+#: exit code and word for each signal turned into an orderly exit
+_SIGNAL_EXITS = {_sig.SIGINT: (130, "interrupted"), _sig.SIGTERM: (143, "terminated")}
 
 
-class _Parser(argparse.ArgumentParser):
-    """An ``ArgumentParser`` whose usage errors are one line on stderr, exit code 2."""
+def _parser_class() -> type:
+    """``_Parser``: an ``ArgumentParser`` whose usage errors are one line on stderr, exit code 2
+    (built on first use, so that importing this module does not import argparse)."""
+    import argparse
 
-    def error(self, message: str) -> None:  # type: ignore[override]
-        where = self.prog[len(PROG):].strip() if self.prog.startswith(PROG) else ""
-        hint = f" (see '{self.prog} --help')"
-        text = " ".join(message.split())
-        sys.stderr.write(f"{PROG}: error: {where + ': ' if where else ''}{text}{hint}\n")
-        sys.exit(EXIT_USAGE)
+    class _Parser(argparse.ArgumentParser):
+        def error(self, message: str) -> None:  # type: ignore[override]
+            where = self.prog[len(PROG):].strip() if self.prog.startswith(PROG) else ""
+            hint = f" (see '{self.prog} --help')"
+            text = " ".join(message.split())
+            sys.stderr.write(f"{PROG}: error: {where + ': ' if where else ''}{text}{hint}\n")
+            sys.exit(EXIT_USAGE)
+
+    return _Parser
 
 
 # ------------------------------------------------------------ argument types
@@ -36,11 +53,13 @@ def _number(cast, minimum: float, what: str):
     """An argparse type: ``cast(text)`` (finite) at least ``minimum``, else a one-line error naming ``what``."""
 
     def parse(text: str):
+        import argparse
+
         try:
             v = cast(text)
-        except ValueError:
+        except (ValueError, OverflowError):
             v = None
-        if v is None or not np.isfinite(v) or v < minimum:
+        if v is None or not math.isfinite(v) or v < minimum:
             raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
         return v
 
@@ -52,15 +71,52 @@ _nonneg_int = _number(int, 0, "a non-negative integer")
 _nonneg_float = _number(float, 0.0, "a non-negative number")
 
 
-def _activation(text: str) -> Activation:
+def _activation(text: str):
+    import argparse
+
+    from ._checks import SpectralRNNError
+    from .activations import parse_activation
+
     try:
         return parse_activation(text)
     except SpectralRNNError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+#: options whose value may start with '-' (an activation "-0.5,1,0.5"): argparse would read it as an option
+_DASH_VALUE_OPTIONS = ("--activation",)
+
+
+def _looks_like_value(token: str) -> bool:
+    """A token starting with '-' that is a value, not an option: a number or a list of numbers."""
+    rest = token[1:].lstrip()
+    return "," in token or rest[:1].isdigit() or rest[:1] == "." or rest[:3].lower() in ("inf", "nan")
+
+
+def _join_dash_values(argv: list[str]) -> list[str]:
+    """``--activation -0,1,0.5`` -> ``--activation=-0,1,0.5`` (what argparse understands)."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--":
+            out.extend(argv[i:])
+            break
+        if (a in _DASH_VALUE_OPTIONS and i + 1 < len(argv) and argv[i + 1].startswith("-")
+                and _looks_like_value(argv[i + 1])):
+            out.append(f"{a}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(a)
+        i += 1
+    return out
+
+
 # ------------------------------------------------------------------ parser
 def build_parser() -> argparse.ArgumentParser:
+    from .activations import Polynomial
+
+    _Parser = _parser_class()
     p = _Parser(
         prog=PROG,
         description="Train recurrent neural networks by spectral methods (Sedghi & Anandkumar, arXiv:1603.00954).",
@@ -98,6 +154,15 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--outlier-factor", type=_number(float, 1.0, "a number above 1"), default=None,
                    help="leave out sequences whose largest |output| exceeds this many times the median over "
                         "sequences (e.g. 100; default: keep all)")
+    f.add_argument("--scores", choices=("auto", "gaussian", "moment", "student-t", "score-matching"), default="auto",
+                   help="law of the input innovations, hence the score function: auto (default: test the inputs; "
+                        "Gaussian closed form if they look Gaussian, else the density-free score, or score matching "
+                        "for --bidirectional), gaussian, moment (density-free), student-t, score-matching")
+    f.add_argument("--first-step", choices=("auto", "own", "stationary"), default="auto",
+                   help="law of each sequence's first input: its own (fitted from first steps), the stationary law "
+                        "of the fitted process, or auto (default)")
+    f.add_argument("--min-gap", type=_number(float, 1.0, "a number of at least 1"), default=1.5,
+                   help="refuse a moment tensor whose singular-value gap at the hidden size is below this (default 1.5)")
     f.add_argument("--refine", action="store_true",
                    help="refine the spectral estimate by backpropagation through time (Adam, early stopping on a "
                         "validation split) and write the refined model")
@@ -128,26 +193,54 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="compute device (default cpu)")
 
     d = sub.add_parser("demo", help="plant a model, fit it at 1e5 and 1e6 time steps, print errors and times",
-                       description="DESIGN.md section 7: d_x=10, d_h=4, d_y=8, f(u)=u+0.5u^2, ||U||=0.3, "
+                       description="docs/method.md, 'Planted models': d_x=10, d_h=4, d_y=8, f(u)=u+0.5u^2, ||U||=0.3, "
                                    "noise 0.1, sequences of length 10.")
     d.add_argument("--seed", type=_nonneg_int, default=0, help="random seed (default 0)")
+
+    from .cli_tag import add_tag_parser
+
+    add_tag_parser(sub)
     return p
 
 
 # ---------------------------------------------------------------- commands
-def _seeds(seed: int, n: int) -> list[np.random.Generator]:
+def _seeds(seed: int, n: int) -> list:
     """``n`` independent generators derived from one seed."""
+    import numpy as np
+
     return [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(n)]
 
 
+def _simulate_bytes(a: argparse.Namespace) -> int:
+    """Peak memory of ``simulate`` (float64 arrays): inputs and their noise, the hidden states
+    and drives of each chain, the outputs, their noise and the sum, and the weights."""
+    steps = a.sequences * a.length
+    chains = 2 if a.bidirectional else 1
+    d_x, d_h, d_y = a.input_dim, a.hidden_size, a.output_dim
+    return 8 * (steps * (2 * d_x + 2 * chains * d_h + 3 * d_y) + 6 * d_x * d_x
+                + chains * (4 * d_h * d_h + d_h * (d_x + d_y)))
+
+
+def _predict_bytes(model, X) -> int:
+    """Peak memory of ``model.predict(X)`` in float64: the inputs as float64 (when they are
+    not already), the drive and states of each chain, and the outputs."""
+    n, T, d_x = X.shape
+    chains = 2 if model.kind == "brnn" else 1
+    copy = 0 if X.dtype.itemsize == 8 else d_x
+    return 8 * n * T * (copy + d_x + 2 * chains * model.d_h + model.d_y)
+
+
 def _cmd_simulate(a: argparse.Namespace) -> int:
-    from .io import check_output_path, save_data, save_model
+    from ._checks import check_memory
+    from .io import check_output_path, data_writer, model_bytes, write_atomically
     from .models import BRNN, IORNN
     from .processes import GaussianAR1
 
     check_output_path(a.out)
     if a.truth is not None:
         check_output_path(a.truth, [a.out])
+    check_memory(_simulate_bytes(a), f"simulating {a.sequences} x {a.length} steps (d_x={a.input_dim}, "
+                                     f"d_h={a.hidden_size}, d_y={a.output_dim})")
     r_proc, r_inputs, r_model, r_noise = _seeds(a.seed, 4)
     proc = GaussianAR1.random(a.input_dim, random_state=r_proc)
     X = proc.sample(a.sequences, a.length, random_state=r_inputs)
@@ -155,15 +248,19 @@ def _cmd_simulate(a: argparse.Namespace) -> int:
     model = cls.random(a.input_dim, a.hidden_size, a.output_dim, activation=a.activation,
                        recurrent_norm=a.recurrent_norm, input_std=a.input_std, random_state=r_model)
     Y = model.simulate(X, noise_std=a.noise, random_state=r_noise)
-    save_data(a.out, inputs=X, outputs=Y)
+    outputs = [(a.out, data_writer(inputs=X, outputs=Y))]
     if a.truth is not None:
-        save_model(model, a.truth)
+        blob = model_bytes(model)
+        outputs.append((a.truth, lambda fh: fh.write(blob)))
+    write_atomically(outputs)  # both files or neither
     extra = f", true model -> {a.truth}" if a.truth else ""
     print(f"simulated {model!r}: {a.sequences} sequences x {a.length} steps -> {a.out}{extra}")
     return 0
 
 
 def _cmd_fit(a: argparse.Namespace) -> int:
+    from ._checks import InputError, resolve_device
+    from .activations import as_polynomial
     from .estimators import SpectralIORNN, check_activation
     from .io import check_output_path, load_data, save_model
 
@@ -185,12 +282,16 @@ def _cmd_fit(a: argparse.Namespace) -> int:
         raise InputError(f"{a.data} has no array 'outputs': fitting needs inputs and outputs")
     # the bar (tqdm, shown once a fit passes 1 s) goes to a terminal only, not into logs
     est = Estimator(hidden_size=a.hidden_size, activation=a.activation, device=a.device,
-                    random_state=a.seed, progress=sys.stderr.isatty(), outlier_factor=a.outlier_factor)
+                    random_state=a.seed, progress=sys.stderr.isatty(), outlier_factor=a.outlier_factor,
+                    scores=a.scores, first_step=a.first_step, min_gap=a.min_gap)
     t0 = time.perf_counter()
     est.fit(X, Y, lengths)
     seconds = time.perf_counter() - t0
     model = est.model_
     n_steps = est.n_steps_
+    print(f"scores: {est.scores_} ({est.scores_reason_})")
+    if est.stability_.changed:
+        print(f"stability: {est.stability_}")
     if est.n_dropped_:
         print(f"left out {est.n_dropped_} of {X.shape[0]} sequences with extreme outputs (--outlier-factor)")
     if a.refine:
@@ -209,6 +310,7 @@ def _cmd_fit(a: argparse.Namespace) -> int:
 
 
 def _cmd_predict(a: argparse.Namespace) -> int:
+    from ._checks import InputError, check_memory, resolve_device
     from .io import check_output_path, load_data, load_model, save_data
 
     check_output_path(a.out, [a.model, a.data])
@@ -217,7 +319,8 @@ def _cmd_predict(a: argparse.Namespace) -> int:
     X, _, lengths = load_data(a.data)
     if X.shape[2] != model.d_x:
         raise InputError(f"{a.data} has inputs of dimension {X.shape[2]}, the model in {a.model} expects {model.d_x}")
-    Y = model.predict(X, lengths, device=a.device)
+    check_memory(_predict_bytes(model, X), f"predicting {X.shape[0]} x {X.shape[1]} steps with {model!r}")
+    Y = model.predict(X, lengths, device=a.device)  # DivergenceError on non-finite outputs: nothing is written
     out = {"outputs": Y}
     if lengths is not None:
         out["lengths"] = lengths
@@ -227,7 +330,9 @@ def _cmd_predict(a: argparse.Namespace) -> int:
 
 
 def run_demo(seed: int = 0, steps: Sequence[int] = (100_000, 1_000_000), out=None) -> list[dict]:
-    """DESIGN.md section 7 demo: plant, simulate, fit at each N, print a table. Returns its rows."""
+    """Demo of docs/method.md, 'Planted models': plant, simulate, fit at each N, print a table. Returns its rows."""
+    from ._checks import DivergenceError
+    from .activations import Polynomial
     from .estimators import SpectralIORNN
     from .metrics import parameter_errors, prediction_error
     from .models import IORNN
@@ -271,11 +376,14 @@ def run_demo(seed: int = 0, steps: Sequence[int] = (100_000, 1_000_000), out=Non
 
 
 def _cmd_compare(a: argparse.Namespace) -> int:
-    from .compare import run_comparison
-    from .io import check_output_path, load_data, load_model
+    from ._checks import InputError, resolve_device
+    from .compare import check_plot_path, run_comparison
+    from .io import check_input_file, load_data, load_model
 
-    if a.plot is not None:
-        check_output_path(a.plot, [a.data])
+    if a.plot is not None:  # extension, matplotlib and path checked before the long run
+        check_plot_path(a.plot, [a.data, a.truth])
+    if a.truth is not None:
+        check_input_file(a.truth, "model")
     resolve_device(a.device)
     X, Y, lengths = load_data(a.data)
     if Y is None:
@@ -296,30 +404,129 @@ def _cmd_demo(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_tag(a: argparse.Namespace) -> int:
+    from .cli_tag import cmd_tag
+
+    return cmd_tag(a)
+
+
 _COMMANDS = {"simulate": _cmd_simulate, "fit": _cmd_fit, "predict": _cmd_predict, "compare": _cmd_compare,
-             "demo": _cmd_demo}
+             "demo": _cmd_demo, "tag": _cmd_tag}
 
 
 def _one_line(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and exc.strerror:
+    if isinstance(exc, MemoryError):
+        text = "not enough memory" + (f": {exc}" if str(exc) else "")
+    elif isinstance(exc, OSError) and exc.strerror:
         text = exc.strerror + (f": {exc.filename}" if exc.filename else "")
     else:
         text = str(exc) or type(exc).__name__
-    return " ".join(text.split())
+    text = " ".join(text.split())
+    return text if len(text) <= 1000 else text[:997] + "..."
+
+
+class _Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM during a command: a ``KeyboardInterrupt``, so every ``finally`` and
+    ``except BaseException`` cleanup on the way out runs (temporary files are removed)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+class _SignalGuard:
+    """While a command runs, SIGINT and SIGTERM raise :class:`_Interrupted` (once; later
+    signals are only recorded, so that the cleanup is not cut short). A signal the parent
+    process set to be ignored stays ignored. On exit the previous handlers come back; with
+    ``keep=True`` (the process's own entry point) ours stays, only recording, so that a
+    signal during interpreter shutdown prints no traceback."""
+
+    def __init__(self, keep: bool = False) -> None:
+        self.keep = keep
+        self.received: int | None = None
+        self.armed = True
+        self.saved: dict = {}
+
+    def __enter__(self) -> "_SignalGuard":
+        for signum in _SIGNAL_EXITS:
+            try:
+                if _sig.getsignal(signum) == _sig.SIG_IGN:
+                    continue  # ignored by whoever started us (a shell's background job): leave it so
+                self.saved[signum] = _sig.signal(signum, self._handle)
+            except (ValueError, OSError):  # not the main thread, or an exotic embedding
+                pass
+        return self
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.received is None:
+            self.received = signum
+        if self.armed:
+            self.armed = False
+            raise _Interrupted(signum)
+
+    def __exit__(self, *exc) -> None:
+        self.armed = False
+        if not self.keep:
+            for signum, old in self.saved.items():
+                _sig.signal(signum, old if old is not None else _sig.SIG_DFL)
+
+    def report(self, signum: int | None) -> int:
+        code, word = _SIGNAL_EXITS.get(signum if signum is not None else _sig.SIGINT, (130, "interrupted"))
+        try:
+            sys.stderr.write(f"{PROG}: {word}\n")
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+        return code
+
+
+def _run(argv: Sequence[str] | None) -> int:
+    """Parse and run one command; expected errors become one line and exit code 2."""
+    import warnings
+
+    with warnings.catch_warnings():
+        # overflow warnings, torch's notes...: the command line shows one line or nothing
+        warnings.simplefilter("ignore")
+        import numpy as np
+
+        from ._checks import SpectralRNNError
+
+        with np.errstate(all="ignore"):
+            parser = build_parser()
+            args_in = [str(a) for a in (sys.argv[1:] if argv is None else argv)]
+            try:
+                args = parser.parse_args(_join_dash_values(args_in))
+            except SystemExit as exc:  # --help (0) or a usage error (2, already reported)
+                return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+            try:
+                return _COMMANDS[args.command](args)
+            except (SpectralRNNError, ValueError, OSError, MemoryError) as exc:
+                sys.stderr.write(f"{PROG}: error: {_one_line(exc)}\n")
+                return EXIT_USAGE
+            except RuntimeError as exc:  # torch's allocator failing is the one RuntimeError expected here
+                text = str(exc)
+                if "can't allocate memory" not in text and "out of memory" not in text.lower():
+                    raise
+                sys.stderr.write(f"{PROG}: error: not enough memory ({_one_line(exc)[-200:]})\n")
+                return EXIT_USAGE
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit code (0 success, 2 bad input)."""
-    parser = build_parser()
+    """Run the command line; returns the exit code (0 success, 2 bad input, 130 SIGINT, 143 SIGTERM).
+
+    ``argv=None`` reads ``sys.argv`` (the ``spectral-rnn`` program itself).
+    """
     try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # --help (0) or a usage error (2, already reported)
-        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
-    try:
-        return _COMMANDS[args.command](args)
-    except (SpectralRNNError, ValueError, OSError) as exc:
-        sys.stderr.write(f"{PROG}: error: {_one_line(exc)}\n")
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        sys.stderr.write(f"{PROG}: interrupted\n")
-        return 130
+        guard = _SignalGuard(keep=argv is None)
+        with guard:
+            try:
+                code = _run(argv)
+                guard.armed = False  # from here on a signal is only recorded
+            except KeyboardInterrupt as exc:
+                guard.armed = False
+                return guard.report(getattr(exc, "signum", None) or guard.received)
+            if guard.received is not None:  # a signal some library swallowed: still not a success
+                return guard.report(guard.received)
+            return code
+    except KeyboardInterrupt:  # before the guard was in place
+        return _SignalGuard().report(_sig.SIGINT)

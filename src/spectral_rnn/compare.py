@@ -22,6 +22,7 @@ the final errors and their ratios, and can plot the curves.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -32,14 +33,18 @@ import torch
 from ._checks import (
     InputError,
     SpectralRNNError,
+    check_nonnegative_int,
+    check_positive_int,
     check_random_state,
+    check_real,
     check_xy,
     resolve_device,
 )
 from .activations import ActivationLike, as_activation
 from .refine import refine, train_bptt
 
-__all__ = ["MethodResult", "Comparison", "run_comparison", "plot_comparison", "DEFAULT_LRS", "DEFAULT_INIT_SCALES"]
+__all__ = ["MethodResult", "Comparison", "run_comparison", "plot_comparison", "check_plot_path", "DEFAULT_LRS",
+           "DEFAULT_INIT_SCALES"]
 
 DEFAULT_LRS = (1e-3, 3e-3, 1e-2)
 DEFAULT_INIT_SCALES = (1.0, 0.3)
@@ -301,15 +306,31 @@ def run_comparison(
     plot: a path: write a plot of held-out error against wall time there (PNG, PDF...).
     progress: progress bars; log: a callable receiving one-line progress messages.
     """
+    if plot is not None:  # before the long run: an unwritable plot must not cost the whole budget
+        check_plot_path(plot)
     X, Y, lengths = check_xy(X, Y, lengths)
-    if not (budget > 0 and math.isfinite(budget)):
-        raise InputError(f"budget must be a positive number of seconds, got {budget!r}")
-    if not 0 < test_fraction < 1:
-        raise InputError(f"test_fraction must lie in (0, 1), got {test_fraction}")
+    budget = check_real(budget, "budget", low=0.0, low_open=True)
+    test_fraction = check_real(test_fraction, "test_fraction", low=0.0, high=1.0, low_open=True, high_open=True)
+    hidden_size = check_positive_int(hidden_size, "hidden_size")
+    chains = 2 if bidirectional else 1
+    if chains * hidden_size > min(X.shape[2], Y.shape[2]):  # also keeps BPTT from allocating absurd weights
+        raise InputError(
+            f"hidden size {hidden_size} is too large for these data: the spectral method identifies at most "
+            f"min(d_x, d_y) = {min(X.shape[2], Y.shape[2])} components, and this model needs {chains * hidden_size}"
+        )
     f = as_activation(activation)
     dev = resolve_device(device)
     rng = check_random_state(random_state)
-    seed_list = list(range(seeds)) if isinstance(seeds, (int, np.integer)) else [int(s) for s in seeds]
+    seed_list = _seed_list(seeds)
+    lrs = _positive_list(lrs, "lrs")
+    init_scales = _positive_list(init_scales, "init_scales")
+    refine_lr = check_real(refine_lr, "refine_lr", low=0.0, low_open=True)
+    if refine_batch_size is not None:
+        refine_batch_size = check_positive_int(refine_batch_size, "refine_batch_size")
+    batch_size = check_positive_int(batch_size, "batch_size")
+    max_epochs = check_positive_int(max_epochs, "max_epochs")
+    patience = check_positive_int(patience, "patience")
+    eval_points = check_positive_int(eval_points, "eval_points")
     if not seed_list or not lrs or not init_scales:
         raise InputError("the baseline grid is empty: give at least one seed, learning rate and init scale")
     say = log if log is not None else (lambda msg: None)
@@ -435,14 +456,56 @@ def run_comparison(
     return comp
 
 
-def plot_comparison(comp: Comparison, path: str, title: str | None = None) -> str:
-    """Held-out error against wall time (log scales) for every method; returns ``path``."""
+def _seed_list(seeds) -> list[int]:
+    if isinstance(seeds, (int, np.integer)) and not isinstance(seeds, bool):
+        return list(range(check_positive_int(seeds, "seeds")))
+    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, (Sequence, np.ndarray)):
+        raise InputError(f"seeds must be a positive integer or a sequence of non-negative integer seeds, got {seeds!r:.60}")
+    return [check_nonnegative_int(s, "each seed") for s in seeds]
+
+
+def _positive_list(values, name: str) -> list[float]:
+    if isinstance(values, (str, bytes)) or not isinstance(values, (Sequence, np.ndarray)):
+        raise InputError(f"{name} must be a sequence of positive numbers, got {values!r:.60}")
+    return [check_real(v, f"each of {name}", low=0.0, low_open=True) for v in values]
+
+
+def _plot_format(path) -> str:
+    """The image format of ``path`` from its extension; :class:`InputError` when matplotlib is
+    missing or cannot write that format."""
     try:
-        from matplotlib.figure import (
-            Figure,  # a bare Figure renders with Agg; pyplot is never touched
-        )
+        from matplotlib.backend_bases import FigureCanvasBase
     except ImportError:
         raise InputError("plotting needs matplotlib: pip install 'spectral-rnn[plot]'") from None
+    path = os.fspath(path)
+    ext = os.path.splitext(path)[1].lower().lstrip(".")
+    supported = FigureCanvasBase.get_supported_filetypes()
+    if ext not in supported:
+        raise InputError(f"cannot plot to {path}: the extension {'.' + ext if ext else '(none)'} is not an image format "
+                         f"matplotlib writes (use one of {', '.join('.' + e for e in sorted(supported))})")
+    return ext
+
+
+def check_plot_path(path, read_paths=()) -> None:
+    """Raise :class:`InputError` unless a plot can be written at ``path`` (matplotlib present, a
+    supported extension, a writable regular-file path that is not one of ``read_paths``).
+    Call it before long work."""
+    from .io import check_output_path
+
+    _plot_format(path)
+    check_output_path(path, read_paths)
+
+
+def plot_comparison(comp: Comparison, path: str, title: str | None = None) -> str:
+    """Held-out error against wall time (log scales) for every method; returns ``path``.
+
+    The file is written atomically (a temporary file, then a rename): a failed write leaves
+    an existing file at ``path`` as it was.
+    """
+    from .io import _atomic_write
+
+    fmt = _plot_format(path)
+    from matplotlib.figure import Figure  # a bare Figure renders with Agg; pyplot is never touched
 
     fig = Figure(figsize=(7, 4.5))
     ax = fig.add_subplot(1, 1, 1)
@@ -481,7 +544,9 @@ def plot_comparison(comp: Comparison, path: str, title: str | None = None) -> st
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     try:
-        fig.savefig(path)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"could not write the plot to {path}: {exc}") from None
+        _atomic_write(path, lambda fh: fig.savefig(fh, format=fmt))
+    except OSError:
+        raise
+    except (ValueError, RuntimeError) as exc:  # a format the backend could not render after all
+        raise InputError(f"could not write the plot to {path}: {' '.join(str(exc).split())[:200]}") from None
     return path

@@ -2,7 +2,7 @@
 
 The moment tensor of an RNN has this form (output mode first, two input modes);
 the weights hidden in ``w_j`` may have any sign, so the route is the one of
-DESIGN.md section 4, which needs no positivity:
+docs/method.md, section 'Decomposition', which needs no positivity:
 
 1. subspaces of the input modes (``Q``) and of the output mode (``P``);
 2. the small core ``C = T(P, Q, Q)``;

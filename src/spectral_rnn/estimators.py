@@ -1,11 +1,11 @@
 """Spectral estimators: fit an IO-RNN from labelled sequences without backpropagation.
 
-Pipeline of :meth:`SpectralIORNN.fit` (DESIGN.md sections 2-5), each step a single
+Pipeline of :meth:`SpectralIORNN.fit` (docs/method.md, 'Scores' to 'Scales and U'), each step a single
 streamed pass over the data:
 
 1. fit the input process from the inputs alone (:class:`AR1Process`: least squares, then
    the law of its innovations, chosen automatically: Gaussian closed form, density-free
-   score, or a fitted mixture density for the BRNN);
+   score, or a score-matching fit for the BRNN);
 2. find the span of the A1 rows from random contractions of the moment tensor
    (skipped when ``d_x`` is small: the identity then spans it);
 3. project the moment tensor onto that span, ``T(I, Q, Q)``, and decompose it
@@ -25,6 +25,12 @@ import torch
 
 from ._checks import (
     IllConditionedError,
+    check_decomposer,
+    check_dtype,
+    check_outlier_factor,
+    check_positive_int,
+    check_process,
+    check_real,
     InputError,
     check_random_state,
     check_xy,
@@ -38,6 +44,7 @@ from .moments import CHUNK_STEPS, StepStream
 from .odd_route import fit_brnn_odd, fit_iornn_odd, uses_odd_route
 from .processes import AR1Process, MarkovProcess
 from .scores import MarginalLaw
+from .stability import stabilize
 
 __all__ = ["SpectralIORNN", "SpectralBRNN", "solve_scales_and_recurrence", "check_activation", "output_pinv"]
 
@@ -73,7 +80,7 @@ def check_activation(f: Polynomial) -> None:
 def solve_scales_and_recurrence(
     mom: dict[str, np.ndarray], A_hat: np.ndarray, W: np.ndarray, f: Polynomial
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Scales, signs and recurrent matrix from the instrument moments (DESIGN.md section 5).
+    """Scales, signs and recurrent matrix from the instrument moments (docs/method.md, section 'Scales and U').
 
     ``mom``: output of :meth:`StepStream.instrument_moments`; ``A_hat`` (d_h, d_x)
     unit directions; ``W`` (d_h, d_y) with ``w_j = mu_j s_j^2 a2_j``.
@@ -243,10 +250,19 @@ class _SpectralBase:
         t_start = time.perf_counter()
         f = as_polynomial(self.activation)
         check_activation(f)
+        hidden_size = check_positive_int(self.hidden_size, "hidden_size")
+        chunk_steps = check_positive_int(self.chunk_steps, "chunk_steps")
+        dtype = check_dtype(self.dtype)
+        outlier_factor = check_outlier_factor(self.outlier_factor)
+        check_process(self.process)
+        check_decomposer(self.decomposer)
+        min_gap = check_real(self.min_gap, "min_gap", low=1.0)
+        max_peak_share = check_real(self.max_peak_share, "max_peak_share", low=0.0, high=1.0, low_open=True)
         X, Y, lengths = check_xy(X, Y, lengths)
-        X, Y, lengths, n_dropped = drop_extreme_sequences(X, Y, lengths, self.outlier_factor)
+        X_all, Y_all, lengths_all = X, Y, lengths
+        X, Y, lengths, n_dropped = drop_extreme_sequences(X, Y, lengths, outlier_factor)
         n_steps = int(X.shape[0] * X.shape[1] if lengths is None else lengths.sum())
-        n_components = self._chains * self.hidden_size if isinstance(self.hidden_size, (int, np.integer)) else 0
+        n_components = self._chains * hidden_size
         self._check_sizes(X.shape[2], Y.shape[2], n_steps, n_components)
         device = resolve_device(self.device)
         rng = check_random_state(self.random_state)
@@ -261,27 +277,38 @@ class _SpectralBase:
         n_passes = self._n_passes + sketched
         bar = _Progress(self.progress, n_passes * n_steps, "spectral fit")
         try:
-            stream = StepStream(X, Y, lengths, proc, two_sided=self._two_sided, device=device, dtype=self.dtype,
-                                chunk_steps=self.chunk_steps, progress=bar)
+            stream = StepStream(X, Y, lengths, proc, two_sided=self._two_sided, device=device, dtype=dtype,
+                                chunk_steps=chunk_steps, progress=bar)
             t0 = time.perf_counter()
             try:
-                dec = self._decompose(stream, decomposer, n_components, sketched, rng)
+                dec = self._decompose(stream, decomposer, n_components, sketched, rng, min_gap, max_peak_share)
             except IllConditionedError as exc:
                 raise IllConditionedError(str(exc) + _score_hint(proc)) from None
             timings["decomposition"] = time.perf_counter() - t0
             t0 = time.perf_counter()
-            self.model_ = self._fit_components(stream, dec, f)
+            model, fitted = self._fit_components(stream, dec, f)
             timings["recurrence"] = time.perf_counter() - t0
         finally:
             bar.close()
+        t0 = time.perf_counter()
+        # a polynomial recursion must not diverge on the inputs it was fitted on (all of them,
+        # including sequences outlier_factor left out): shrink U (V) if it does, and say so
+        model, stability = stabilize(model, X_all, lengths_all, device=device)
+        timings["stability"] = time.perf_counter() - t0
+        # fitted state is assigned only here, once the whole fit has succeeded
+        for key, value in fitted.items():
+            setattr(self, key, value)
+        self.model_ = model
+        self.stability_ = stability
         self.process_ = proc
         self.scores_ = getattr(proc, "law_name_", type(proc).__name__)
         self.scores_reason_ = getattr(proc, "law_reason_", "the process given by the user")
-        for name in self.model_._names:
-            setattr(self, name + "_", getattr(self.model_, name))
+        for name in model._names:
+            setattr(self, name + "_", getattr(model, name))
         self.gap_ = dec.gap
         self.n_steps_ = n_steps
         self.n_dropped_ = n_dropped
+        self.n_features_in_ = X.shape[2]
         timings["total"] = time.perf_counter() - t_start
         self.timings_ = timings
         return self
@@ -312,8 +339,9 @@ class _SpectralBase:
             raise InputError(f"the input process has dimension {proc.dim}, the inputs {X.shape[2]}")
         return proc
 
-    def _decompose(self, stream: StepStream, decomposer: CPDecomposer, n_components: int, sketched: bool,
-                   rng: np.random.Generator):
+    @staticmethod
+    def _decompose(stream: StepStream, decomposer: CPDecomposer, n_components: int, sketched: bool,
+                   rng: np.random.Generator, min_gap: float, max_peak_share: float):
         """Input span (a sketch pass, or the identity when d_x is small), projected tensor pass, decomposition."""
         d_x, d_y = stream.X.shape[2], stream.Y.shape[2]
         if sketched:
@@ -323,7 +351,7 @@ class _SpectralBase:
         else:
             Q = np.eye(d_x)
         Tp = stream.project(Q)
-        if stream.peak_share > max(self.max_peak_share, 200.0 / stream.n_steps):
+        if stream.peak_share > max(max_peak_share, 200.0 / stream.n_steps):
             share = f"one step carries {stream.peak_share:.1%} of it"
             if stream.peak_cause == "outputs":
                 raise IllConditionedError(
@@ -337,7 +365,7 @@ class _SpectralBase:
                 f"{stream.peak_ratios[1]:.3g}x the average size): heavy-tailed or outlying inputs (outlier_factor, "
                 "which looks at outputs, does not help here); clip or rank-transform the inputs, or raise max_peak_share"
             )
-        return decomposer.decompose_projected(Tp, Q, n_components, random_state=rng, min_gap=self.min_gap)
+        return decomposer.decompose_projected(Tp, Q, n_components, random_state=rng, min_gap=min_gap)
 
     def predict(self, X: object, lengths: object = None) -> np.ndarray:
         """Conditional mean of the outputs, ``(n_sequences, T, d_y)``."""
@@ -373,9 +401,9 @@ class SpectralIORNN(_SpectralBase):
         (on a copy); a fitted one is used as given (a known input law).
     scores: the law of the input innovations, hence the score function: ``"auto"`` (default:
         test the fitted innovations; Gaussian closed form when they look Gaussian, else the
-        density-free score for the IO-RNN and a fitted Gaussian-mixture density for the BRNN;
+        density-free score for the IO-RNN and a smooth score fitted by score matching for the BRNN;
         see :func:`~spectral_rnn.processes.choose_law`), ``"gaussian"``, ``"moment"``
-        (density-free, one-sided only), ``"student-t"``, ``"mixture"``, or a
+        (density-free, one-sided only), ``"student-t"``, ``"score-matching"``, or a
         :class:`~spectral_rnn.scores.MarginalLaw`. ``scores_`` and ``scores_reason_`` say
         what was used and why.
     first_step: law of each sequence's first input, ``"auto"``, ``"own"`` or ``"stationary"``
@@ -384,8 +412,8 @@ class SpectralIORNN(_SpectralBase):
         moment tensor accepted as ``r`` separated components (default 1.5).
     max_peak_share: refusal threshold: the largest share of the moment tensor one time step
         may carry (default 0.002, and never below 200 / N).
-    tail_check: refuse inputs whose innovations have infinite fourth moments (fitted
-        Student-t degrees of freedom below 4).
+    tail_check: refuse inputs whose innovations have infinite fourth moments (tail index
+        below 3.5, :func:`~spectral_rnn.processes.tail_index`).
     decomposer: tensor decomposer (default :class:`CPDecomposer`).
     device: "cpu" or "cuda". dtype: torch dtype of the moment passes.
     chunk_steps: time steps per chunk of a pass (bounds memory).
@@ -398,7 +426,8 @@ class SpectralIORNN(_SpectralBase):
     Fitted attributes: ``model_`` (:class:`IORNN`), ``A1_``, ``U_``, ``A2_``,
     ``n_dropped_``, ``process_``, ``scores_``, ``scores_reason_``, ``mu_`` (E[f''(z_j)] per unit),
     ``gap_`` (singular-value gap of the moment tensor at rank d_h), ``n_steps_``, ``timings_``
-    (seconds per stage).
+    (seconds per stage), ``stability_`` (:class:`~spectral_rnn.stability.StabilityReport`: whether
+    ``U`` had to be shrunk so the recursion stays bounded on the training inputs), ``n_features_in_``.
     """
 
     _n_passes = 2
@@ -406,17 +435,16 @@ class SpectralIORNN(_SpectralBase):
     def _fit_odd(self, X, Y, lengths):
         return fit_iornn_odd(self, X, Y, lengths)
 
-    def _fit_components(self, stream: StepStream, dec, f: Polynomial) -> IORNN:
+    def _fit_components(self, stream: StepStream, dec, f: Polynomial) -> tuple[IORNN, dict]:
         Wpinv = output_pinv(dec.W)
         mom = stream.instrument_moments(dec.A, Wpinv, score_order=f.degree - 1)
         A1, U, A2, mu = solve_scales_and_recurrence(mom, dec.A, dec.W, f)
-        self.mu_ = mu
-        return IORNN(A1, U, A2, f)
+        return IORNN(A1, U, A2, f), {"mu_": mu}
 
 
 
 class SpectralBRNN(_SpectralBase):
-    """Learn a bidirectional RNN (DESIGN.md section 1) by the method of moments.
+    """Learn a bidirectional RNN (docs/method.md, section 'Models and conventions') by the method of moments.
 
     ``h_t = f(A1 x_t + U h_{t-1})``, ``z_t = f(B1 x_t + V z_{t+1})``,
     ``y_t = A2^T h_t + B2^T z_t + noise``. Same parameters as :class:`SpectralIORNN`;
@@ -441,7 +469,7 @@ class SpectralBRNN(_SpectralBase):
     def _fit_odd(self, X, Y, lengths):
         return fit_brnn_odd(self, X, Y, lengths)
 
-    def _fit_components(self, stream: StepStream, dec, f: Polynomial) -> BRNN:
+    def _fit_components(self, stream: StepStream, dec, f: Polynomial) -> tuple[BRNN, dict]:
         d_h = self.hidden_size
         Wpinv = output_pinv(dec.W)
         lag = stream.lag_score_moments(Wpinv, lags=(1, -1))
@@ -450,7 +478,6 @@ class SpectralBRNN(_SpectralBase):
         share = past / (past + future + 1e-300)
         order = np.argsort(-share)
         fwd, bwd = np.sort(order[:d_h]), np.sort(order[d_h:])
-        self.separation_ = share
         if share[fwd].min() <= 0.5 or share[bwd].max() >= 0.5:
             raise IllConditionedError(
                 f"could not split the {2 * d_h} components into {d_h} forward and {d_h} backward units "
@@ -461,5 +488,4 @@ class SpectralBRNN(_SpectralBase):
         mom_b = stream.instrument_moments(dec.A[bwd], Wpinv[:, bwd], score_order=f.degree - 1, direction="future")
         A1, U, A2, mu_f = solve_scales_and_recurrence(mom_f, dec.A[fwd], dec.W[fwd], f)
         B1, V, B2, mu_b = solve_scales_and_recurrence(mom_b, dec.A[bwd], dec.W[bwd], f)
-        self.mu_ = np.concatenate([mu_f, mu_b])
-        return BRNN(A1, U, A2, B1, V, B2, f)
+        return BRNN(A1, U, A2, B1, V, B2, f), {"mu_": np.concatenate([mu_f, mu_b]), "separation_": share}

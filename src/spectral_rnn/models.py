@@ -1,6 +1,6 @@
 """The recurrent models: IO-RNN and bidirectional RNN with polynomial or tanh activations.
 
-Conventions (DESIGN.md section 1), batch-first::
+Conventions (docs/method.md, section 'Models and conventions'), batch-first::
 
     X: (n_sequences, T, d_x)    Y: (n_sequences, T, d_y)    lengths: (n_sequences,)
 
@@ -22,8 +22,10 @@ from ._checks import (
     InputError,
     as_sequences,
     check_finite,
+    check_dtype,
     check_lengths,
     check_random_state,
+    check_real,
     resolve_device,
 )
 from .activations import Activation, ActivationLike, as_activation
@@ -35,7 +37,15 @@ DIVERGENCE_LIMIT = 1e6
 
 
 def _as_matrix(a: object, name: str, shape: tuple[int | None, int | None]) -> np.ndarray:
-    arr = np.array(a, dtype=np.float64)  # always a fresh, contiguous copy
+    if isinstance(a, torch.Tensor):
+        a = a.detach().cpu().to(torch.float64).numpy() if a.is_floating_point() else a.detach().cpu().numpy()
+    try:
+        raw = np.asarray(a)
+    except Exception:  # a ragged nesting
+        raise InputError(f"{name} must be a 2-d matrix of real numbers (a ragged nesting was given)") from None
+    if raw.dtype.kind not in "fiu":
+        raise InputError(f"{name} must hold real numbers, got dtype {raw.dtype}")
+    arr = np.array(raw, dtype=np.float64)  # always a fresh, contiguous, native copy
     if arr.ndim != 2 or any(s is not None and s != d for s, d in zip(shape, arr.shape)):
         want = "(" + ", ".join("?" if s is None else str(s) for s in shape) + ")"
         raise InputError(f"{name} must have shape {want}, got {arr.shape}")
@@ -155,9 +165,19 @@ class _Model:
     def predict(
         self, X: object, lengths: object = None, device: str | None = None, dtype: torch.dtype = torch.float64
     ) -> np.ndarray:
-        """Conditional mean ``E[y_t | inputs]``, shape ``(n_sequences, T, d_y)``; zero on padding."""
-        Xt, Lt, W = self._prepare(X, lengths, device, dtype)
-        return self._mean(Xt, Lt, W).cpu().numpy()
+        """Conditional mean ``E[y_t | inputs]``, shape ``(n_sequences, T, d_y)``; zero on padding.
+
+        Raises :class:`DivergenceError` when a hidden state diverges or an output overflows
+        (a finite model can still produce ``inf``, e.g. with output weights near 1e308).
+        """
+        Xt, Lt, W = self._prepare(X, lengths, device, check_dtype(dtype))
+        out = self._mean(Xt, Lt, W)
+        if not bool(torch.isfinite(out).all()):
+            raise DivergenceError(
+                "the predictions overflow (non-finite outputs from finite hidden states): the model's output "
+                "weights are too large for this precision"
+            )
+        return out.cpu().numpy()
 
     def simulate(
         self,
@@ -169,8 +189,7 @@ class _Model:
     ) -> np.ndarray:
         """Outputs ``Y`` (n_sequences, T, d_y): the conditional mean plus i.i.d.
         ``N(0, noise_std^2)`` noise on every valid step (zero on padding)."""
-        if not np.isfinite(noise_std) or noise_std < 0:
-            raise InputError(f"noise_std must be a non-negative number, got {noise_std}")
+        noise_std = check_real(noise_std, "noise_std", low=0.0)
         Y = self.predict(X, lengths, device=device)
         rng = check_random_state(random_state)
         if noise_std > 0:

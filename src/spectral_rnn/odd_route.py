@@ -47,12 +47,25 @@ import time
 import numpy as np
 import torch
 
-from ._checks import DivergenceError, IllConditionedError, InputError, check_random_state, check_xy, resolve_device
+from ._checks import (
+    DivergenceError,
+    IllConditionedError,
+    InputError,
+    check_dtype,
+    check_outlier_factor,
+    check_positive_int,
+    check_process,
+    check_random_state,
+    check_real,
+    check_xy,
+    resolve_device,
+)
 from .activations import Activation, Polynomial, Tanh, as_activation
 from .decomposition import jennrich
 from .models import BRNN, IORNN, run_chain
 from .moments import StepStream
 from .processes import AR1Process, MarkovProcess
+from .stability import stabilize
 
 __all__ = ["uses_odd_route", "fit_iornn_odd", "fit_brnn_odd", "decompose_symmetric4", "NLS_STEPS"]
 
@@ -89,8 +102,8 @@ def _fit_process(est, X: np.ndarray, lengths: np.ndarray | None, two_sided: bool
     if proc is None:
         if est.scores == "moment":
             raise InputError("scores='moment' (the density-free score) has no third-order score S_3, which the "
-                             "route for odd activations (tanh) needs: use 'auto', 'gaussian', 'score-matching', "
-                             "'mixture' or 'student-t'")
+                             "route for odd activations (tanh) needs: use 'auto', 'gaussian', 'score-matching' "
+                             "or 'student-t'")
         proc = AR1Process(innovations=est.scores, first_step=est.first_step, two_sided=two_sided, degree=3,
                           tail_check=est.tail_check).fit(X, lengths)
         if est.scores == "auto" and getattr(proc, "law_name_", "") == "moment":
@@ -348,12 +361,18 @@ def _fit_odd(est, X, Y, lengths, bidirectional: bool):
     t_start = time.perf_counter()
     f = as_activation(est.activation)
     _check_odd(f)
+    d_h = check_positive_int(est.hidden_size, "hidden_size")
+    chunk_steps = check_positive_int(est.chunk_steps, "chunk_steps")
+    dtype = check_dtype(est.dtype)
+    outlier_factor = check_outlier_factor(est.outlier_factor)
+    check_process(est.process)
+    min_gap = check_real(est.min_gap, "min_gap", low=1.0)
     X, Y, lengths = check_xy(X, Y, lengths)
-    X, Y, lengths, n_dropped = drop_extreme_sequences(X, Y, lengths, est.outlier_factor)
+    X_all, lengths_all = X, lengths
+    X, Y, lengths, n_dropped = drop_extreme_sequences(X, Y, lengths, outlier_factor)
     n_steps = int(X.shape[0] * X.shape[1] if lengths is None else lengths.sum())
-    d_h = est.hidden_size
     chains = 2 if bidirectional else 1
-    est._check_sizes(X.shape[2], Y.shape[2], n_steps, chains * d_h if isinstance(d_h, (int, np.integer)) else 0)
+    est._check_sizes(X.shape[2], Y.shape[2], n_steps, chains * d_h)
     k = chains * d_h  # components of the moment tensors
     device = resolve_device(est.device)
     rng = check_random_state(est.random_state)
@@ -363,13 +382,13 @@ def _fit_odd(est, X, Y, lengths, bidirectional: bool):
     proc = _fit_process(est, X, lengths, bidirectional)
     timings["process"] = time.perf_counter() - t0
 
-    stream = StepStream(X, Y, lengths, proc, two_sided=bidirectional, device=device, dtype=est.dtype,
-                        chunk_steps=est.chunk_steps)
+    stream = StepStream(X, Y, lengths, proc, two_sided=bidirectional, device=device, dtype=dtype,
+                        chunk_steps=chunk_steps)
     t0 = time.perf_counter()
     M1 = stream.first_order()
     Pl, sv, Qr = np.linalg.svd(M1, full_matrices=False)
     gap = float(sv[k - 1] / max(sv[k], 1e-300)) if k < len(sv) else float("inf")
-    if sv[k - 1] <= 1e-10 * sv[0] or gap < est.min_gap:
+    if sv[k - 1] <= 1e-10 * sv[0] or gap < min_gap:
         raise IllConditionedError(
             f"the first-order moment E[y S_1] does not show {k} well-separated components (singular-value gap "
             f"{gap:.3g}): the hidden size is too large for these data, or there are too few samples" + _score_hint(proc))
@@ -378,7 +397,7 @@ def _fit_odd(est, X, Y, lengths, bidirectional: bool):
         T4 = stream.project3(P, Q)
     except InputError as exc:
         raise InputError(f"{exc}: the route for odd activations (tanh) needs it; use scores='auto', 'gaussian', "
-                         "'score-matching' or 'mixture'") from None
+                         "'score-matching' or 'student-t'") from None
     G, W3 = decompose_symmetric4(T4, rng)
     timings["decomposition"] = time.perf_counter() - t0
 
@@ -391,6 +410,7 @@ def _fit_odd(est, X, Y, lengths, bidirectional: bool):
     W1 = np.linalg.lstsq(G, (P.T @ M1 @ Q).T, rcond=None)[0].T * sg[None, :]  # (k, k): E f'_j s_j P^T a2_j
     W3 = W3 * sg[None, :] ** 3
     order = np.arange(k)
+    fitted: dict = {}
     if bidirectional:  # forward units first, then backward ones
         from .estimators import output_pinv
 
@@ -400,7 +420,7 @@ def _fit_odd(est, X, Y, lengths, bidirectional: bool):
         share = past / (past + future + 1e-300)
         order = np.argsort(-share)
         fwd, bwd = np.sort(order[:d_h]), np.sort(order[d_h:])
-        est.separation_ = share
+        fitted["separation_"] = share
         if share[fwd].min() <= 0.5 or share[bwd].max() >= 0.5:
             raise IllConditionedError(
                 f"could not split the {k} components into {d_h} forward and {d_h} backward units "
@@ -446,8 +466,16 @@ def _fit_odd(est, X, Y, lengths, bidirectional: bool):
     else:
         model = IORNN(A1, U, A2, f)
     timings["recurrence"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    # an odd polynomial recursion may diverge: the fitted model must not, on its own inputs (tanh: a no-op)
+    model, stability = stabilize(model, X_all, lengths_all, device=device)
+    timings["stability"] = time.perf_counter() - t0
 
+    for key, value in fitted.items():
+        setattr(est, key, value)
     est.model_ = model
+    est.stability_ = stability
+    est.n_features_in_ = X.shape[2]
     est.process_ = proc
     est.scores_ = getattr(proc, "law_name_", type(proc).__name__)
     est.scores_reason_ = getattr(proc, "law_reason_", "the process given by the user")

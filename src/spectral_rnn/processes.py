@@ -12,7 +12,7 @@ A process plugs into the estimators through
 with i.i.d. innovations ``e_t = Sigma^(1/2) w_t`` whose whitened coordinates ``w_t`` are
 independent with a one-dimensional law (:class:`~spectral_rnn.scores.MarginalLaw`):
 Gaussian (the closed form), density-free (exact Stein moments for polynomial
-activations), Student-t, or a Gaussian mixture; ``"auto"`` tests the fitted
+activations), Student-t, or a smooth score fitted by score matching; ``"auto"`` tests the fitted
 innovations and picks one (:func:`choose_law`). :class:`GaussianAR1` is the Gaussian
 case. :class:`LogDensityProcess` takes a user's conditional log-density written in
 PyTorch and gets its scores by automatic differentiation.
@@ -98,8 +98,8 @@ def choose_law(stats: InnovationStats, two_sided: bool, degree: int = 2) -> tupl
     Gaussian when no coordinate rejects normality (Jarque-Bera at level 1e-3 over the
     coordinates, Bonferroni) or when every coordinate's |skewness| and |excess kurtosis|
     are below 0.1 (a bias below about 5% of the tensor); otherwise the density-free
-    score (``"moment"``) for one-sided scores, and a fitted Gaussian mixture
-    (``"mixture"``) for two-sided scores, where the density-free operator is not exact.
+    score (``"moment"``) for one-sided scores, and a smooth score fitted by score matching
+    (``"score-matching"``) for two-sided scores, where the density-free operator is not exact.
     """
     d = stats.powers.shape[1]
     pvals = stats.jarque_bera_pvalues()
@@ -109,8 +109,8 @@ def choose_law(stats: InnovationStats, two_sided: bool, degree: int = 2) -> tupl
     if np.all(pvals > 1e-3 / d) or np.all(np.maximum(sk, ku) < 0.1):
         return "gaussian", f"innovations look Gaussian ({summary})"
     if two_sided:
-        return "mixture", (f"innovations are not Gaussian ({summary}); two-sided scores need a density: "
-                           "a Gaussian mixture per whitened coordinate")
+        return "score-matching", (f"innovations are not Gaussian ({summary}); two-sided scores need a density: "
+                                  "a smooth score fitted by score matching per whitened coordinate")
     return "moment", f"innovations are not Gaussian ({summary}): density-free score of degree {degree}"
 
 
@@ -130,7 +130,7 @@ class AR1Process:
     intercept: (d,) ``b`` (zero when omitted).
     initial_mean, initial_cov: (d,), (d, d) law of ``x_1``; the stationary law when omitted.
     innovations: ``"auto"`` (test the fitted innovations, :func:`choose_law`), ``"gaussian"``,
-        ``"moment"`` (density-free), ``"student-t"``, ``"mixture"``, or a
+        ``"moment"`` (density-free), ``"student-t"``, ``"score-matching"``, or a
         :class:`~spectral_rnn.scores.MarginalLaw`.
     first_step: law of the first input: ``"own"`` (fitted from first steps alone),
         ``"stationary"`` (the stationary law of the fitted chain) or ``"auto"``: own when
@@ -140,8 +140,8 @@ class AR1Process:
     two_sided, degree: what the scores will serve (the estimators set them): ``"auto"``
         picks an exact density for two-sided (BRNN) scores; ``degree`` is the polynomial
         degree the density-free score must be exact for (2 or 3).
-    tail_check: refuse innovations whose fitted Student-t degrees of freedom are below 4
-        (infinite fourth moments: the moment estimates do not converge).
+    tail_check: refuse innovations whose tail index (Hill estimator, :func:`tail_index`) is
+        below 3.5: infinite fourth moments, so the moment estimates do not converge.
 
     Fitted attributes: ``F``, ``intercept``, ``noise_cov``, ``initial_mean``, ``initial_cov``,
     ``law_`` and ``first_law_`` (fitted :class:`MarginalLaw`), ``law_name_``, ``law_reason_``,
@@ -392,8 +392,8 @@ class AR1Process:
         k = max(1, n_steps // SUBSAMPLE_STEPS) if n >= 100 * max(1, n_steps // SUBSAMPLE_STEPS) else 1
         Xs, Ls = (X, lengths) if k == 1 else (X[::k], None if lengths is None else lengths[::k])
         n_sub = int(Xs.shape[0] * Xs.shape[1] if Ls is None else Ls.sum()) - Xs.shape[0]
+        self._check_discrete(Xs[: max(1, 20_000 // Xs.shape[1])], Ls)
         stats = innovation_stats(self._whitened(Xs, Ls, chunk_steps), d, n_total=n_sub)
-        self._check_discrete(stats)
         if self.innovations == "auto":
             name, reason = choose_law(stats, self.two_sided, self.degree)
             law = make_law(name, self.degree)
@@ -417,14 +417,16 @@ class AR1Process:
         self._cache = {}
 
     @staticmethod
-    def _check_discrete(stats: InnovationStats) -> None:
-        """Innovations that take very few values (an indicator input) have no score."""
-        sample = stats.sample[:20_000]
-        for j in range(sample.shape[1]):
-            if len(np.unique(np.round(sample[:, j], 10))) <= 3:
+    def _check_discrete(X: np.ndarray, lengths: np.ndarray | None) -> None:
+        """Inputs that take very few values (an indicator, a category code) have no score."""
+        n, T, d = X.shape
+        valid = np.ones((n, T), dtype=bool) if lengths is None else np.arange(T)[None, :] < lengths[:n, None]
+        values = X[valid]
+        for j in range(d):
+            if len(np.unique(values[:, j])) <= 3:
                 raise IllConditionedError(
-                    f"input column {j} is discrete (its innovations take at most 3 values, e.g. a 0/1 flag): a "
-                    "discrete input has no score function; remove the column, or replace it by a continuous feature"
+                    f"input column {j} is discrete (it takes at most 3 values, e.g. a 0/1 flag): a discrete input has "
+                    "no score function; remove the column, or replace it by a continuous feature"
                 )
 
     @staticmethod
@@ -507,7 +509,7 @@ class AR1Process:
         if two_sided and not self.law_.exact:
             raise InputError(
                 f"the {self.law_name_!r} score is one-sided only: a two-sided (BRNN) score needs a density "
-                "('gaussian', 'student-t', 'mixture' or 'auto')"
+                "('gaussian', 'student-t', 'score-matching' or 'auto')"
             )
         p = self._params(X.device, X.dtype)
         X = X.contiguous()

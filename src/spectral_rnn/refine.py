@@ -41,7 +41,17 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ._checks import DivergenceError, InputError, check_random_state, check_xy, resolve_device
+from ._checks import (
+    DivergenceError,
+    InputError,
+    check_dtype,
+    check_nonnegative_int,
+    check_positive_int,
+    check_random_state,
+    check_real,
+    check_xy,
+    resolve_device,
+)
 from .activations import ActivationLike, Polynomial, Tanh, as_activation
 from .stability import StabilityReport, stabilize
 from .torch_export import PolynomialRNN, TorchRNN, from_torch, to_torch
@@ -136,8 +146,7 @@ class _Data:
 
 
 def _split(n: int, val_fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    if not 0 <= val_fraction < 1:
-        raise InputError(f"val_fraction must lie in [0, 1), got {val_fraction}")
+    val_fraction = check_real(val_fraction, "val_fraction", low=0.0, high=1.0, high_open=True)
     perm = rng.permutation(n)
     n_val = int(round(val_fraction * n))
     if val_fraction > 0:
@@ -193,15 +202,18 @@ def fit_module(
     epoch and every ``monitor_every`` seconds of training; the time it takes is not
     counted in ``elapsed`` nor in the history's times, nor against ``time_budget``.
     """
-    for name, v in (("max_epochs", max_epochs), ("batch_size", batch_size)):
-        if not isinstance(v, (int, np.integer)) or v < 1:
-            raise InputError(f"{name} must be a positive integer, got {v!r}")
-    if not (isinstance(patience, (int, np.integer)) and patience >= 1):
-        raise InputError(f"patience must be a positive integer, got {patience!r}")
-    if not (lr > 0 and math.isfinite(lr)):
-        raise InputError(f"lr must be a positive number, got {lr!r}")
-    if time_budget is not None and not time_budget > 0:
-        raise InputError(f"time_budget must be a positive number of seconds, got {time_budget!r}")
+    max_epochs = check_positive_int(max_epochs, "max_epochs")
+    batch_size = check_positive_int(batch_size, "batch_size")
+    patience = check_positive_int(patience, "patience")
+    lr = check_real(lr, "lr", low=0.0, low_open=True)
+    clip = check_real(clip, "clip", low=0.0, low_open=True, finite=False)
+    max_restarts = check_nonnegative_int(max_restarts, "max_restarts")
+    if lr_patience is not None:
+        lr_patience = check_positive_int(lr_patience, "lr_patience")
+    if time_budget is not None:
+        time_budget = check_real(time_budget, "time_budget", low=0.0, low_open=True, finite=False)
+    if monitor_every is not None:
+        monitor_every = check_real(monitor_every, "monitor_every", low=0.0)
     rng = check_random_state(rng)
     lr_patience = max(1, patience // 3) if lr_patience is None else lr_patience
     opt = torch.optim.Adam(module.parameters(), lr=lr)
@@ -329,6 +341,7 @@ def fit_module(
 
 
 def _prepare(X, Y, lengths, val_fraction, random_state, device, dtype, d_x=None, d_y=None):
+    dtype = check_dtype(dtype)
     X, Y, lengths = check_xy(X, Y, lengths, d_x, d_y)
     rng = check_random_state(random_state)
     dev = resolve_device(device)
@@ -370,7 +383,7 @@ def refine(
     X, Y, lengths: training data, ``(n_sequences, T, d_x)``, ``(n_sequences, T, d_y)``, ``(n_sequences,)``.
     max_epochs, lr, batch_size (sequences), clip (max gradient norm): Adam BPTT settings.
         The defaults suit fine-tuning from a good start (small steps, large batches:
-        on the DESIGN.md section 7 planted model they reach a lower error sooner than
+        on the planted model of docs/method.md ('Planted models') they reach a lower error sooner than
         lr=1e-3 with 256-sequence batches).
     val_fraction: share of the sequences held out for validation and early stopping
         (0: select on the training loss).
@@ -416,7 +429,7 @@ def refine(
         t_stab = time.perf_counter() - t0
         if time_budget is not None:
             time_budget = max(time_budget - t_stab, 1e-3)
-    module = to_torch(model, dtype=dtype, device=dev)
+    module = to_torch(model, dtype=check_dtype(dtype), device=dev)
     hist = fit_module(module, train, val, var, max_epochs=max_epochs, lr=lr, batch_size=batch_size,
                       patience=patience, clip=clip, max_restarts=max_restarts, rng=rng,
                       time_budget=time_budget, progress=progress,
@@ -452,8 +465,7 @@ def random_module(
 ) -> PolynomialRNN | TorchRNN:
     """A module with PyTorch's standard RNN initialisation times ``init_scale``: a
     :class:`TorchRNN` (``torch.nn.RNN`` + ``nn.Linear``) for tanh, else a :class:`PolynomialRNN`."""
-    if not (init_scale > 0 and math.isfinite(init_scale)):
-        raise InputError(f"init_scale must be a positive number, got {init_scale!r}")
+    init_scale = check_real(init_scale, "init_scale", low=0.0, low_open=True)
     f = as_activation(activation)
     rng = check_random_state(random_state)
     gen = torch.Generator(device="cpu").manual_seed(int(rng.integers(2**62)))
@@ -500,8 +512,7 @@ def train_bptt(
     (:class:`TorchRNN`), and ``init_scale=1`` is exactly its default initialisation.
     Returns ``(model, history)``.
     """
-    if not isinstance(hidden_size, (int, np.integer)) or hidden_size < 1:
-        raise InputError(f"hidden_size must be a positive integer, got {hidden_size!r}")
+    hidden_size = check_positive_int(hidden_size, "hidden_size")
     rng = check_random_state(random_state)
     train, val, var, rng, dev = _prepare(X, Y, lengths, val_fraction, rng, device, dtype)
     module = random_module(train.X.shape[2], hidden_size, train.Y.shape[2], activation, bidirectional,

@@ -33,9 +33,11 @@ taken independent):
   needs (docs/method.md, "The density-free score"). No density is needed; the uniform law
   has one. Exact for the one-sided score only;
 * :class:`StudentTLaw`: standardised Student-t coordinates, degrees of freedom fitted;
-* :class:`MixtureLaw`: a Gaussian mixture per coordinate (scikit-learn), a smooth density
-  whose score is exact for the fitted law: the default for two-sided (BRNN) scores on
-  non-Gaussian inputs.
+* :class:`SmoothLaw` (``"score-matching"``): a smooth score fitted by score matching on a
+  fixed basis, the score of a smooth density close to the data's law: the default for
+  two-sided (BRNN) scores on non-Gaussian inputs, where the density-free operator is not
+  exact. Evaluated from a fine table (:class:`_Table`), so it costs a few elementwise
+  operations per step.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ __all__ = [
     "GaussianLaw",
     "MomentLaw",
     "StudentTLaw",
-    "MixtureLaw",
+    "SmoothLaw",
     "make_law",
     "LAW_NAMES",
     "innovation_stats",
@@ -372,60 +374,34 @@ def fit_student_df(w: np.ndarray, lo: float = 2.05, hi: float = 500.0) -> float:
     return float(math.exp(res.x))
 
 
-class MixtureLaw(MarginalLaw):
-    """A Gaussian mixture per coordinate (``sklearn.mixture.GaussianMixture``, 1-D), the number
-    of components (1 to ``max_components``) chosen by BIC; its score is exact for the fitted
-    density. ``random_state`` seeds the mixture fits."""
+class _Table:
+    """``psi``, ``kappa``, ``tau`` of a law tabulated on a uniform grid over ``[lo, hi]`` (per
+    coordinate), evaluated by linear interpolation; beyond the grid ``psi`` continues linearly
+    with the edge slope and ``kappa``, ``tau`` keep their edge values."""
 
-    name = "mixture"
+    def __init__(self, fn, d: int, lo: float = -10.0, hi: float = 10.0, n: int = 8193) -> None:
+        grid = torch.linspace(lo, hi, n, dtype=torch.float64)
+        psi, kappa, tau = fn(grid[:, None].expand(n, d).contiguous())
+        self.lo, self.hi, self.n, self.step = lo, hi, n, (hi - lo) / (n - 1)
+        self.tables = torch.stack([psi.T, kappa.T, tau.T])  # (3, d, n)
+        self._cache: dict = {}
 
-    def __init__(self, max_components: int = 4, random_state: int = 0) -> None:
-        self.max_components = max_components
-        self.random_state = random_state
-
-    def __repr__(self) -> str:
-        return f"MixtureLaw(max_components={self.max_components})"
-
-    def fit(self, stats: InnovationStats) -> "MixtureLaw":
-        from sklearn.mixture import GaussianMixture
-
-        out = MixtureLaw(self.max_components, self.random_state)
-        d = stats.sample.shape[1]
-        K = self.max_components
-        weights = np.zeros((d, K))
-        means = np.zeros((d, K))
-        var = np.ones((d, K))
-        sample = stats.sample[:50_000]
-        for i in range(d):
-            x = sample[:, i:i + 1]
-            best, best_bic = None, np.inf
-            for k in range(1, K + 1):
-                gm = GaussianMixture(k, covariance_type="full", random_state=self.random_state, reg_covar=1e-4,
-                                     n_init=1, max_iter=200).fit(x)
-                bic = gm.bic(x)
-                if bic < best_bic:
-                    best, best_bic = gm, bic
-            k = best.n_components
-            weights[i, :k] = best.weights_
-            means[i, :k] = best.means_[:, 0]
-            var[i, :k] = best.covariances_[:, 0, 0]
-        out.weights_, out.means_, out.vars_ = weights, means, var
-        return out
-
-    def terms(self, w):
-        to = lambda a: torch.as_tensor(a, dtype=w.dtype, device=w.device)  # noqa: E731
-        pi, mu, v = to(self.weights_), to(self.means_), to(self.vars_)
-        x = w.unsqueeze(-1)  # (..., d, 1)
-        u = (x - mu) / v  # (..., d, K)
-        logc = torch.log(pi.clamp_min(1e-300)) - 0.5 * torch.log(2 * math.pi * v) - 0.5 * (x - mu) * u
-        logc = torch.where(pi > 0, logc, torch.full_like(logc, -math.inf))
-        r = torch.softmax(logc, dim=-1)  # responsibilities
-        d1 = -(r * u).sum(-1)  # p'/p
-        d2 = (r * (u * u - 1 / v)).sum(-1)  # p''/p
-        d3 = (r * (-u**3 + 3 * u / v)).sum(-1)  # p'''/p
-        psi = -d1
-        kappa = psi * psi - d2
-        tau = 2 * psi * kappa - d3 - psi * d2
+    def __call__(self, w: torch.Tensor):
+        key = (str(w.device), w.dtype)
+        if key not in self._cache:
+            self._cache[key] = self.tables.to(w.device, w.dtype)
+        tab = self._cache[key]
+        d = w.shape[-1]
+        u = ((w.clamp(self.lo, self.hi) - self.lo) / self.step)
+        i0 = u.floor().clamp(0, self.n - 2)
+        frac = (u - i0).unsqueeze(0)
+        idx = (i0.long() + torch.arange(d, device=w.device) * self.n).reshape(-1)
+        flat = tab.reshape(3, -1)
+        a = flat[:, idx].reshape((3,) + w.shape)
+        b = flat[:, idx + 1].reshape((3,) + w.shape)
+        out = a + frac * (b - a)
+        psi, kappa, tau = out[0], out[1], out[2]
+        psi = psi + kappa * (w - w.clamp(self.lo, self.hi))  # linear continuation beyond the grid
         return psi, kappa, tau
 
 
@@ -480,20 +456,25 @@ class SmoothLaw(MarginalLaw):
             G += self.ridge * np.trace(G) / G.shape[0] * np.eye(G.shape[0])
             coefs[i] = np.linalg.solve(G, h)
         out.knots_, out.widths_, out.coefs_ = knots, widths, coefs
+        out._table = _Table(out.exact_terms, d)
         return out
 
-    def terms(self, w):
+    def exact_terms(self, w: torch.Tensor):
+        """``(psi, kappa, tau)`` from the basis expansion itself (the table is built from this)."""
         to = lambda a: torch.as_tensor(a, dtype=w.dtype, device=w.device)  # noqa: E731
         phi, d1, d2, d3 = self._basis(w, to(self.knots_), to(self.widths_), 3)
         c = to(self.coefs_)  # (d, n_basis)
         return (phi * c).sum(-1), (d1 * c).sum(-1), (d2 * c).sum(-1)
 
+    def terms(self, w):
+        return self._table(w)
 
-LAW_NAMES = ("gaussian", "moment", "student-t", "mixture", "score-matching")
+
+LAW_NAMES = ("gaussian", "moment", "student-t", "score-matching")
 
 
 def make_law(name: str | MarginalLaw, degree: int = 2) -> MarginalLaw:
-    """A :class:`MarginalLaw` from its name (``"gaussian"``, ``"moment"``, ``"student-t"``, ``"mixture"``)."""
+    """A :class:`MarginalLaw` from its name (``"gaussian"``, ``"moment"``, ``"student-t"``, ``"score-matching"``)."""
     if isinstance(name, MarginalLaw):
         return name
     if name == "gaussian":
@@ -502,8 +483,6 @@ def make_law(name: str | MarginalLaw, degree: int = 2) -> MarginalLaw:
         return MomentLaw(degree)
     if name == "student-t":
         return StudentTLaw()
-    if name == "mixture":
-        return MixtureLaw()
     if name == "score-matching":
         return SmoothLaw()
     raise InputError(f"unknown score law {name!r}: expected one of {', '.join(LAW_NAMES)} (or 'auto')")

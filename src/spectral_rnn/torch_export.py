@@ -54,8 +54,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._checks import InputError
+from ._checks import InputError, check_dtype
 from .activations import Polynomial, Tanh
+
+#: parameter dtypes a PolynomialRNN may hold
+_MODULE_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 __all__ = ["PolynomialRNN", "TorchRNN", "to_torch", "from_torch", "run_polynomial_chain"]
 
@@ -202,7 +205,7 @@ class PolynomialRNN(nn.Module):
         self.input_size, self.hidden_size, self.output_size = int(input_size), int(hidden_size), int(output_size)
         self.bidirectional = bool(bidirectional)
         self.custom_backward = custom_backward
-        kw = {"dtype": dtype, "device": device}
+        kw = {"dtype": check_dtype(dtype, _MODULE_DTYPES), "device": device}
         self.weight_ih_l0 = nn.Parameter(torch.zeros(hidden_size, input_size, **kw))
         self.weight_hh_l0 = nn.Parameter(torch.zeros(hidden_size, hidden_size, **kw))
         self.weight_out = nn.Parameter(torch.zeros(output_size, hidden_size, **kw))
@@ -424,6 +427,11 @@ def to_torch(model, dtype: torch.dtype = torch.float32, device: str | torch.devi
 
     if not isinstance(model, (IORNN, BRNN)):
         raise InputError(f"to_torch expects an IORNN or a BRNN, got {type(model).__name__}")
+    dtype = check_dtype(dtype, _MODULE_DTYPES)
+    if device is not None:
+        from ._checks import resolve_device
+
+        device = resolve_device(device)
     bidir = isinstance(model, BRNN)
     acts = model._activations()
     if all(isinstance(f, Tanh) for f in acts):
