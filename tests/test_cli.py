@@ -316,7 +316,7 @@ def test_installed_entry_point(tmp_path):
 
 
 # ------------------------------------------------------------------ tanh
-def test_tanh_simulate_predict_and_fit_refused(tmp_path, capsys):
+def test_tanh_simulate_predict_and_fit_refusal(tmp_path, capsys):
     data, truth = tmp_path / "t.npz", tmp_path / "t.safetensors"
     for bidir in ([], ["--bidirectional"]):
         code, out, _ = run(capsys, "simulate", *bidir, "--hidden-size", "2", "--input-dim", "6", "--output-dim", "5",
@@ -331,11 +331,11 @@ def test_tanh_simulate_predict_and_fit_refused(tmp_path, capsys):
         X, _, _ = load_data(data)
         with np.load(tmp_path / "p.npz") as z:
             np.testing.assert_allclose(z["outputs"], true.predict(X))
-    # the spectral estimators fit polynomial activations only for now: a clear refusal
-    code, out, err = run(capsys, "fit", data, "--hidden-size", "2", "--activation", "tanh",
+    # the third-order route fits tanh (tests/test_odd_route.py); its refusals are one line too
+    code, out, err = run(capsys, "fit", data, "--hidden-size", "3", "--activation", "tanh", "--bidirectional",
                          "--out", tmp_path / "m.safetensors")
     assert_one_line_error(code, out, err)
-    assert "not a polynomial" in err
+    assert "too large" in err
     assert not (tmp_path / "m.safetensors").exists()
     code, out, err = run(capsys, "fit", data, "--hidden-size", "2", "--activation", "tanhh", "--out", tmp_path / "m")
     assert_one_line_error(code, out, err)

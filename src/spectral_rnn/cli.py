@@ -267,8 +267,11 @@ def _cmd_fit(a: argparse.Namespace) -> int:
     from .estimators import SpectralIORNN, check_activation
     from .io import check_output_path, load_data, save_model
 
+    from .odd_route import uses_odd_route
+
     check_output_path(a.out, [a.data])
-    check_activation(as_polynomial(a.activation))
+    if not uses_odd_route(a.activation):  # tanh, odd polynomials: the third-order route
+        check_activation(as_polynomial(a.activation))
     resolve_device(a.device)
     if a.bidirectional:
         try:

@@ -41,6 +41,7 @@ from .activations import Polynomial, as_polynomial
 from .decomposition import MIN_GAP, CPDecomposer
 from .models import BRNN, IORNN
 from .moments import CHUNK_STEPS, StepStream
+from .odd_route import fit_brnn_odd, fit_iornn_odd, uses_odd_route
 from .processes import AR1Process, MarkovProcess
 from .scores import MarginalLaw
 from .stability import stabilize
@@ -252,6 +253,8 @@ class _SpectralBase:
         ``lengths`` (n_sequences,) marks ragged sequences; steps past it are ignored.
         Returns ``self``.
         """
+        if uses_odd_route(self.activation):  # tanh, odd polynomials: the third-order route
+            return self._fit_odd(X, Y, lengths)
         t_start = time.perf_counter()
         f = as_polynomial(self.activation)
         check_activation(f)
@@ -417,7 +420,11 @@ class SpectralIORNN(_SpectralBase):
     ----------
     hidden_size: number of hidden units ``d_h`` (at most ``min(d_x, d_y)``).
     activation: the known polynomial ``f`` (``Polynomial``, coefficients or ``"c0,c1,c2"``),
-        degree 2 with ``c1 != 0``, or degree 3 with ``c2 != 0`` (see :func:`check_activation`).
+        degree 2 with ``c1 != 0``, or degree 3 with ``c2 != 0`` (see :func:`check_activation`);
+        or an odd activation, ``"tanh"`` or an odd polynomial with ``c1, c3 != 0``, fitted by the
+        third-order route (:mod:`spectral_rnn.odd_route`: first- and third-order score moments,
+        then the scales and ``U`` by L-BFGS; it also sets ``scale_start_``, ``nls_iterations_``
+        and ``nls_loss_``, and ``mu_`` is then the estimate of ``E[f^(3)(z_j)]``).
     process: input process; ``None`` fits an :class:`AR1Process` to the inputs with the
         ``scores``, ``first_step`` and ``tail_check`` below. An unfitted process is fitted
         (on a copy); a fitted one is used as given (a known input law).
@@ -460,6 +467,9 @@ class SpectralIORNN(_SpectralBase):
 
     _n_passes = 2
 
+    def _fit_odd(self, X, Y, lengths):
+        return fit_iornn_odd(self, X, Y, lengths)
+
     def _fit_components(self, stream: StepStream, dec, f: Polynomial) -> tuple[IORNN, dict]:
         Wpinv = output_pinv(dec.W)
         mom = stream.instrument_moments(dec.A, Wpinv, score_order=f.degree - 1)
@@ -490,6 +500,9 @@ class SpectralBRNN(_SpectralBase):
     _two_sided = True
     _chains = 2
     _n_passes = 4
+
+    def _fit_odd(self, X, Y, lengths):
+        return fit_brnn_odd(self, X, Y, lengths)
 
     def _fit_components(self, stream: StepStream, dec, f: Polynomial) -> tuple[BRNN, dict]:
         d_h = self.hidden_size

@@ -32,13 +32,16 @@ def relative_error(est: np.ndarray, true: np.ndarray) -> float:
     return float(np.linalg.norm(np.asarray(est) - np.asarray(true)) / np.linalg.norm(true))
 
 
-def parameter_errors(true_model, est_model) -> dict[str, float]:
+def parameter_errors(true_model, est_model, odd: bool = False) -> dict[str, float]:
     """Relative Frobenius errors of every weight matrix after matching hidden units.
 
     Works for :class:`~spectral_rnn.IORNN` (``A1, U, A2``) and
     :class:`~spectral_rnn.BRNN` (also ``B1, V, B2``; each chain matched on its own).
     Signs and scales are compared as they are: with ``c1 != 0`` the model is
-    identified exactly.
+    identified exactly. ``odd=True`` (odd activations such as tanh, for which flipping the
+    sign of unit j in ``A1[j]``, ``A2[j]``, ``U[j, :]`` and ``U[:, j]`` leaves the model
+    unchanged): each estimated unit is first flipped to the sign of its matched true
+    ``A1`` row.
     """
     if type(true_model) is not type(est_model):
         raise InputError(f"cannot compare a {type(true_model).__name__} with a {type(est_model).__name__}")
@@ -47,9 +50,14 @@ def parameter_errors(true_model, est_model) -> dict[str, float]:
     for inp, rec, outp in chains:
         Ti, Ei = getattr(true_model, inp), getattr(est_model, inp)
         p = match_units(Ti, Ei)
-        out[inp] = relative_error(Ei[p], Ti)
-        out[rec] = relative_error(getattr(est_model, rec)[np.ix_(p, p)], getattr(true_model, rec))
-        out[outp] = relative_error(getattr(est_model, outp)[p], getattr(true_model, outp))
+        sg = np.ones(len(p))
+        if odd:
+            sg = np.sign(np.sum(Ei[p] * Ti, axis=1))
+            sg[sg == 0] = 1.0
+        out[inp] = relative_error(Ei[p] * sg[:, None], Ti)
+        Er = getattr(est_model, rec)[np.ix_(p, p)] * sg[:, None] * sg[None, :]
+        out[rec] = relative_error(Er, getattr(true_model, rec))
+        out[outp] = relative_error(getattr(est_model, outp)[p] * sg[:, None], getattr(true_model, outp))
     return out
 
 

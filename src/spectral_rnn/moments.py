@@ -16,6 +16,8 @@ on CPU or GPU:
   a ``(d_y, k, k)`` tensor; cost ``O(N k^2 d_y)``.
 * :meth:`StepStream.instrument_moments` -- the moments of the instrument equations
   that give the scales and U (docs/method.md, "Scales and U").
+* :meth:`StepStream.first_order` and :meth:`StepStream.project3` -- the first-order moment
+  and the projected third-order tensor of the route for odd activations (tanh).
 * :func:`cross_moment` -- the dense tensor, for small problems and tests only.
 
 The per-step second-order terms enter every pass only through ``sum_t y_t kappa_t^T``
@@ -353,6 +355,54 @@ class StepStream:
             for k in lags:
                 sums.add(k, yt.T @ w.s_lag(k))
         return sums.means(self.n_steps)
+
+    # ------------------------------------------------------------------ third-order route (odd activations)
+    def first_order(self) -> np.ndarray:
+        """``E[y_t (x) S_1(x_t | ...)]`` (d_y, d_x) ``= sum_j E[f'(z_j)] a2_j (x) a1_j`` (Stein, first order):
+        its row and column spaces are the output and input spans of the hidden units. Cost ``O(N d_y d_x)``."""
+        sums = _Sums()
+        for w in self.windows():
+            sums.add("M", w.y.T @ w.s)
+        return sums.means(self.n_steps)["M"]
+
+    def project3(self, P: np.ndarray, Q: np.ndarray) -> np.ndarray:
+        """``T3(P, Q, Q, Q)`` (p, k, k, k) of the third-order tensor
+        ``T3 = E[y_t (x) S_3(x_t | ...)] = sum_j E[f^(3)(z_j)] a2_j (x) a1_j (x) a1_j (x) a1_j``,
+        for ``P`` (d_y, p) and ``Q`` (d_x, k), never forming ``T3``.
+
+        With ``u = Q^T s``, ``c_K = Q^T b_K``: ``S_3(Q, Q, Q) = u^(x)3 - sum_K kappa_K sym3(u (x) c_K (x) c_K)
+        + sum_K tau_K c_K^(x)3``; the pass accumulates ``sum_t (P^T y_t) (x) u_t^(x)3``,
+        ``sum_t (P^T y_t) (x) u_t (x) kappa_t`` and ``sum_t (P^T y_t) (x) tau_t``, combined with the
+        constant basis at the end. Cost ``O(N (d_y p + d_x k + p k^3 + p k K))``. Raises
+        :class:`~spectral_rnn.InputError` if the scores have no third order.
+        """
+        Pt, Qt = self._to(P), self._to(Q)
+        sums = _Sums()
+        basis = None
+        for w in self.windows():
+            sc = w.scores
+            sc.require_third()
+            yp = w.y @ Pt  # (m, p)
+            u = sc.s @ Qt  # (m, k)
+            k = u.shape[1]
+            uu = (u[:, :, None] * u[:, None, :]).reshape(-1, k * k)
+            sums.add("uuu", (yp.T @ (uu[:, :, None] * u[:, None, :]).reshape(-1, k**3)).reshape(-1, k, k, k))
+            sums.add("uk", (yp.T @ (u[:, :, None] * sc.kappa[:, None, :]).reshape(u.shape[0], -1)).reshape(
+                yp.shape[1], k, -1))
+            if sc.tau is not None:
+                sums.add("tau", yp.T @ sc.tau)
+            basis = sc.basis
+        if basis is None:
+            raise ValueError("no valid steps")
+        m = sums.means(self.n_steps)
+        C = basis.cpu().to(torch.float64).numpy() @ Q  # (K, k)
+        uk = m["uk"]
+        corr = (np.einsum("paK,Kb,Kc->pabc", uk, C, C) + np.einsum("pbK,Ka,Kc->pabc", uk, C, C)
+                + np.einsum("pcK,Ka,Kb->pabc", uk, C, C))
+        out = m["uuu"] - corr
+        if "tau" in m:
+            out = out + np.einsum("pK,Ka,Kb,Kc->pabc", m["tau"], C, C, C)
+        return out
 
 
 def cross_moment(
