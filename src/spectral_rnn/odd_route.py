@@ -476,6 +476,7 @@ def _fit_odd(est, X, Y, lengths, bidirectional: bool):
     est.model_ = model
     est.stability_ = stability
     est.n_features_in_ = X.shape[2]
+    est.robust_ = False  # the third-order route uses plain means
     est.process_ = proc
     est.scores_ = getattr(proc, "law_name_", type(proc).__name__)
     est.scores_reason_ = getattr(proc, "law_reason_", "the process given by the user")
