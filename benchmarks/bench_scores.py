@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import time
 
-import numpy as np
 import torch
 
 from spectral_rnn import SpectralBRNN, SpectralIORNN, SpectralRNNError, make_planted, parameter_errors, prediction_error

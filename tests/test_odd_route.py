@@ -8,7 +8,7 @@ from spectral_rnn._checks import InputError
 from spectral_rnn.cli import main
 from spectral_rnn.datasets import make_planted
 from spectral_rnn.estimators import SpectralBRNN, SpectralIORNN
-from spectral_rnn.io import load_data, load_model, save_data
+from spectral_rnn.io import load_model, save_data
 from spectral_rnn.metrics import parameter_errors, prediction_error
 from spectral_rnn.moments import StepStream, cross_moment
 from spectral_rnn.odd_route import decompose_symmetric4, flip_units, uses_odd_route

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 import spectral_rnn
-from _helpers import CaseTimeout, time_limit
+from _helpers import time_limit
 from spectral_rnn import (
     BRNN,
     IORNN,

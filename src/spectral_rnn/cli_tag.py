@@ -19,7 +19,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from ._checks import InputError, SpectralRNNError
+from ._checks import InputError
 
 __all__ = ["add_tag_parser", "cmd_tag", "cmd_train", "cmd_eval", "cmd_predict", "fill_upos", "main"]
 

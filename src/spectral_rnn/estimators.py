@@ -258,13 +258,8 @@ class _SpectralBase:
         t_start = time.perf_counter()
         f = as_polynomial(self.activation)
         check_activation(f)
-        hidden_size = check_positive_int(self.hidden_size, "hidden_size")
-        chunk_steps = check_positive_int(self.chunk_steps, "chunk_steps")
-        dtype = check_dtype(self.dtype)
-        outlier_factor = check_outlier_factor(self.outlier_factor)
-        check_process(self.process)
+        hidden_size, chunk_steps, dtype, outlier_factor, min_gap = self._common_params()
         check_decomposer(self.decomposer)
-        min_gap = check_real(self.min_gap, "min_gap", low=1.0)
         max_peak_share = check_real(self.max_peak_share, "max_peak_share", low=0.0, high=1.0, low_open=True)
         if self.robust not in ("auto", "on", "off"):
             raise InputError(f"robust must be 'auto', 'on' or 'off', got {self.robust!r}")
@@ -273,7 +268,7 @@ class _SpectralBase:
         if robust_blocks < 3:
             raise InputError(f"robust_blocks must be at least 3, got {robust_blocks}")
         X, Y, lengths = check_xy(X, Y, lengths)
-        X_all, Y_all, lengths_all = X, Y, lengths
+        X_all, lengths_all = X, lengths
         X, Y, lengths, n_dropped = drop_extreme_sequences(X, Y, lengths, outlier_factor)
         n_steps = int(X.shape[0] * X.shape[1] if lengths is None else lengths.sum())
         n_components = self._chains * hidden_size
@@ -323,7 +318,24 @@ class _SpectralBase:
         model, stability = stabilize(model, X_all, lengths_all, device=device)
         timings["stability"] = time.perf_counter() - t0
         # fitted state is assigned only here, once the whole fit has succeeded
-        for key, value in fitted.items():
+        self._set_fitted(model, stability, proc, X.shape[2], n_steps, n_dropped,
+                         {**fitted, "gap_": dec.gap, "robust_": robust_used})
+        timings["total"] = time.perf_counter() - t_start
+        self.timings_ = timings
+        return self
+
+    def _common_params(self) -> tuple[int, int, torch.dtype, float | None, float]:
+        """The hyper-parameters both routes use, validated: ``(hidden_size, chunk_steps, dtype,
+        outlier_factor, min_gap)``; also checks ``process``."""
+        check_process(self.process)
+        return (check_positive_int(self.hidden_size, "hidden_size"), check_positive_int(self.chunk_steps, "chunk_steps"),
+                check_dtype(self.dtype), check_outlier_factor(self.outlier_factor),
+                check_real(self.min_gap, "min_gap", low=1.0))
+
+    def _set_fitted(self, model, stability, proc, n_features: int, n_steps: int, n_dropped: int,
+                    extra: dict) -> None:
+        """Assign the fitted attributes of a successful fit (both routes)."""
+        for key, value in extra.items():
             setattr(self, key, value)
         self.model_ = model
         self.stability_ = stability
@@ -332,14 +344,9 @@ class _SpectralBase:
         self.scores_reason_ = getattr(proc, "law_reason_", "the process given by the user")
         for name in model._names:
             setattr(self, name + "_", getattr(model, name))
-        self.gap_ = dec.gap
         self.n_steps_ = n_steps
         self.n_dropped_ = n_dropped
-        self.n_features_in_ = X.shape[2]
-        self.robust_ = robust_used
-        timings["total"] = time.perf_counter() - t_start
-        self.timings_ = timings
-        return self
+        self.n_features_in_ = n_features
 
     def _check_sizes(self, d_x: int, d_y: int, n_steps: int, n_components: int) -> None:
         k = self.hidden_size

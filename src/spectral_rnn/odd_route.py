@@ -51,12 +51,7 @@ from ._checks import (
     DivergenceError,
     IllConditionedError,
     InputError,
-    check_dtype,
-    check_outlier_factor,
-    check_positive_int,
-    check_process,
     check_random_state,
-    check_real,
     check_xy,
     resolve_device,
 )
@@ -361,12 +356,7 @@ def _fit_odd(est, X, Y, lengths, bidirectional: bool):
     t_start = time.perf_counter()
     f = as_activation(est.activation)
     _check_odd(f)
-    d_h = check_positive_int(est.hidden_size, "hidden_size")
-    chunk_steps = check_positive_int(est.chunk_steps, "chunk_steps")
-    dtype = check_dtype(est.dtype)
-    outlier_factor = check_outlier_factor(est.outlier_factor)
-    check_process(est.process)
-    min_gap = check_real(est.min_gap, "min_gap", low=1.0)
+    d_h, chunk_steps, dtype, outlier_factor, min_gap = est._common_params()
     X, Y, lengths = check_xy(X, Y, lengths)
     X_all, lengths_all = X, lengths
     X, Y, lengths, n_dropped = drop_extreme_sequences(X, Y, lengths, outlier_factor)
@@ -471,26 +461,12 @@ def _fit_odd(est, X, Y, lengths, bidirectional: bool):
     model, stability = stabilize(model, X_all, lengths_all, device=device)
     timings["stability"] = time.perf_counter() - t0
 
-    for key, value in fitted.items():
-        setattr(est, key, value)
-    est.model_ = model
-    est.stability_ = stability
-    est.n_features_in_ = X.shape[2]
-    est.robust_ = False  # the third-order route uses plain means
-    est.process_ = proc
-    est.scores_ = getattr(proc, "law_name_", type(proc).__name__)
-    est.scores_reason_ = getattr(proc, "law_reason_", "the process given by the user")
-    for name in model._names:
-        setattr(est, name + "_", getattr(model, name))
     Pa2 = P.T @ A2.T  # (k, k) columns P^T a2_j
     sa = np.abs(s)
-    est.mu_ = np.sum(W3 * Pa2 * neg[None, :], axis=0) / np.maximum(sa**3 * np.sum(Pa2 * Pa2, axis=0), 1e-300)
-    est.scale_start_ = s_ratio
-    est.nls_iterations_ = n_iter
-    est.nls_loss_ = loss
-    est.gap_ = gap
-    est.n_steps_ = n_steps
-    est.n_dropped_ = n_dropped
+    mu = np.sum(W3 * Pa2 * neg[None, :], axis=0) / np.maximum(sa**3 * np.sum(Pa2 * Pa2, axis=0), 1e-300)
+    est._set_fitted(model, stability, proc, X.shape[2], n_steps, n_dropped,
+                    {**fitted, "mu_": mu, "scale_start_": s_ratio, "nls_iterations_": n_iter, "nls_loss_": loss,
+                     "gap_": gap, "robust_": False})  # the third-order route uses plain means
     timings["total"] = time.perf_counter() - t_start
     est.timings_ = timings
     return est

@@ -20,7 +20,6 @@ PyTorch and gets its scores by automatic differentiation.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
