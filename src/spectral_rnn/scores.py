@@ -171,12 +171,6 @@ class InnovationStats:
         jb = self.n / 6.0 * (self.skewness**2 + self.excess_kurtosis**2 / 4.0)
         return np.exp(-jb / 2.0)  # chi-square with 2 degrees of freedom
 
-    def tail_share(self) -> np.ndarray:
-        """Per coordinate, the largest single step's share of ``sum_t w_t^4`` (from the sample):
-        near 0 for light tails, not shrinking with N when fourth moments are infinite."""
-        w4 = self.sample**4
-        return w4.max(axis=0) / np.maximum(w4.sum(axis=0), 1e-300)
-
 
 def innovation_stats(chunks, d: int, max_sample: int = 200_000, n_total: int | None = None) -> InnovationStats:
     """Accumulate :class:`InnovationStats` from an iterable of ``(m, d)`` arrays or tensors.
