@@ -19,6 +19,7 @@ from spectral_rnn import (
     SpectralBRNN,
     SpectralIORNN,
     SpectralRNNError,
+    NotFittedError,
     match_units,
     parameter_errors,
     prediction_error,
@@ -324,7 +325,7 @@ def test_process_dimension_mismatch(small):
 
 
 def test_predict_before_fit_and_cuda():
-    with pytest.raises(InputError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="not fitted"):
         SpectralIORNN(2).predict(np.zeros((1, 3, 2)))
     if not torch.cuda.is_available():
         proc, m, X, Y = planted(5000, 11, d_x=6, d_h=3, d_y=5)
@@ -497,3 +498,28 @@ def test_units_of_inputs_and_outputs_do_not_decide_a_refusal():
         err = parameter_errors(true, est.model_)
         for k in ("A1", "U", "A2"):
             assert err[k] < 1.5 * base[k] + 0.005, (sx, sy, err, base)
+
+
+def test_scikit_learn_parameter_contract():
+    """get_params / set_params / clone / repr, as scikit-learn expects of an estimator."""
+    from sklearn.base import clone
+
+    est = SpectralIORNN(4, activation="0,1,0.5", scores="moment", random_state=3)
+    assert repr(est) == "SpectralIORNN(hidden_size=4, activation='0,1,0.5', random_state=3, scores='moment')"
+    params = est.get_params()
+    assert params["hidden_size"] == 4 and params["scores"] == "moment" and "robust" in params
+    twin = clone(est)
+    assert twin is not est and twin.get_params() == params
+    assert est.set_params(hidden_size=2) is est and est.hidden_size == 2
+    with pytest.raises(InputError, match="no parameter 'hiden_size'"):
+        est.set_params(hiden_size=3)
+    p = make_planted("iornn", d_x=5, d_h=2, d_y=4, n_steps=20_000, random_state=0)
+    fitted = SpectralIORNN(2, random_state=0).fit(p.X, p.Y)
+    fresh = clone(fitted)  # parameters only: no fitted state
+    assert not hasattr(fresh, "model_")
+    from spectral_rnn import NotFittedError
+
+    with pytest.raises(NotFittedError):  # both a SpectralRNNError and an AttributeError
+        fresh.predict(p.X)
+    assert issubclass(NotFittedError, AttributeError) and issubclass(NotFittedError, SpectralRNNError)
+    np.testing.assert_array_equal(clone(fitted).fit(p.X, p.Y).A1_, fitted.A1_)  # same seed, same fit

@@ -15,7 +15,7 @@ import types
 # the command line installs its signal handlers before torch is imported, and an
 # interrupt during that (slow) import is then reported in one line.
 _EXPORTS = {
-    "._checks": ("DivergenceError", "IllConditionedError", "InputError", "SpectralRNNError"),
+    "._checks": ("DivergenceError", "IllConditionedError", "InputError", "NotFittedError", "SpectralRNNError"),
     ".activations": ("Activation", "Polynomial", "Tanh", "as_activation"),
     ".compare": ("Comparison", "run_comparison"),
     ".datasets": ("PlantedProblem", "make_planted"),
@@ -85,6 +85,7 @@ __all__ = [
     "History",
     "IORNN",
     "IllConditionedError",
+    "NotFittedError",
     "InputError",
     "MarkovProcess",
     "PlantedProblem",

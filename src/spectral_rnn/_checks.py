@@ -18,6 +18,7 @@ __all__ = [
     "InputError",
     "DivergenceError",
     "IllConditionedError",
+    "NotFittedError",
     "as_sequences",
     "check_lengths",
     "check_xy",
@@ -56,6 +57,10 @@ class DivergenceError(SpectralRNNError):
 
 class IllConditionedError(SpectralRNNError):
     """The moment problem is (near) singular: the data do not identify the model."""
+
+
+class NotFittedError(SpectralRNNError, AttributeError):
+    """An estimator was used before ``fit`` (an ``AttributeError`` too, as scikit-learn's is)."""
 
 
 def _short(value: object, limit: int = 60) -> str:

@@ -17,6 +17,7 @@ streamed pass over the data:
 from __future__ import annotations
 
 import copy
+import inspect
 import time
 from collections.abc import Sequence
 
@@ -25,6 +26,7 @@ import torch
 
 from ._checks import (
     IllConditionedError,
+    NotFittedError,
     check_decomposer,
     check_dtype,
     check_outlier_factor,
@@ -155,6 +157,13 @@ def drop_extreme_sequences(
     return X[keep], Y[keep], None if lengths is None else lengths[keep], int((~keep).sum())
 
 
+def _same_value(a: object, b: object) -> bool:
+    try:
+        return bool(a == b) if type(a) is type(b) else False
+    except Exception:  # arrays and other objects without a plain truth value
+        return a is b
+
+
 class _HeavyTailError(IllConditionedError):
     """A few extreme time steps dominate the moment tensor (``robust="auto"`` then uses median of means)."""
 
@@ -242,6 +251,30 @@ class _SpectralBase:
         self.tail_check = tail_check
         self.robust = robust
         self.robust_blocks = robust_blocks
+
+    # the scikit-learn parameter contract (written out: scikit-learn is not a dependency of the core)
+    @classmethod
+    def _get_param_names(cls) -> list[str]:
+        return [n for n in inspect.signature(cls.__init__).parameters if n != "self"]
+
+    def get_params(self, deep: bool = True) -> dict:
+        """The constructor's parameters as given (``sklearn.base.clone`` works on estimators)."""
+        return {name: getattr(self, name) for name in self._get_param_names()}
+
+    def set_params(self, **params) -> "_SpectralBase":
+        """Set constructor parameters by name; unknown names raise :class:`InputError`. Returns ``self``."""
+        valid = self._get_param_names()
+        for name, value in params.items():
+            if name not in valid:
+                raise InputError(f"{type(self).__name__} has no parameter {name!r} (parameters: {', '.join(valid)})")
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self) -> str:
+        defaults = {n: p.default for n, p in inspect.signature(type(self).__init__).parameters.items() if n != "self"}
+        shown = [f"{n}={v!r}" for n, v in self.get_params().items()
+                 if n == "hidden_size" or not _same_value(v, defaults.get(n, inspect.Parameter.empty))]
+        return f"{type(self).__name__}({', '.join(shown)})"
 
     # the recipe both estimators follow; subclasses fill in _fit_components
     _two_sided = False
@@ -417,7 +450,7 @@ class _SpectralBase:
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "model_"):
-            raise InputError(f"this {type(self).__name__} is not fitted yet: call fit(X, Y) first")
+            raise NotFittedError(f"this {type(self).__name__} is not fitted yet: call fit(X, Y) first")
 
 
 class SpectralIORNN(_SpectralBase):
