@@ -311,7 +311,7 @@ class _SpectralBase:
         timings: dict[str, float] = {}
 
         t0 = time.perf_counter()
-        proc = self._fit_process(X, lengths, f)
+        proc = self._fit_process(X, lengths, f.degree)
         timings["process"] = time.perf_counter() - t0
 
         decomposer = self.decomposer if self.decomposer is not None else CPDecomposer()
@@ -394,11 +394,15 @@ class _SpectralBase:
         if n_steps < need:
             raise InputError(f"too few time steps: {n_steps} valid steps, the spectral estimate needs at least {need} here")
 
-    def _fit_process(self, X: np.ndarray, lengths: np.ndarray | None, f: Polynomial) -> MarkovProcess:
+    def _fit_process(self, X: np.ndarray, lengths: np.ndarray | None, degree: int,
+                     third_order: bool = False) -> MarkovProcess:
+        """The input process: the user's (fitted on a copy unless already fitted), or an
+        :class:`AR1Process` with this estimator's ``scores``, ``first_step`` and ``tail_check``,
+        whose scores serve a polynomial of ``degree`` (and third-order moments if ``third_order``)."""
         proc = self.process
         if proc is None:
             proc = AR1Process(innovations=self.scores, first_step=self.first_step, two_sided=self._two_sided,
-                              degree=f.degree, tail_check=self.tail_check)
+                              degree=degree, tail_check=self.tail_check, third_order=third_order)
         elif not isinstance(proc, MarkovProcess):
             raise InputError(f"process must be an input process such as AR1Process, got {type(proc).__name__}")
         if not proc.is_fitted:

@@ -41,7 +41,6 @@ positive (compare with :func:`~spectral_rnn.metrics.parameter_errors` ``odd=True
 
 from __future__ import annotations
 
-import copy
 import time
 
 import numpy as np
@@ -59,7 +58,7 @@ from .activations import Activation, Polynomial, Tanh, as_activation
 from .decomposition import jennrich
 from .models import BRNN, IORNN, run_chain
 from .moments import StepStream
-from .processes import AR1Process, MarkovProcess
+from .processes import MarkovProcess
 from .stability import stabilize
 
 __all__ = ["uses_odd_route", "fit_iornn_odd", "fit_brnn_odd", "decompose_symmetric4", "NLS_STEPS"]
@@ -90,31 +89,14 @@ def _check_odd(f: Activation) -> None:
             raise InputError(f"activation {f.to_string()!r}: the third-order route needs c3 != 0")
 
 
-def _fit_process(est, X: np.ndarray, lengths: np.ndarray | None, two_sided: bool = False) -> MarkovProcess:
+def _fit_process(est, X: np.ndarray, lengths: np.ndarray | None) -> MarkovProcess:
     """The input process, with third-order scores: ``scores="auto"`` on non-Gaussian inputs uses the
     score-matching law (an exact density) instead of the density-free one, which has no S_3."""
-    proc = est.process
-    if proc is None:
-        if est.scores == "moment":
-            raise InputError("scores='moment' (the density-free score) has no third-order score S_3, which the "
-                             "route for odd activations (tanh) needs: use 'auto', 'gaussian', 'score-matching' "
-                             "or 'student-t'")
-        proc = AR1Process(innovations=est.scores, first_step=est.first_step, two_sided=two_sided, degree=3,
-                          tail_check=est.tail_check).fit(X, lengths)
-        if est.scores == "auto" and getattr(proc, "law_name_", "") == "moment":
-            reason = proc.law_reason_
-            proc = AR1Process(innovations="score-matching", first_step=est.first_step, two_sided=two_sided, degree=3,
-                              tail_check=est.tail_check).fit(X, lengths)
-            proc.law_reason_ = (reason.split(":")[0] + "; an odd activation needs third-order scores: "
-                                "score-matching density")
-        return proc
-    if not isinstance(proc, MarkovProcess):
-        raise InputError(f"process must be an input process such as AR1Process, got {type(proc).__name__}")
-    if not proc.is_fitted:
-        proc = copy.deepcopy(proc).fit(X, lengths)
-    if proc.dim != X.shape[2]:
-        raise InputError(f"the input process has dimension {proc.dim}, the inputs {X.shape[2]}")
-    return proc
+    if est.process is None and est.scores == "moment":
+        raise InputError("scores='moment' (the density-free score) has no third-order score S_3, which the "
+                         "route for odd activations (tanh) needs: use 'auto', 'gaussian', 'score-matching' "
+                         "or 'student-t'")
+    return est._fit_process(X, lengths, degree=3, third_order=True)
 
 
 # --------------------------------------------------------------------------- decomposition
@@ -369,7 +351,7 @@ def _fit_odd(est, X, Y, lengths, bidirectional: bool):
     timings: dict[str, float] = {}
 
     t0 = time.perf_counter()
-    proc = _fit_process(est, X, lengths, bidirectional)
+    proc = _fit_process(est, X, lengths)
     timings["process"] = time.perf_counter() - t0
 
     stream = StepStream(X, Y, lengths, proc, two_sided=bidirectional, device=device, dtype=dtype,

@@ -103,14 +103,15 @@ def tail_index(sample: np.ndarray) -> np.ndarray:
     return np.where(mean > 0, 1.0 / np.maximum(mean, 1e-300), np.inf)
 
 
-def choose_law(stats: InnovationStats, two_sided: bool, degree: int = 2) -> tuple[str, str]:
+def choose_law(stats: InnovationStats, two_sided: bool, degree: int = 2, third_order: bool = False) -> tuple[str, str]:
     """The automatic choice of the innovations' law: ``(name, reason)``.
 
     Gaussian when no coordinate rejects normality (Jarque-Bera at level 1e-3 over the
     coordinates, Bonferroni) or when every coordinate's |skewness| and |excess kurtosis|
     are below 0.1 (a bias below about 5% of the tensor); otherwise the density-free
     score (``"moment"``) for one-sided scores, and a smooth score fitted by score matching
-    (``"score-matching"``) for two-sided scores, where the density-free operator is not exact.
+    (``"score-matching"``) for two-sided scores, where the density-free operator is not exact,
+    and wherever third-order scores are needed (``third_order``: odd activations such as tanh).
     """
     d = stats.powers.shape[1]
     pvals = stats.jarque_bera_pvalues()
@@ -119,8 +120,9 @@ def choose_law(stats: InnovationStats, two_sided: bool, degree: int = 2) -> tupl
                f"min Jarque-Bera p {pvals.min():.1e} over {d} input coordinates, {stats.n} steps")
     if np.all(pvals > 1e-3 / d) or np.all(np.maximum(sk, ku) < 0.1):
         return "gaussian", f"innovations look Gaussian ({summary})"
-    if two_sided:
-        return "score-matching", (f"innovations are not Gaussian ({summary}); two-sided scores need a density: "
+    if two_sided or third_order:
+        need = "two-sided scores" if two_sided else "third-order scores (an odd activation)"
+        return "score-matching", (f"innovations are not Gaussian ({summary}); {need} need a density: "
                                   "a smooth score fitted by score matching per whitened coordinate")
     return "moment", f"innovations are not Gaussian ({summary}): density-free score of degree {degree}"
 
@@ -148,9 +150,10 @@ class AR1Process:
         there are at least ``10 (d + 1)`` sequences and the first steps' covariance is no
         worse conditioned than 100 times the stationary one, else stationary (own when the
         fitted chain is not stable).
-    two_sided, degree: what the scores will serve (the estimators set them): ``"auto"``
-        picks an exact density for two-sided (BRNN) scores; ``degree`` is the polynomial
-        degree the density-free score must be exact for (2 or 3).
+    two_sided, degree, third_order: what the scores will serve (the estimators set them):
+        ``"auto"`` picks an exact density for two-sided (BRNN) scores and where third-order
+        scores are needed (odd activations); ``degree`` is the polynomial degree the
+        density-free score must be exact for (2 or 3).
     tail_check: refuse innovations whose tail index (Hill estimator, :func:`tail_index`) is
         below 3.5: infinite fourth moments, so the moment estimates do not converge.
 
@@ -171,6 +174,7 @@ class AR1Process:
         two_sided: bool = False,
         degree: int = 2,
         tail_check: bool = True,
+        third_order: bool = False,
     ) -> None:
         self.F = None if F is None else np.array(F, dtype=np.float64)
         self.noise_cov = None if noise_cov is None else np.array(noise_cov, dtype=np.float64)
@@ -186,6 +190,7 @@ class AR1Process:
         self.two_sided = two_sided
         self.degree = degree
         self.tail_check = tail_check
+        self.third_order = third_order
         self._cache: dict = {}
         if self.F is not None:
             self._complete()
@@ -400,7 +405,7 @@ class AR1Process:
         self._check_discrete(Xs[: max(1, 20_000 // Xs.shape[1])], Ls)
         stats = innovation_stats(self._whitened(Xs, Ls, chunk_steps), d, n_total=n_sub)
         if self.innovations == "auto":
-            name, reason = choose_law(stats, self.two_sided, self.degree)
+            name, reason = choose_law(stats, self.two_sided, self.degree, self.third_order)
             law = make_law(name, self.degree)
         else:
             law = make_law(self.innovations, self.degree)
