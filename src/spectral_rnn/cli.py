@@ -410,9 +410,13 @@ def _cmd_demo(a: argparse.Namespace) -> int:
 
 
 def _cmd_tag(a: argparse.Namespace) -> int:
+    from ._checks import InputError
     from .cli_tag import cmd_tag
 
-    return cmd_tag(a)
+    try:
+        return cmd_tag(a)
+    except ModuleNotFoundError as exc:  # conllu, scikit-learn: the optional "tagging" extra
+        raise InputError(f"the tag commands need the package {exc.name!r}: pip install 'spectral-rnn[tagging]'") from None
 
 
 _COMMANDS = {"simulate": _cmd_simulate, "fit": _cmd_fit, "predict": _cmd_predict, "compare": _cmd_compare,
