@@ -187,19 +187,11 @@ def fill_upos(text: str, tag_sentences, name: str = "<text>") -> tuple[str, int]
 
 
 def cmd_predict(a: argparse.Namespace) -> int:
+    from .corpora import read_conllu_text
     from .tagger import _atomic_write_bytes, load_tagger
 
     tagger = load_tagger(a.tagger)
-    if not os.path.isfile(a.input):
-        raise InputError(f"{a.input}: no such file")
-    with open(a.input, "rb") as fh:
-        raw = fh.read()
-    if not raw.strip():
-        raise InputError(f"{a.input} is empty")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise InputError(f"{a.input} is not a CoNLL-U file (not UTF-8 text)") from None
+    text = read_conllu_text(a.input)
     bom = text.startswith("\ufeff")
     new, n = fill_upos(text[1:] if bom else text, tagger.predict, name=a.input)
     out_dir = os.path.dirname(os.path.abspath(a.out))

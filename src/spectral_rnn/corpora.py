@@ -162,12 +162,9 @@ def _first_sentences(text: str, n: int) -> str:
     return text
 
 
-def read_conllu(path: str | os.PathLike, require_tags: bool = True, max_sentences: int | None = None
-                ) -> TaggedCorpus:
-    """Read a CoNLL-U file (UTF-8) into a :class:`TaggedCorpus`; see :func:`parse_conllu`.
-
-    ``max_sentences``: parse only the first sentences (quick looks at large files).
-    """
+def read_conllu_text(path: str | os.PathLike) -> str:
+    """The text of a CoNLL-U file, decoded as UTF-8 (a byte-order mark kept); a missing,
+    unreadable, empty or non-UTF-8 file raises :class:`InputError`."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise InputError(f"{path}: no such file")
@@ -181,10 +178,19 @@ def read_conllu(path: str | os.PathLike, require_tags: bool = True, max_sentence
     if not raw.strip():
         raise InputError(f"{path} is empty")
     try:
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError:
         raise InputError(f"{path} is not a CoNLL-U file (not UTF-8 text)") from None
-    text = text.lstrip("\ufeff")
+
+
+def read_conllu(path: str | os.PathLike, require_tags: bool = True, max_sentences: int | None = None
+                ) -> TaggedCorpus:
+    """Read a CoNLL-U file (UTF-8) into a :class:`TaggedCorpus`; see :func:`parse_conllu`.
+
+    ``max_sentences``: parse only the first sentences (quick looks at large files).
+    """
+    path = os.fspath(path)
+    text = read_conllu_text(path).lstrip("\ufeff")
     if max_sentences is not None:
         text = _first_sentences(text, int(max_sentences))
     return parse_conllu(text, name=path, require_tags=require_tags)

@@ -54,7 +54,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._checks import InputError, check_dtype
+from ._checks import InputError, check_dtype, check_positive_int
 from .activations import Polynomial, Tanh
 
 #: parameter dtypes a PolynomialRNN may hold
@@ -164,6 +164,12 @@ def run_polynomial_chain(
     return _chain_autograd(drive, W, mask, coefs, reverse)
 
 
+def _sizes(input_size: int, hidden_size: int, output_size: int) -> tuple[int, int, int]:
+    """The three layer sizes of a module, each a positive integer (bools refused)."""
+    return (check_positive_int(input_size, "input_size"), check_positive_int(hidden_size, "hidden_size"),
+            check_positive_int(output_size, "output_size"))
+
+
 class PolynomialRNN(nn.Module):
     """Single-layer RNN with a polynomial activation, unidirectional or bidirectional.
 
@@ -199,10 +205,7 @@ class PolynomialRNN(nn.Module):
         device: str | torch.device | None = None,
     ) -> None:
         super().__init__()
-        for name, v in (("input_size", input_size), ("hidden_size", hidden_size), ("output_size", output_size)):
-            if not isinstance(v, (int, np.integer)) or v < 1:
-                raise InputError(f"{name} must be a positive integer, got {v!r}")
-        self.input_size, self.hidden_size, self.output_size = int(input_size), int(hidden_size), int(output_size)
+        self.input_size, self.hidden_size, self.output_size = _sizes(input_size, hidden_size, output_size)
         self.bidirectional = bool(bidirectional)
         self.custom_backward = custom_backward
         kw = {"dtype": check_dtype(dtype, _MODULE_DTYPES), "device": device}
@@ -312,10 +315,7 @@ class TorchRNN(nn.Module):
         exact: bool = True,
     ) -> None:
         super().__init__()
-        for name, v in (("input_size", input_size), ("hidden_size", hidden_size), ("output_size", output_size)):
-            if not isinstance(v, (int, np.integer)) or v < 1:
-                raise InputError(f"{name} must be a positive integer, got {v!r}")
-        self.input_size, self.hidden_size, self.output_size = int(input_size), int(hidden_size), int(output_size)
+        self.input_size, self.hidden_size, self.output_size = _sizes(input_size, hidden_size, output_size)
         self.bidirectional = bool(bidirectional)
         self.exact = bool(exact)
         kw = {"dtype": dtype, "device": device}
