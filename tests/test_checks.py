@@ -220,3 +220,16 @@ def test_check_xy_refuses_huge_values():
 
 def test_errors_are_value_errors():
     assert issubclass(InputError, SpectralRNNError) and issubclass(SpectralRNNError, ValueError)
+
+
+def test_float32_inputs_raise_no_warning():
+    """Checking float32 data against the float64 magnitude limit once warned 'overflow
+    encountered in cast' (numpy casts the Python float limit to float32)."""
+    import warnings
+
+    from spectral_rnn._checks import check_xy
+
+    X = np.zeros((3, 4, 2), np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_xy(X, X[..., :1], None)

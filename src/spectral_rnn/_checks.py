@@ -170,7 +170,7 @@ def check_finite(
     n, T = arr.shape[:2]
     per = max(1, block_steps // T)
     axes = tuple(range(2, arr.ndim))
-    if limit is not None and arr.dtype.kind == "f" and np.finfo(arr.dtype).max <= limit:
+    if limit is not None and arr.dtype.kind == "f" and float(np.finfo(arr.dtype).max) <= limit:
         limit = None  # no finite value of this dtype exceeds it
     for i in range(0, n, per):
         block = arr[i : i + per]
