@@ -34,7 +34,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ._checks import DivergenceError, InputError, check_xy
+from ._checks import (
+    DivergenceError,
+    InputError,
+    as_sequences,
+    check_finite,
+    check_lengths,
+    check_xy,
+    resolve_device,
+)
 from .activations import Activation, Polynomial
 
 __all__ = ["StabilityReport", "stabilize", "bound_certifies"]
@@ -146,22 +154,37 @@ def bound_certifies(f: Activation, drive_max: float, W: np.ndarray, limit: float
 
 
 class _Chain:
-    """One chain of a model on given inputs: drives in chunks of sequences, masks."""
+    """One chain of a model on given inputs: drives in chunks of sequences, masks.
 
-    def __init__(self, Xt, valid, A, W, f, reverse, limit, chunk_rows):
-        self.Xt, self.valid, self.W, self.f, self.reverse, self.limit = Xt, valid, W, f, reverse, limit
+    The inputs stay where the caller keeps them (a NumPy array, float32 or float64, possibly
+    memory-mapped); each chunk of ``chunk_rows`` sequences is copied to ``device`` in float64
+    when it is needed, so the check holds one chunk, not a float64 copy of all the data.
+    """
+
+    def __init__(self, X: np.ndarray, lengths: np.ndarray | None, A: torch.Tensor, W: torch.Tensor,
+                 f: Activation, reverse: bool, limit: float, chunk_rows: int) -> None:
+        self.X, self.lengths, self.W, self.f, self.reverse, self.limit = X, lengths, W, f, reverse, limit
         self.A = A
         self.chunk_rows = chunk_rows
-        n = Xt.shape[0]
+        n = X.shape[0]
         self.chunks = [slice(i, min(n, i + chunk_rows)) for i in range(0, n, chunk_rows)]
 
-    def drive(self, rows) -> torch.Tensor:
-        return self.Xt[rows] @ self.A.T
+    def drive(self, rows) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(A x_t for the sequences rows, their valid-step mask or None)`` on the device."""
+        idx = rows if isinstance(rows, slice) else rows.cpu().numpy()
+        dev = self.A.device
+        Xc = torch.as_tensor(self.X[idx]).to(dev, torch.float64)
+        valid = None
+        if self.lengths is not None:
+            L = torch.as_tensor(self.lengths[idx], device=dev)
+            valid = torch.arange(Xc.shape[1], device=dev)[None, :] < L[:, None]
+            Xc = Xc.masked_fill(~valid.unsqueeze(-1), 0.0)
+        return Xc @ self.A.T, valid
 
     def drive_max(self) -> float:
         m = 0.0
         for rows in self.chunks:
-            m = max(m, float(self.drive(rows).abs().amax())) if self.Xt.shape[1] else m
+            m = max(m, float(self.drive(rows)[0].abs().amax())) if self.X.shape[1] else m
         return m
 
     def run(self, factor: float, rows=None, stop_early: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -173,8 +196,8 @@ class _Chain:
             chunks = self.chunks
         peaks, bads = [], []
         for r in chunks:
-            v = None if self.valid is None else self.valid[r]
-            p, b = _peaks(self.drive(r), W, self.f, v, self.reverse, self.limit, stop_early)
+            drive, v = self.drive(r)
+            p, b = _peaks(drive, W, self.f, v, self.reverse, self.limit, stop_early)
             peaks.append(p)
             bads.append(b)
             if stop_early and bool(b.any()):
@@ -308,14 +331,17 @@ def stabilize(
     limit = DIVERGENCE_LIMIT if limit is None else float(limit)
     if not limit > 0:
         raise InputError(f"limit must be positive, got {limit!r}")
-    Xt, Lt, W = model._prepare(X, lengths, device, torch.float64)
-    n, T = Xt.shape[:2]
-    valid = None if Lt is None else (torch.arange(T, device=Xt.device)[None, :] < Lt[:, None])
+    X = as_sequences(X, "inputs", dim=model.d_x)  # no copy of float32 / float64 data
+    lengths = check_lengths(lengths, X.shape[0], X.shape[1])
+    check_finite(X, lengths, "inputs")
+    dev = resolve_device(device)
+    W = {k: torch.as_tensor(v, dtype=torch.float64, device=dev) for k, v in model.parameters().items()}
+    n, T = X.shape[:2]
     rows = max(1, int(chunk_steps) // max(T, 1))
-    chains = [("forward chain", "U", _Chain(Xt, valid, W["A1"], W["U"], model.activation, False, limit, rows))]
+    chains = [("forward chain", "U", _Chain(X, lengths, W["A1"], W["U"], model.activation, False, limit, rows))]
     if isinstance(model, BRNN):
         chains.append(("backward chain", "V",
-                       _Chain(Xt, valid, W["B1"], W["V"], model.backward_activation, True, limit, rows)))
+                       _Chain(X, lengths, W["B1"], W["V"], model.backward_activation, True, limit, rows)))
     results = [_stabilize_chain(ch, margin, rtol, name, wname) for name, wname, ch in chains]
     factors = [r[0] for r in results]
     changed = any(f != 1.0 for f in factors)
