@@ -41,6 +41,8 @@ from ._checks import (
     resolve_device,
 )
 from .activations import ActivationLike, as_activation
+from . import estimators
+from .kinds import ModelKind, resolve_kind
 from .refine import refine, train_bptt
 
 __all__ = ["MethodResult", "Comparison", "run_comparison", "plot_comparison", "check_plot_path", "DEFAULT_LRS",
@@ -246,16 +248,10 @@ class _HeldOut:
         return float(np.mean(np.sum(err**2, axis=1)) / self.var)
 
 
-def _spectral_estimator(hidden_size, activation, bidirectional, random_state, device):
-    from . import estimators
-
-    if bidirectional:
-        cls = getattr(estimators, "SpectralBRNN", None)
-        if cls is None:
-            raise InputError("the bidirectional spectral estimator (SpectralBRNN) is not available in this version")
-    else:
-        cls = estimators.SpectralIORNN
-    return cls(hidden_size, activation, random_state=random_state, device=device)
+def _spectral_estimator(kind: ModelKind, hidden_size, activation, random_state, device):
+    if kind.estimator is None:
+        raise InputError(f"no spectral estimator fits models of kind {kind.name!r} yet")
+    return getattr(estimators, kind.estimator)(hidden_size, activation, random_state=random_state, device=device)
 
 
 def run_comparison(
@@ -283,6 +279,7 @@ def run_comparison(
     plot: str | None = None,
     progress: bool = False,
     log=None,
+    kind: str | None = None,
 ) -> Comparison:
     """Run spectral, spectral + refinement and tuned BPTT on the same data; see the module docs.
 
@@ -290,7 +287,9 @@ def run_comparison(
     ----------
     X, Y, lengths: the data (``(n, T, d_x)``, ``(n, T, d_y)``, ``(n,)``); ``test_fraction``
         of the sequences are held out for evaluation, the rest train every method.
-    hidden_size, activation, bidirectional: the architecture (hidden size per direction).
+    hidden_size, activation, bidirectional: the architecture (hidden size per chain);
+        ``kind``: a registered model kind (:mod:`spectral_rnn.kinds`; default ``"iornn"``, or
+        ``"brnn"`` with ``bidirectional``).
     truth: the true model, if known: held-out error is then measured against its
         conditional mean instead of the noisy held-out outputs.
     budget: wall-time budget in seconds of every BPTT run and of spectral + refinement
@@ -312,7 +311,8 @@ def run_comparison(
     budget = check_real(budget, "budget", low=0.0, low_open=True)
     test_fraction = check_real(test_fraction, "test_fraction", low=0.0, high=1.0, low_open=True, high_open=True)
     hidden_size = check_positive_int(hidden_size, "hidden_size")
-    chains = 2 if bidirectional else 1
+    spec = resolve_kind(kind, bidirectional)
+    chains = spec.n_chains
     if chains * hidden_size > min(X.shape[2], Y.shape[2]):  # also keeps BPTT from allocating absurd weights
         raise InputError(
             f"hidden size {hidden_size} is too large for these data: the spectral method identifies at most "
@@ -346,9 +346,8 @@ def run_comparison(
     Xte = X[te]
     Lte = None if lengths is None else lengths[te]
     if truth is not None:
-        kind = "BRNN" if bidirectional else "IORNN"
-        if type(truth).__name__ != kind:
-            raise InputError(f"truth is a {type(truth).__name__}, the comparison fits a {kind}")
+        if type(truth) is not spec.cls:
+            raise InputError(f"truth is a {type(truth).__name__}, the comparison fits a {spec.cls.__name__}")
         Rte = truth.predict(Xte, Lte)
         reference = "the true conditional mean"
     else:
@@ -370,7 +369,7 @@ def run_comparison(
     say("spectral fit")
     t0 = time.perf_counter()
     try:
-        est = _spectral_estimator(hidden_size, f, bidirectional, base_seed, str(dev)).fit(Xtr, Ytr, Ltr)
+        est = _spectral_estimator(spec, hidden_size, f, base_seed, str(dev)).fit(Xtr, Ytr, Ltr)
         spectral.model = est.model_
     except SpectralRNNError as exc:
         spectral.note = f"failed: {exc}"
@@ -429,7 +428,7 @@ def run_comparison(
                 run = MethodResult("bptt", settings={"lr": float(lr), "init_scale": float(scale), "seed": seed,
                                                      "batch": batch_size})
                 model, hist = train_bptt(
-                    Xtr, Ytr, Ltr, hidden_size=hidden_size, activation=f, bidirectional=bidirectional,
+                    Xtr, Ytr, Ltr, hidden_size=hidden_size, activation=f, kind=spec.name,
                     init_scale=scale, max_epochs=max_epochs, lr=lr, batch_size=batch_size,
                     val_fraction=val_fraction, patience=patience, random_state=base_seed + 1000 + seed,
                     device=str(dev), progress=progress, time_budget=budget,

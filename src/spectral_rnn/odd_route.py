@@ -56,7 +56,8 @@ from ._checks import (
 )
 from .activations import Activation, Polynomial, Tanh, as_activation
 from .decomposition import jennrich
-from .models import BRNN, IORNN, run_chain
+from .chain import run_chain, step_mask
+from .models import BRNN, IORNN
 from .moments import StepStream
 from .processes import MarkovProcess
 from .stability import stabilize
@@ -166,7 +167,7 @@ class _Recurrence:
     """Hidden states of ``h_t = f(diag(s) A_hat x_t + U h_{t-1})`` as a differentiable function of ``(s, U)``
     (and, for a BRNN, of the backward chain ``z_t = f(diag(s) B_hat x_t + V z_{t+1})``: the last
     ``n_bwd`` rows of ``A_hat``): PyTorch's ``nn.RNN`` (the export module) for tanh,
-    :func:`~spectral_rnn.models.run_chain` otherwise. States are (n, T, n_fwd + n_bwd), forward units first."""
+    :func:`~spectral_rnn.chain.run_chain` otherwise. States are (n, T, n_fwd + n_bwd), forward units first."""
 
     def __init__(self, f: Activation, A_hat: np.ndarray, X: np.ndarray, lengths: np.ndarray | None, d_y: int,
                  n_bwd: int = 0) -> None:
@@ -202,10 +203,11 @@ class _Recurrence:
                                                              enforce_sorted=False)
             out = functional_call(self.module.rnn, params, (packed,))[0]
             return torch.nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=T)[0]
-        H = run_chain(X @ Af.T, U, self.f, lengths)
+        valid = step_mask(lengths, X.shape[1], X.device)
+        H = run_chain(X @ Af.T, U, self.f, valid)
         if not self.nb:
             return H
-        return torch.cat([H, run_chain(X @ Ab.T, V, self.f, lengths, reverse=True)], dim=-1)
+        return torch.cat([H, run_chain(X @ Ab.T, V, self.f, valid, reverse=True)], dim=-1)
 
 
 def _varpro_loss(rec: _Recurrence, s, U, V, Y: torch.Tensor, mask: torch.Tensor | None, ridge: float = 1e-10):

@@ -52,9 +52,10 @@ from ._checks import (
     check_xy,
     resolve_device,
 )
-from .activations import ActivationLike, Polynomial, Tanh, as_activation
+from .activations import ActivationLike
+from .kinds import from_torch, kind_of, resolve_kind
 from .stability import StabilityReport, stabilize
-from .torch_export import PolynomialRNN, TorchRNN, from_torch, to_torch
+from .torch_export import PolynomialRNN, TorchRNN
 
 __all__ = ["History", "refine", "train_bptt", "fit_module", "relative_mse"]
 
@@ -417,10 +418,7 @@ def refine(
     RuntimeWarning: training diverged before any epoch improved on the start; the
         (stabilised) start is returned.
     """
-    from .models import BRNN, IORNN
-
-    if not isinstance(model, (IORNN, BRNN)):
-        raise InputError(f"refine expects an IORNN or a BRNN, got {type(model).__name__}")
+    kind_of(model, "refine")
     train, val, var, rng, dev = _prepare(X, Y, lengths, val_fraction, random_state, device, dtype, model.d_x, model.d_y)
     report, t_stab = None, 0.0
     if stabilize_start:
@@ -429,7 +427,7 @@ def refine(
         t_stab = time.perf_counter() - t0
         if time_budget is not None:
             time_budget = max(time_budget - t_stab, 1e-3)
-    module = to_torch(model, dtype=check_dtype(dtype), device=dev)
+    module = model.to_torch(dtype=check_dtype(dtype), device=dev)
     hist = fit_module(module, train, val, var, max_epochs=max_epochs, lr=lr, batch_size=batch_size,
                       patience=patience, clip=clip, max_restarts=max_restarts, rng=rng,
                       time_budget=time_budget, progress=progress,
@@ -462,19 +460,16 @@ def random_module(
     random_state: int | np.random.Generator | None = None,
     device: str = "cpu",
     dtype: torch.dtype = torch.float32,
+    kind: str | None = None,
 ) -> PolynomialRNN | TorchRNN:
-    """A module with PyTorch's standard RNN initialisation times ``init_scale``: a
-    :class:`TorchRNN` (``torch.nn.RNN`` + ``nn.Linear``) for tanh, else a :class:`PolynomialRNN`."""
+    """A module of model kind ``kind`` (default ``"brnn"`` if ``bidirectional`` else ``"iornn"``)
+    with PyTorch's standard RNN initialisation times ``init_scale``: a :class:`TorchRNN`
+    (``torch.nn.RNN`` + ``nn.Linear``) for tanh, else a :class:`PolynomialRNN`."""
     init_scale = check_real(init_scale, "init_scale", low=0.0, low_open=True)
-    f = as_activation(activation)
+    spec = resolve_kind(kind, bidirectional)
     rng = check_random_state(random_state)
     gen = torch.Generator(device="cpu").manual_seed(int(rng.integers(2**62)))
-    if isinstance(f, Tanh):
-        mod = TorchRNN(d_x, hidden_size, d_y, bidirectional=bidirectional, dtype=dtype)
-    elif isinstance(f, Polynomial):
-        mod = PolynomialRNN(d_x, hidden_size, d_y, f.coefficients, bidirectional=bidirectional, dtype=dtype)
-    else:  # pragma: no cover - no other activation class yet
-        raise InputError(f"no PyTorch module for activation {f.to_string()!r}")
+    mod = spec.new_module(d_x, hidden_size, d_y, activation, check_dtype(dtype))
     mod.reset_parameters(init_scale, generator=gen)
     return mod.to(resolve_device(device))
 
@@ -501,6 +496,7 @@ def train_bptt(
     time_budget: float | None = None,
     monitor: Callable[[PolynomialRNN, float], None] | None = None,
     monitor_every: float | None = None,
+    kind: str | None = None,
 ):
     """The baseline: the same architecture trained by BPTT from random initialisation.
 
@@ -516,7 +512,7 @@ def train_bptt(
     rng = check_random_state(random_state)
     train, val, var, rng, dev = _prepare(X, Y, lengths, val_fraction, rng, device, dtype)
     module = random_module(train.X.shape[2], hidden_size, train.Y.shape[2], activation, bidirectional,
-                           init_scale, rng, dev, dtype)
+                           init_scale, rng, dev, dtype, kind)
     hist = fit_module(module, train, val, var, max_epochs=max_epochs, lr=lr, batch_size=batch_size,
                       patience=patience, clip=clip, max_restarts=max_restarts, rng=rng,
                       time_budget=time_budget, progress=progress,

@@ -36,6 +36,9 @@ import torch
 
 from ._checks import DivergenceError, InputError, check_xy
 from .activations import Activation, Polynomial
+from .chain import DIVERGENCE_LIMIT
+from .metrics import prediction_error
+from .models import RNNModel
 
 __all__ = ["StabilityReport", "stabilize", "bound_certifies"]
 
@@ -182,7 +185,7 @@ class _Chain:
         return torch.cat(peaks), torch.cat(bads)
 
 
-def _stabilize_chain(ch: _Chain, margin: float, rtol: float, name: str, wname: str):
+def _stabilize_chain(ch: _Chain, margin: float, rtol: float, name: str, wname: str, iname: str):
     """(factor, method, peak_before, peak_after, diverged) for one chain (``diverged``: a
     per-sequence flag tensor, or ``None`` when nothing diverged)."""
     if ch.f.bounded:
@@ -198,7 +201,7 @@ def _stabilize_chain(ch: _Chain, margin: float, rtol: float, name: str, wname: s
     if bool(bad0.any()):
         i = int(torch.nonzero(bad0)[0, 0])
         raise DivergenceError(
-            f"the {name} diverges on sequence {i} even with {wname} = 0: f({'A1' if wname == 'U' else 'B1'} x_t) "
+            f"the {name} diverges on sequence {i} even with {wname} = 0: f({iname} x_t) "
             f"exceeds {ch.limit:.0e}, so the input weights are too large for these inputs; no scaling of "
             f"{wname} can make this model stable"
         )
@@ -250,13 +253,7 @@ def _relative_mse(model, X, Y, lengths) -> float:
         P = model.predict(X, lengths)
     except DivergenceError:
         return math.inf
-    n, T = X.shape[:2]
-    mask = np.ones((n, T), dtype=bool) if lengths is None else np.arange(T)[None, :] < lengths[:, None]
-    Yv = Y[mask]
-    var = float(np.sum(np.var(Yv, axis=0)))
-    if not var > 0:
-        raise InputError("the outputs have zero variance")
-    return float(np.sum((P[mask] - Yv) ** 2) / mask.sum() / var)
+    return prediction_error(Y, P, lengths)
 
 
 def stabilize(
@@ -297,9 +294,7 @@ def stabilize(
     DivergenceError: even ``U = 0`` diverges on ``X`` (the input weights are too large).
     InputError: bad inputs.
     """
-    from .models import BRNN, DIVERGENCE_LIMIT, IORNN
-
-    if not isinstance(model, (IORNN, BRNN)):
+    if not isinstance(model, RNNModel):
         raise InputError(f"stabilize expects an IORNN or a BRNN, got {type(model).__name__}")
     if not (0 < margin <= 1):
         raise InputError(f"margin must lie in (0, 1], got {margin!r}")
@@ -308,27 +303,21 @@ def stabilize(
     limit = DIVERGENCE_LIMIT if limit is None else float(limit)
     if not limit > 0:
         raise InputError(f"limit must be positive, got {limit!r}")
-    Xt, Lt, W = model._prepare(X, lengths, device, torch.float64)
+    Xt, valid, W = model._prepare(X, lengths, device, torch.float64)
     n, T = Xt.shape[:2]
-    valid = None if Lt is None else (torch.arange(T, device=Xt.device)[None, :] < Lt[:, None])
     rows = max(1, int(chunk_steps) // max(T, 1))
-    chains = [("forward chain", "U", _Chain(Xt, valid, W["A1"], W["U"], model.activation, False, limit, rows))]
-    if isinstance(model, BRNN):
-        chains.append(("backward chain", "V",
-                       _Chain(Xt, valid, W["B1"], W["V"], model.backward_activation, True, limit, rows)))
-    results = [_stabilize_chain(ch, margin, rtol, name, wname) for name, wname, ch in chains]
+    results = [
+        _stabilize_chain(_Chain(Xt, valid, W[c.input], W[c.recurrent], getattr(model, c.activation), c.reverse, limit,
+                                rows), margin, rtol, "backward chain" if c.reverse else "forward chain", c.recurrent,
+                         c.input)
+        for c in model.chains
+    ]
     factors = [r[0] for r in results]
     changed = any(f != 1.0 for f in factors)
     methods = [r[1] for r in results]
     method = "shrunk" if "shrunk" in methods else ("simulation" if "simulation" in methods else methods[0])
     if changed:
-        params = model.parameters()
-        params["U"] = params["U"] * factors[0]
-        if isinstance(model, BRNN):
-            params["V"] = params["V"] * factors[1]
-            out = BRNN(**params, activation=model.activation, backward_activation=model.backward_activation)
-        else:
-            out = IORNN(**params, activation=model.activation)
+        out = model.replace(**{c.recurrent: getattr(model, c.recurrent) * f for c, f in zip(model.chains, factors)})
     else:
         out = model
     report = StabilityReport(
