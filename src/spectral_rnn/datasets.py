@@ -57,17 +57,17 @@ def sample_inputs(
     if innovations == "gaussian" and chain == "linear":
         return process.sample(n_sequences, length, random_state=rng)
     d = process.dim
-    ev, V = np.linalg.eigh(process.noise_cov)
+    ev, V = np.linalg.eigh(process.noise_cov_)
     L = (V * np.sqrt(ev)) @ V.T
-    ev0, V0 = np.linalg.eigh(process.initial_cov)
+    ev0, V0 = np.linalg.eigh(process.initial_cov_)
     L0 = (V0 * np.sqrt(ev0)) @ V0.T
     X = np.empty((n_sequences, length, d))
-    X[:, 0] = process.initial_mean + draw_innovations(innovations, (n_sequences, d), rng) @ L0
+    X[:, 0] = process.initial_mean_ + draw_innovations(innovations, (n_sequences, d), rng) @ L0
     for t in range(1, length):
-        prev = X[:, t - 1] @ process.F.T
+        prev = X[:, t - 1] @ process.F_.T
         if chain == "tanh":
             prev = np.tanh(prev)
-        X[:, t] = prev + process.intercept + draw_innovations(innovations, (n_sequences, d), rng) @ L
+        X[:, t] = prev + process.intercept_ + draw_innovations(innovations, (n_sequences, d), rng) @ L
     return X
 
 

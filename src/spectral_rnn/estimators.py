@@ -17,7 +17,6 @@ streamed pass over the data:
 from __future__ import annotations
 
 import copy
-import inspect
 import time
 from collections.abc import Sequence
 
@@ -39,6 +38,7 @@ from ._checks import (
     resolve_device,
     valid_mask,
 )
+from ._params import Params, atomic_fit
 from .activations import Polynomial, as_polynomial
 from .decomposition import MIN_GAP, CPDecomposer
 from .models import BRNN, IORNN
@@ -157,13 +157,6 @@ def drop_extreme_sequences(
     return X[keep], Y[keep], None if lengths is None else lengths[keep], int((~keep).sum())
 
 
-def _same_value(a: object, b: object) -> bool:
-    try:
-        return bool(a == b) if type(a) is type(b) else False
-    except Exception:  # arrays and other objects without a plain truth value
-        return a is b
-
-
 class _HeavyTailError(IllConditionedError):
     """A few extreme time steps dominate the moment tensor (``robust="auto"`` then uses median of means)."""
 
@@ -210,7 +203,7 @@ class _Progress:
             self.bar.close()
 
 
-class _SpectralBase:
+class _SpectralBase(Params):
     """Hyper-parameters, validation, input process, streaming and the projected
     decomposition shared by the estimators."""
 
@@ -252,34 +245,11 @@ class _SpectralBase:
         self.robust = robust
         self.robust_blocks = robust_blocks
 
-    # the scikit-learn parameter contract (written out: scikit-learn is not a dependency of the core)
-    @classmethod
-    def _get_param_names(cls) -> list[str]:
-        return [n for n in inspect.signature(cls.__init__).parameters if n != "self"]
-
-    def get_params(self, deep: bool = True) -> dict:
-        """The constructor's parameters as given (``sklearn.base.clone`` works on estimators)."""
-        return {name: getattr(self, name) for name in self._get_param_names()}
-
-    def set_params(self, **params) -> "_SpectralBase":
-        """Set constructor parameters by name; unknown names raise :class:`InputError`. Returns ``self``."""
-        valid = self._get_param_names()
-        for name, value in params.items():
-            if name not in valid:
-                raise InputError(f"{type(self).__name__} has no parameter {name!r} (parameters: {', '.join(valid)})")
-            setattr(self, name, value)
-        return self
-
-    def __repr__(self) -> str:
-        defaults = {n: p.default for n, p in inspect.signature(type(self).__init__).parameters.items() if n != "self"}
-        shown = [f"{n}={v!r}" for n, v in self.get_params().items()
-                 if n == "hidden_size" or not _same_value(v, defaults.get(n, inspect.Parameter.empty))]
-        return f"{type(self).__name__}({', '.join(shown)})"
-
     # the recipe both estimators follow; subclasses fill in _fit_components
     _two_sided = False
     _chains = 1
 
+    @atomic_fit
     def fit(self, X: object, Y: object, lengths: object = None):
         """Fit from inputs ``X`` (n_sequences, T, d_x) and outputs ``Y`` (n_sequences, T, d_y).
 
