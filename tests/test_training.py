@@ -69,13 +69,14 @@ def test_divergence_recovery_restores_best_halves_rate_then_gives_up():
     mod = _module()
     best = EarlyStopping(5)
     best.start(1.0, mod)
-    opt = torch.optim.Adam(mod.parameters(), lr=0.1)
+    opt = torch.optim.Adam(mod.parameters(), lr=0.1, weight_decay=0.01)
     rec = DivergenceRecovery(max_restarts=2)
     for k in (1, 2):
         with torch.no_grad():
             mod.weight.fill_(math.nan)
         opt = rec.recover(mod, best, opt)
         assert opt is not None and opt.param_groups[0]["lr"] == pytest.approx(0.1 * 0.5**k)
+        assert isinstance(opt, torch.optim.Adam) and opt.defaults["weight_decay"] == 0.01
         assert torch.isfinite(mod.weight).all() and rec.count == k
     assert rec.recover(mod, best, opt) is None and rec.count == 3
 

@@ -313,7 +313,8 @@ class LrPlateau:
 
 class DivergenceRecovery:
     """A minibatch with a non-finite loss or gradient: back to the best weights with a fresh
-    Adam at ``factor`` times the learning rate; the ``max_restarts + 1``-th time, give up."""
+    optimiser (same class and settings, weight decay included) at ``factor`` times the
+    learning rate; the ``max_restarts + 1``-th time, give up."""
 
     def __init__(self, max_restarts: int, factor: float = 0.5) -> None:
         self.max_restarts, self.factor, self.count = max_restarts, factor, 0
@@ -325,7 +326,8 @@ class DivergenceRecovery:
         if self.count > self.max_restarts:
             return None
         best.restore(module)
-        return torch.optim.Adam(module.parameters(), lr=optimizer.param_groups[0]["lr"] * self.factor)
+        return type(optimizer)(module.parameters(),
+                               **{**optimizer.defaults, "lr": optimizer.param_groups[0]["lr"] * self.factor})
 
 
 class TrainingClock:

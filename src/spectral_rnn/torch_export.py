@@ -73,7 +73,15 @@ def _sizes(input_size: int, hidden_size: int, output_size: int) -> tuple[int, in
             check_positive_int(output_size, "output_size"))
 
 
-class PolynomialRNN(nn.Module):
+class _ChainModule(nn.Module):
+    """What the modules of this file share: the model kind they hold."""
+
+    #: the registered model kind this module holds (:mod:`spectral_rnn.kinds`; set by ``to_torch``,
+    #: ``None``: the kind whose chain layout matches)
+    model_kind: str | None = None
+
+
+class PolynomialRNN(_ChainModule):
     """Single-layer RNN with a polynomial activation, unidirectional or bidirectional.
 
     ``h_t = f(W_ih x_t + W_hh h_{t-1})``, ``y_t = W_out h_t`` (plus, bidirectional,
@@ -93,10 +101,6 @@ class PolynomialRNN(nn.Module):
     ``forward(x, lengths=None)``: ``x`` (n, T, d_x), ``lengths`` (n,) -> outputs
     (n, T, d_y), zero on padding (padding inputs are never read).
     """
-
-    #: the registered model kind this module holds (:mod:`spectral_rnn.kinds`; set by ``to_torch``,
-    #: ``None``: the kind whose chain layout matches)
-    model_kind: str | None = None
 
     def __init__(
         self,
@@ -175,7 +179,7 @@ class PolynomialRNN(nn.Module):
         return H @ self.weight_out.t() + Z @ self.weight_out_reverse.t()
 
 
-class TorchRNN(nn.Module):
+class TorchRNN(_ChainModule):
     """PyTorch's own single-layer tanh RNN plus a linear read-out, no biases.
 
     ``h_t = tanh(W_ih x_t + W_hh h_{t-1})`` (and, bidirectional, the reverse chain),
@@ -202,9 +206,6 @@ class TorchRNN(nn.Module):
     (n, T, d_y), zero on padding (padding inputs are never read: a ragged batch is
     packed with ``pack_padded_sequence``). Weights start as PyTorch starts them.
     """
-
-    #: see :attr:`PolynomialRNN.model_kind`
-    model_kind: str | None = None
 
     def __init__(
         self,
