@@ -39,10 +39,12 @@ from ._checks import (
     check_real,
     check_xy,
     resolve_device,
+    valid_mask,
 )
 from .activations import ActivationLike, as_activation
 from . import estimators
 from .kinds import ModelKind, resolve_kind
+from .metrics import prediction_error
 from .refine import TrainConfig, _config, refine, train_bptt
 
 __all__ = ["MethodResult", "Comparison", "run_comparison", "plot_comparison", "check_plot_path", "DEFAULT_LRS",
@@ -220,9 +222,7 @@ class _HeldOut:
 
     def __init__(self, X, R, lengths, device, dtype=torch.float32):
         self.X_np, self.R_np, self.L_np = X, R, lengths
-        n, T = X.shape[:2]
-        L = np.full(n, T) if lengths is None else lengths
-        self.mask = np.arange(T)[None, :] < L[:, None]
+        self.mask = valid_mask(lengths, *X.shape[:2])
         Rv = R[self.mask]
         self.var = float(np.sum(np.var(Rv, axis=0)))
         if not self.var > 0:
@@ -244,8 +244,7 @@ class _HeldOut:
             P = model.predict(self.X_np, self.L_np)
         except SpectralRNNError:  # a divergent recursion
             return math.inf
-        err = P[self.mask] - self.R_np[self.mask]
-        return float(np.mean(np.sum(err**2, axis=1)) / self.var)
+        return prediction_error(self.R_np, P, self.L_np)
 
 
 def _spectral_estimator(kind: ModelKind, hidden_size, activation, random_state, device):

@@ -35,6 +35,7 @@ from ._checks import (
     check_random_state,
     check_real,
     resolve_device,
+    valid_mask,
 )
 from .activations import Activation, ActivationLike, as_activation
 from .chain import DIVERGENCE_LIMIT, run_chain, step_mask
@@ -260,8 +261,7 @@ class RNNModel:
         if noise_std > 0:
             noise = noise_std * rng.standard_normal(Y.shape)
             if lengths is not None:
-                L = np.asarray(lengths)
-                noise *= (np.arange(Y.shape[1])[None, :] < L[:, None])[..., None]
+                noise *= valid_mask(np.asarray(lengths), *Y.shape[:2])[..., None]
             Y = Y + noise
         return Y
 

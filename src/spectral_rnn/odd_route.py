@@ -53,6 +53,7 @@ from ._checks import (
     check_random_state,
     check_xy,
     resolve_device,
+    valid_mask,
 )
 from .activations import Activation, Polynomial, Tanh, as_activation
 from .decomposition import jennrich
@@ -228,8 +229,7 @@ def _zero_padding(A: np.ndarray, lengths: np.ndarray | None) -> np.ndarray:
     """``A`` (n, T, d) with steps past each length set to zero (padding may hold anything, NaN included)."""
     if lengths is None:
         return A
-    keep = np.arange(A.shape[1])[None, :] < np.asarray(lengths)[:, None]
-    return np.where(keep[..., None], A, 0.0)
+    return np.where(valid_mask(np.asarray(lengths), *A.shape[:2])[..., None], A, 0.0)
 
 
 def fit_scales_and_recurrence(f: Activation, A_hat: np.ndarray, X: np.ndarray, Y: np.ndarray,
@@ -242,7 +242,7 @@ def fit_scales_and_recurrence(f: Activation, A_hat: np.ndarray, X: np.ndarray, Y
     Yt = torch.as_tensor(Y, dtype=torch.float64)
     mask = None
     if lengths is not None:
-        mask = (torch.arange(X.shape[1])[None, :] < torch.as_tensor(lengths)[:, None]).unsqueeze(-1).to(torch.float64)
+        mask = torch.as_tensor(valid_mask(np.asarray(lengths), *X.shape[:2]))[..., None].to(torch.float64)
         Yt = Yt * mask
     nf, nb = rec.nf, rec.nb
     zf = torch.zeros((nf, nf), dtype=torch.float64)
@@ -300,7 +300,7 @@ def _output_weights(rec: _Recurrence, s: np.ndarray, U: np.ndarray, V: np.ndarra
             Lc = None if Lc is None else torch.as_tensor(Lc)
             H = rec.states(st, Ut, Vt, Xc, Lc)
             if Lc is not None:
-                m = (torch.arange(X.shape[1])[None, :] < Lc[:, None]).unsqueeze(-1).to(torch.float64)
+                m = torch.as_tensor(valid_mask(Lc.numpy(), *X[i:i + chunk].shape[:2]))[..., None].to(torch.float64)
                 H = H * m
             Hf = H.reshape(-1, k)
             G += (Hf.T @ Hf).numpy()
@@ -406,7 +406,7 @@ def _fit_odd(est, X, Y, lengths, bidirectional: bool):
     # variance of A_hat x from a subsample
     n_s = max(1, min(X.shape[0], 100_000 // X.shape[1]))
     Xs = X[:n_s]
-    keep = np.ones(Xs.shape[:2], bool) if lengths is None else np.arange(X.shape[1])[None, :] < lengths[:n_s, None]
+    keep = valid_mask(None if lengths is None else lengths[:n_s], *Xs.shape[:2])
     Z = Xs[keep] @ A_hat.T
     var = np.mean(Z * Z, axis=0)
     s_ratio = _scale_start(f, ratio, var)

@@ -57,6 +57,7 @@ from ._checks import (
     resolve_device,
 )
 from .activations import ActivationLike
+from .chain import step_mask
 from .kinds import from_torch, kind_of, resolve_kind
 from .stability import StabilityReport, stabilize
 from .torch_export import PolynomialRNN, TorchRNN
@@ -130,7 +131,7 @@ class _Data:
         self.ragged = bool((L < T).any())
         self.n = len(idx)
         if self.ragged:
-            m = (torch.arange(T, device=device)[None, :] < self.L[:, None]).unsqueeze(-1)
+            m = step_mask(self.L, T).unsqueeze(-1)
             self.X = torch.where(m, self.X, torch.zeros((), dtype=dtype, device=device))
             self.Y = torch.where(m, self.Y, torch.zeros((), dtype=dtype, device=device))
 
@@ -144,8 +145,7 @@ class _Data:
     def variance(self) -> float:
         """Total variance of the outputs over valid steps (sum over output dimensions)."""
         if self.ragged:
-            m = torch.arange(self.Y.shape[1], device=self.Y.device)[None, :] < self.L[:, None]
-            Yv = self.Y[m]
+            Yv = self.Y[step_mask(self.L, self.Y.shape[1])]
         else:
             Yv = self.Y.reshape(-1, self.Y.shape[2])
         return float(Yv.to(torch.float64).var(dim=0, unbiased=False).sum())
