@@ -43,6 +43,7 @@ from ._checks import (
 )
 from .activations import ActivationLike, as_activation
 from . import estimators
+from .io import _atomic_write, check_output_path
 from .kinds import ModelKind, resolve_kind
 from .metrics import prediction_error
 from .refine import TrainConfig, _config, refine, train_bptt
@@ -483,8 +484,6 @@ def check_plot_path(path, read_paths=()) -> None:
     """Raise :class:`InputError` unless a plot can be written at ``path`` (matplotlib present, a
     supported extension, a writable regular-file path that is not one of ``read_paths``).
     Call it before long work."""
-    from .io import check_output_path
-
     _plot_format(path)
     check_output_path(path, read_paths)
 
@@ -495,8 +494,6 @@ def plot_comparison(comp: Comparison, path: str, title: str | None = None) -> st
     The file is written atomically (a temporary file, then a rename): a failed write leaves
     an existing file at ``path`` as it was.
     """
-    from .io import _atomic_write
-
     fmt = _plot_format(path)
     from matplotlib.figure import Figure  # a bare Figure renders with Agg; pyplot is never touched
 

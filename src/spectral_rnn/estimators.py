@@ -41,6 +41,7 @@ from ._checks import (
 from ._params import Params, atomic_fit
 from .activations import Polynomial, as_polynomial
 from .decomposition import MIN_GAP, CPDecomposer
+from .metrics import prediction_error
 from .models import BRNN, IORNN
 from .moments import CHUNK_STEPS, StepStream
 from .odd_route import fit_brnn_odd, fit_iornn_odd, uses_odd_route
@@ -417,8 +418,6 @@ class _SpectralBase(Params):
 
     def score(self, X: object, Y: object, lengths: object = None) -> float:
         """``1 -`` (mean squared prediction error / output variance) on valid steps."""
-        from .metrics import prediction_error
-
         self._check_fitted()
         return 1.0 - prediction_error(Y, self.predict(X, lengths), lengths)
 

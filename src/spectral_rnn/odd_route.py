@@ -59,6 +59,7 @@ from .activations import Activation, Polynomial, Tanh, as_activation
 from .decomposition import jennrich
 from .chain import run_chain, step_mask
 from .models import BRNN, IORNN
+from .torch_export import TorchRNN
 from .moments import StepStream
 from .processes import MarkovProcess
 from .stability import stabilize
@@ -179,8 +180,6 @@ class _Recurrence:
         self.X = torch.as_tensor(X, dtype=torch.float64)
         self.lengths = None if lengths is None else torch.as_tensor(lengths)
         if isinstance(f, Tanh):
-            from .torch_export import TorchRNN
-
             if n_bwd and n_bwd != self.nf:
                 raise InputError("nn.RNN needs as many backward as forward units")
             self.module = TorchRNN(A_hat.shape[1], self.nf, d_y, bidirectional=bool(n_bwd), dtype=torch.float64)
