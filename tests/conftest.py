@@ -5,25 +5,28 @@ from _helpers import planted_problem, seeded_problem
 
 
 @pytest.fixture(scope="session")
-def small_refine_data():
-    """IO-RNN (6 -> 3 -> 5), 600 sequences of 8 steps, noise 0.1: ``(truth, X, Y)``."""
-    truth, _, X, Y = seeded_problem(6, 3, 5, 600, 8)
-    return truth, X, Y
-
-
-@pytest.fixture(scope="session")
 def refine_problem():
-    """The same problem with 200 fresh held-out sequences and their true conditional mean:
-    ``(truth, X, Y, X_test, Y_test_mean)``."""
+    """IO-RNN (6 -> 3 -> 5), 600 sequences of 8 steps, noise 0.1, with 200 fresh held-out
+    sequences and their true conditional mean: ``(truth, X, Y, X_test, Y_test_mean)``."""
     truth, proc, X, Y = seeded_problem(6, 3, 5, 600, 8)
     Xt = proc.sample(200, 8, random_state=4)
     return truth, X, Y, Xt, truth.predict(Xt)
 
 
 @pytest.fixture(scope="session")
+def small_refine_data(refine_problem):
+    """``(truth, X, Y)`` of :func:`refine_problem`."""
+    return refine_problem[:3]
+
+
+@pytest.fixture(scope="session")
 def compare_problem():
     """IO-RNN (10 -> 4 -> 8), 2500 sequences of 8 steps, noise 0.1: ``(truth, X, Y)``."""
-    truth, _, X, Y = seeded_problem(10, 4, 8, 2500, 8)
+    return _without_process(seeded_problem(10, 4, 8, 2500, 8))
+
+
+def _without_process(problem):
+    truth, _, X, Y = problem
     return truth, X, Y
 
 
