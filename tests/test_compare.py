@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from spectral_rnn import BRNN, IORNN, GaussianAR1, InputError
+from spectral_rnn import BRNN, IORNN, InputError
 from spectral_rnn.compare import Comparison, MethodResult, run_comparison
 
 

@@ -18,7 +18,7 @@ from spectral_rnn.io import load_model, save_model
 from spectral_rnn.kinds import KINDS, ModelKind, from_torch, get_kind, kind_of, resolve_kind
 from spectral_rnn.metrics import parameter_errors
 from spectral_rnn.models import ChainSpec, RNNModel, _as_matrix
-from spectral_rnn.refine import refine, train_bptt
+from spectral_rnn.refine import refine
 
 
 class SkipRNN(RNNModel):

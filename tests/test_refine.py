@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from spectral_rnn import BRNN, IORNN, DivergenceError, GaussianAR1, InputError, make_planted, prediction_error
+from spectral_rnn import BRNN, IORNN, DivergenceError, InputError, make_planted, prediction_error
 from spectral_rnn.torch_export import PolynomialRNN, TorchRNN
 from spectral_rnn.refine import History, random_module, refine, train_bptt
 
