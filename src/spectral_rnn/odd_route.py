@@ -57,6 +57,7 @@ from ._checks import (
 )
 from .activations import Activation, Polynomial, Tanh, as_activation
 from .decomposition import jennrich
+from ._fitting import _score_hint, drop_extreme_sequences, output_pinv
 from .chain import run_chain, step_mask
 from .models import BRNN, IORNN
 from .torch_export import TorchRNN
@@ -334,8 +335,6 @@ def fit_brnn_odd(est, X: object, Y: object, lengths: object = None):
 
 
 def _fit_odd(est, X, Y, lengths, bidirectional: bool):
-    from .estimators import _score_hint, drop_extreme_sequences
-
     t_start = time.perf_counter()
     f = as_activation(est.activation)
     _check_odd(f)
@@ -385,8 +384,6 @@ def _fit_odd(est, X, Y, lengths, bidirectional: bool):
     order = np.arange(k)
     fitted: dict = {}
     if bidirectional:  # forward units first, then backward ones
-        from .estimators import output_pinv
-
         Wpinv = output_pinv((P @ W1).T)
         lag = stream.lag_score_moments(Wpinv, lags=(1, -1))
         past, future = np.sum(lag[1] ** 2, axis=1), np.sum(lag[-1] ** 2, axis=1)
