@@ -100,7 +100,10 @@ def test_resolve_device():
     assert resolve_device("cpu") == torch.device("cpu")
     assert check_device(torch.device("cpu")) == torch.device("cpu")
     bad = ["tpu", "meta", "xla", "", "cpu0", 0, 1, 1.5, ["cpu"]]
-    if not torch.cuda.is_available():
+    if torch.cuda.is_available():  # on a GPU machine the CUDA spellings resolve to the GPU
+        assert all(resolve_device(v).type == "cuda" for v in ("cuda", "cuda:0", torch.device("cuda")))
+        bad += [f"cuda:{torch.cuda.device_count()}"]  # one past the last GPU
+    else:
         bad += ["cuda", "cuda:0", torch.device("cuda")]
     for value in bad:
         one_line_error(resolve_device, value)

@@ -44,6 +44,9 @@ from ._checks import (
     resolve_device,
 )
 from .activations import Activation, Polynomial
+from .chain import DIVERGENCE_LIMIT
+from .metrics import prediction_error
+from .models import RNNModel
 
 __all__ = ["StabilityReport", "stabilize", "bound_certifies"]
 
@@ -205,7 +208,7 @@ class _Chain:
         return torch.cat(peaks), torch.cat(bads)
 
 
-def _stabilize_chain(ch: _Chain, margin: float, rtol: float, name: str, wname: str):
+def _stabilize_chain(ch: _Chain, margin: float, rtol: float, name: str, wname: str, iname: str):
     """(factor, method, peak_before, peak_after, diverged) for one chain (``diverged``: a
     per-sequence flag tensor, or ``None`` when nothing diverged)."""
     if ch.f.bounded:
@@ -221,7 +224,7 @@ def _stabilize_chain(ch: _Chain, margin: float, rtol: float, name: str, wname: s
     if bool(bad0.any()):
         i = int(torch.nonzero(bad0)[0, 0])
         raise DivergenceError(
-            f"the {name} diverges on sequence {i} even with {wname} = 0: f({'A1' if wname == 'U' else 'B1'} x_t) "
+            f"the {name} diverges on sequence {i} even with {wname} = 0: f({iname} x_t) "
             f"exceeds {ch.limit:.0e}, so the input weights are too large for these inputs; no scaling of "
             f"{wname} can make this model stable"
         )
@@ -273,13 +276,7 @@ def _relative_mse(model, X, Y, lengths) -> float:
         P = model.predict(X, lengths)
     except DivergenceError:
         return math.inf
-    n, T = X.shape[:2]
-    mask = np.ones((n, T), dtype=bool) if lengths is None else np.arange(T)[None, :] < lengths[:, None]
-    Yv = Y[mask]
-    var = float(np.sum(np.var(Yv, axis=0)))
-    if not var > 0:
-        raise InputError("the outputs have zero variance")
-    return float(np.sum((P[mask] - Yv) ** 2) / mask.sum() / var)
+    return prediction_error(Y, P, lengths)
 
 
 def stabilize(
@@ -320,9 +317,7 @@ def stabilize(
     DivergenceError: even ``U = 0`` diverges on ``X`` (the input weights are too large).
     InputError: bad inputs.
     """
-    from .models import BRNN, DIVERGENCE_LIMIT, IORNN
-
-    if not isinstance(model, (IORNN, BRNN)):
+    if not isinstance(model, RNNModel):
         raise InputError(f"stabilize expects an IORNN or a BRNN, got {type(model).__name__}")
     if not (0 < margin <= 1):
         raise InputError(f"margin must lie in (0, 1], got {margin!r}")
@@ -338,23 +333,18 @@ def stabilize(
     W = {k: torch.as_tensor(v, dtype=torch.float64, device=dev) for k, v in model.parameters().items()}
     n, T = X.shape[:2]
     rows = max(1, int(chunk_steps) // max(T, 1))
-    chains = [("forward chain", "U", _Chain(X, lengths, W["A1"], W["U"], model.activation, False, limit, rows))]
-    if isinstance(model, BRNN):
-        chains.append(("backward chain", "V",
-                       _Chain(X, lengths, W["B1"], W["V"], model.backward_activation, True, limit, rows)))
-    results = [_stabilize_chain(ch, margin, rtol, name, wname) for name, wname, ch in chains]
+    results = [
+        _stabilize_chain(_Chain(X, lengths, W[c.input], W[c.recurrent], getattr(model, c.activation), c.reverse, limit,
+                                rows), margin, rtol, "backward chain" if c.reverse else "forward chain", c.recurrent,
+                         c.input)
+        for c in model.chains
+    ]
     factors = [r[0] for r in results]
     changed = any(f != 1.0 for f in factors)
     methods = [r[1] for r in results]
     method = "shrunk" if "shrunk" in methods else ("simulation" if "simulation" in methods else methods[0])
     if changed:
-        params = model.parameters()
-        params["U"] = params["U"] * factors[0]
-        if isinstance(model, BRNN):
-            params["V"] = params["V"] * factors[1]
-            out = BRNN(**params, activation=model.activation, backward_activation=model.backward_activation)
-        else:
-            out = IORNN(**params, activation=model.activation)
+        out = model.replace(**{c.recurrent: getattr(model, c.recurrent) * f for c, f in zip(model.chains, factors)})
     else:
         out = model
     report = StabilityReport(
