@@ -81,11 +81,11 @@ def draw(kind: str, n: int, seed: int = 0, host_max: float = 1e7):
     X = np.empty((m, T, d_x), np.float32)
     Y = np.empty((m, T, d_y), np.float32)
     g = torch.Generator(device=DEV).manual_seed(seed)
-    F = torch.as_tensor(proc.F, device=DEV, dtype=torch.float32)
-    L = torch.as_tensor(np.linalg.cholesky(proc.noise_cov), device=DEV, dtype=torch.float32)
-    L0 = torch.as_tensor(np.linalg.cholesky(proc.initial_cov), device=DEV, dtype=torch.float32)
-    mu0 = torch.as_tensor(proc.initial_mean, device=DEV, dtype=torch.float32)
-    b = torch.as_tensor(proc.intercept, device=DEV, dtype=torch.float32)
+    F = torch.as_tensor(proc.F_, device=DEV, dtype=torch.float32)
+    L = torch.as_tensor(np.linalg.cholesky(proc.noise_cov_), device=DEV, dtype=torch.float32)
+    L0 = torch.as_tensor(np.linalg.cholesky(proc.initial_cov_), device=DEV, dtype=torch.float32)
+    mu0 = torch.as_tensor(proc.initial_mean_, device=DEV, dtype=torch.float32)
+    b = torch.as_tensor(proc.intercept_, device=DEV, dtype=torch.float32)
     block = 1_000_000
     dropped = [np.zeros(0, int)]
     for i in range(0, m, block):
