@@ -180,6 +180,7 @@ def fit_spectral_start(
     delay_share: float = 0.5,
     second_order: bool = True,
     pair_bias: float = 1.0,
+    input_scale: float = 1.0,
     rest_scale: float = 0.1,
     max_radius: float = 0.9,
     readout_steps: int = 40_000,
@@ -200,7 +201,8 @@ def fit_spectral_start(
     K = check_positive_int(n_classes, "n_classes")
     if not 0.0 <= float(delay_share) < 1.0:
         raise InputError(f"delay_share must be in [0, 1), got {delay_share!r}")
-    for name, v in (("pair_bias", pair_bias), ("rest_scale", rest_scale), ("max_radius", max_radius)):
+    for name, v in (("pair_bias", pair_bias), ("input_scale", input_scale), ("rest_scale", rest_scale),
+                    ("max_radius", max_radius)):
         if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
             raise InputError(f"{name} must be a finite non-negative number, got {v!r}")
     if not 0 < max_radius < 1:
@@ -238,7 +240,7 @@ def fit_spectral_start(
         n_rest = H - n_spec - n_del
         Wi = np.zeros((H, d))
         b = np.zeros(H)
-        Wx = np.vstack([A1, np.repeat(A2, 2, axis=0)]) if n_spec else np.zeros((0, d))  # whitened
+        Wx = input_scale * (np.vstack([A1, np.repeat(A2, 2, axis=0)]) if n_spec else np.zeros((0, d)))  # whitened
         b_spec = np.concatenate([np.zeros(n1), np.tile([pair_bias, -pair_bias], n2)])
         Wi[:n_spec] = Wx @ Wh
         b[:n_spec] = b_spec - Wi[:n_spec] @ mu
