@@ -111,7 +111,8 @@ def _lagged(y: np.ndarray, pos: np.ndarray, L: np.ndarray, lag: int) -> np.ndarr
     return out
 
 
-def tag_moments(X: np.ndarray, Y: np.ndarray, L: np.ndarray, n_classes: int, lags=(-1, 0, 1)) -> dict:
+def tag_moments(X: np.ndarray, Y: np.ndarray, L: np.ndarray, n_classes: int, lags=(-1, 0, 1),
+                shrinkage: float = 0.0) -> dict:
     """Whitening and the Stein moments of steps 1-2 (see the module docstring).
 
     ``X`` padded ``(n, T, d_x)``, ``Y`` padded ``(n, T)`` int (IGNORE_INDEX past the ends),
@@ -131,7 +132,8 @@ def tag_moments(X: np.ndarray, Y: np.ndarray, L: np.ndarray, n_classes: int, lag
     C = (xc.T @ xc / len(xc)).numpy()
     ev, E = np.linalg.eigh(C)
     keep = ev > max(1e-6 * float(ev.max()), 1e-12)  # constant directions get no weight
-    W = (E * np.where(keep, 1.0 / np.sqrt(np.where(keep, ev, 1.0)), 0.0)).T  # rows: whitening directions
+    ev_s = ev + shrinkage * float(ev[keep].mean() if keep.any() else 0.0)  # (Sigma + s mean(eig) I)^{-1/2}
+    W = (E * np.where(keep, 1.0 / np.sqrt(np.where(keep, ev_s, 1.0)), 0.0)).T  # rows: whitening directions
     Zt = xc @ torch.from_numpy(W).T
     d = Zt.shape[1]
     M1 = {}
@@ -177,10 +179,12 @@ def fit_spectral_start(
     hidden_size: int = 64,
     lengths=None,
     *,
-    delay_share: float = 0.5,
+    delay_share: float = 0.25,
     second_order: bool = True,
     pair_bias: float = 1.0,
     input_scale: float = 1.0,
+    shrinkage: float = 0.0,
+    noise: float = 0.5,
     rest_scale: float = 0.1,
     max_radius: float = 0.9,
     readout_steps: int = 40_000,
@@ -201,7 +205,8 @@ def fit_spectral_start(
     K = check_positive_int(n_classes, "n_classes")
     if not 0.0 <= float(delay_share) < 1.0:
         raise InputError(f"delay_share must be in [0, 1), got {delay_share!r}")
-    for name, v in (("pair_bias", pair_bias), ("input_scale", input_scale), ("rest_scale", rest_scale),
+    for name, v in (("pair_bias", pair_bias), ("input_scale", input_scale), ("shrinkage", shrinkage), ("noise", noise),
+                    ("rest_scale", rest_scale),
                     ("max_radius", max_radius)):
         if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
             raise InputError(f"{name} must be a finite non-negative number, got {v!r}")
@@ -213,7 +218,7 @@ def fit_spectral_start(
     if (Y[Y != IGNORE_INDEX] >= K).any() or (Y[Y != IGNORE_INDEX] < 0).any():
         raise InputError(f"tags must be integers in [0, {K})")
     d = Xp.shape[2]
-    mom = tag_moments(Xp, Y, L, K)
+    mom = tag_moments(Xp, Y, L, K, shrinkage=shrinkage)
     timings = {"moments": time.perf_counter() - t0}
     rng = np.random.default_rng(random_state)
 
@@ -255,13 +260,18 @@ def fit_spectral_start(
             b[r] = -Wi[r] @ mu
             U[r, :] = rng.normal(0.0, rest_scale / math.sqrt(H), (n_rest, H))
             U[:, r] = rng.normal(0.0, rest_scale / math.sqrt(H), (H, n_rest))
+        rnn = module.rnn
+        if noise:  # add ``noise`` times the seeded PyTorch default initialisation the module was built with
+            Wi = Wi + noise * getattr(rnn, "weight_ih_l0" + suffix).detach().double().numpy()
+            U = U + noise * getattr(rnn, "weight_hh_l0" + suffix).detach().double().numpy()
+            b = b + noise * (getattr(rnn, "bias_ih_l0" + suffix).detach().double().numpy()
+                             + getattr(rnn, "bias_hh_l0" + suffix).detach().double().numpy())
         rad = float(np.max(np.abs(np.linalg.eigvals(U)))) if H else 0.0
         if rad > max_radius:
             U *= max_radius / rad
             rad = max_radius
         if not (np.isfinite(Wi).all() and np.isfinite(U).all() and np.isfinite(b).all()):
             raise InputError("the spectral start produced non-finite weights (degenerate features?)")
-        rnn = module.rnn
         with torch.no_grad():
             getattr(rnn, "weight_ih_l0" + suffix).copy_(torch.from_numpy(Wi))
             getattr(rnn, "weight_hh_l0" + suffix).copy_(torch.from_numpy(U))
