@@ -103,6 +103,18 @@ def test_planted_tanh_brnn_spectral_start_beats_random_start(planted):
     assert sum(u.values()) == 8
 
 
+def test_delay_line_alone_is_nilpotent_and_noise_is_the_default_init(planted):
+    X, Y, _, _ = planted
+    bare = fit_spectral_start(X[:100], Y[:100], 4, 8, random_state=0, noise=0.0, delay_share=0.5)
+    assert bare.spectral_radius == {"forward": 0.0, "backward": 0.0}
+    noisy = fit_spectral_start(X[:100], Y[:100], 4, 8, random_state=0, noise=0.5, delay_share=0.5)
+    init = make_classifier("rnn", 6, 8, 4, seed=0)  # the seeded default initialisation added at half strength
+    for name in ("weight_ih_l0", "weight_hh_l0_reverse"):
+        diff = getattr(noisy.module.rnn, name) - getattr(bare.module.rnn, name)
+        torch.testing.assert_close(diff, 0.5 * getattr(init.rnn, name), atol=1e-5, rtol=1e-4)
+    assert 0 < noisy.spectral_radius["forward"] < 0.9
+
+
 def test_delay_line_carries_the_previous_input():
     # y_t depends on x_{t-1} only: without the delay units the start cannot see it
     rng = np.random.default_rng(0)

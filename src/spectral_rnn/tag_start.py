@@ -28,22 +28,28 @@ spectral start", gives the measured reasons):
    weights ``a^T W``, bias ``-a^T W mu``, pre-activation variance 1 on the training steps.
    A second-order direction gets two units ``tanh(a^T x~ +/- b)`` (``b`` = ``pair_bias``)
    whose sum is even in ``a^T x~``: what a curvature, not a slope, needs.
-4. **Delay units (the recurrence).** Half the units of each direction (``delay_share``)
-   copy a spectral unit one step late: ``h^d_t = tanh(c_j h^s_{t-1, j})`` (``U[d, j] = c_j``,
+4. **Delay units (the recurrence).** A share of the units of each direction (``delay_share``,
+   0.25) copy a spectral unit one step late: ``h^d_t = tanh(c_j h^s_{t-1, j})`` (``U[d, j] = c_j``,
    no input weight), with ``c_j = 1 / std(h^s_j)`` so the delayed copy also has
    pre-activation variance about 1. The forward chain delays the units that matter most
    for the next tag (largest ``||M1[+1] a_j||``), the backward chain those for the previous
-   tag (``M1[-1]``). ``U`` is nilpotent (spectral radius 0): the start cannot oscillate or
-   diverge, and the read-out at ``t`` sees features of ``x_{t-1}, x_t, x_{t+1}``.
-5. **Other units.** Any unit left (``hidden_size`` beyond ``d_x`` spectral and as many
-   delay units) starts small: input weights ``N(0, rest_scale^2 / d_x)`` in whitened
-   coordinates, recurrent row and column ``N(0, rest_scale^2 / H)``, zero bias; ``U`` is
-   then scaled if its spectral radius exceeds ``max_radius``.
-6. **Read-out** by :func:`~spectral_rnn.tagger.fit_readout` (multinomial logistic
-   regression with biases on the fixed hidden states: convex).
+   tag (``M1[-1]``). This ``U`` is nilpotent (spectral radius 0), and the read-out at ``t``
+   sees features of ``x_{t-1}, x_t, x_{t+1}``.
+5. **Other units.** Any unit left (``hidden_size`` beyond what steps 3-4 fill) starts small:
+   input weights ``N(0, rest_scale^2 / d_x)`` in whitened coordinates, recurrent row and
+   column ``N(0, rest_scale^2 / H)``, zero bias.
+6. **Noise.** ``noise`` (0.5) times the module's seeded PyTorch default initialisation
+   (``U(-1/sqrt(H), 1/sqrt(H))`` on every weight and bias) is added to all weights: without
+   it the start trains to a lower plateau (docs/tagging.md). ``U`` is then scaled if its
+   spectral radius exceeds ``max_radius``.
+7. **Read-out** by :func:`~spectral_rnn.tagger.fit_readout` (multinomial logistic
+   regression with biases on the fixed hidden states: convex), on a seeded sample of whole
+   sentences holding about ``readout_steps`` steps.
 
+``shrinkage`` > 0 whitens by ``(Sigma + shrinkage * mean(eig) I)^{-1/2}`` instead (ridge
+whitening: smaller weights along low-variance directions; off by default, it did not help).
 The "units from the spectral fit" are those of step 3; step 4 is a fixed rule built on
-them (no parameter fitted), step 5 a seeded random rule. Everything is seeded
+them (no parameter fitted), steps 5-6 seeded random rules. Everything is seeded
 (``random_state``) and deterministic given it.
 """
 
@@ -72,7 +78,8 @@ class SpectralStart:
     (spectral units), ``"delay"`` and ``"other"`` units, in that order of unit index.
     ``singular_values``: per direction, those of the stacked first-order moment;
     ``start_train_loss``: the read-out's training cross-entropy; ``timings``: seconds per
-    stage; ``spectral_radius``: of ``U`` per direction (0 unless there are "other" units).
+    stage; ``spectral_radius``: of ``U`` per direction (0 for the delay line alone, about
+    0.3 with the default noise at 64 units, at most ``max_radius``).
     """
 
     module: SequenceClassifier
@@ -197,9 +204,12 @@ def fit_spectral_start(
     ``X``: a list of ``(T_i, d_x)`` feature arrays (or padded ``(n, T, d_x)`` with
     ``lengths``); ``y``: a list of int tag arrays (``(T_i,)``) in ``[0, n_classes)``
     (IGNORE_INDEX steps are left out of the moments). ``hidden_size`` units per direction.
-    ``delay_share``: share of each direction's units that delay a spectral unit (0: ``U = 0``
-    and no context before refinement). ``second_order``: add second-order directions
-    after the first-order ones (else only first-order ones, the rest "other").
+    ``delay_share``: share of each direction's units that delay a spectral unit (0: no
+    context before refinement). ``second_order``: add second-order directions after the
+    first-order ones (else only first-order ones, the rest "other"). ``input_scale``:
+    pre-activation standard deviation of the spectral units; ``pair_bias``: the ``+/- b`` of
+    the second-order pairs; ``noise``, ``shrinkage``, ``rest_scale``, ``max_radius``: steps
+    5-6 and the whitening of the module docstring; ``readout_*``: the read-out fit.
     """
     H = check_positive_int(hidden_size, "hidden_size")
     K = check_positive_int(n_classes, "n_classes")
