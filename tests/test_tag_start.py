@@ -12,8 +12,6 @@ from spectral_rnn.features import WordFeaturizer
 from spectral_rnn.tag_start import _flat, _lagged, fit_spectral_start, spectral_start, tag_moments
 from spectral_rnn.tagger import (
     IGNORE_INDEX,
-    _as_batch,
-    _as_labels,
     accuracy,
     fit_readout,
     make_classifier,
