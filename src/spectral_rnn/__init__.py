@@ -30,6 +30,7 @@ _EXPORTS = {
     ".refine": ("History", "refine", "train_bptt"),
     ".scores": ("GaussianLaw", "MarginalLaw", "MomentLaw", "SmoothLaw", "StepScores", "StudentTLaw"),
     ".stability": ("StabilityReport", "stabilize"),
+    ".tag_start": ("SpectralStart", "fit_spectral_start", "spectral_start"),
     ".torch_export": ("PolynomialRNN", "TorchRNN", "to_torch"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
@@ -96,6 +97,7 @@ __all__ = [
     "SpectralBRNN",
     "SpectralIORNN",
     "SpectralRNNError",
+    "SpectralStart",
     "StabilityReport",
     "StepStream",
     "Tanh",
@@ -104,6 +106,7 @@ __all__ = [
     "cross_moment",
     "decompose",
     "decompose_projected",
+    "fit_spectral_start",
     "from_torch",
     "get_kind",
     "load_data",
@@ -116,6 +119,7 @@ __all__ = [
     "run_comparison",
     "save_data",
     "save_model",
+    "spectral_start",
     "stabilize",
     "to_torch",
     "train_bptt",

