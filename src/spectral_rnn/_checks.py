@@ -174,6 +174,11 @@ def check_finite(
         limit = None  # no finite value of this dtype exceeds it
     for i in range(0, n, per):
         block = arr[i : i + per]
+        if block.dtype.kind == "f" and block.size:
+            # fast path: two reductions and no temporary; NaN propagates through min and max
+            hi, lo = float(block.max()), float(block.min())
+            if np.isfinite(hi) and np.isfinite(lo) and (limit is None or max(hi, -lo) <= limit):
+                continue
         valid = None if lengths is None else valid_mask(lengths[i : i + per], block.shape[0], T)
         bad = ~np.isfinite(block).all(axis=axes)
         if valid is not None:

@@ -94,12 +94,12 @@ def solve_scales_and_recurrence(
     """
     d_h = A_hat.shape[0]
     c1, c2, c3 = f.coef(1), f.coef(2), f.coef(3)
-    phi, phi_x, phi_lag, r = mom["phi"], mom["phi_x"], mom["phi_lag"], mom["r"]
+    phi, phi_ax, phi_lag, r = mom["phi"], mom["phi_ax"], mom["phi_lag"], mom["r"]
     scale = np.empty(d_h)
     mu = np.empty(d_h)
     Ut = np.empty((d_h, d_h))
     for j in range(d_h):
-        px = phi_x @ A_hat[j]
+        px = phi_ax[:, j]  # E[phi (a_j . x_t)]
         if f.degree == 2:
             D = np.column_stack([2 * c2 * (r[:, j] - px), -2 * c2 * phi_lag])
             rhs = c1 * phi
@@ -279,6 +279,7 @@ class _SpectralBase:
     # the recipe both estimators follow; subclasses fill in _fit_components
     _two_sided = False
     _chains = 1
+    _project_lags: tuple[int, ...] = ()
 
     def fit(self, X: object, Y: object, lengths: object = None):
         """Fit from inputs ``X`` (n_sequences, T, d_x) and outputs ``Y`` (n_sequences, T, d_y).
@@ -329,14 +330,15 @@ class _SpectralBase:
             try:
                 try:
                     dec = self._decompose(stream, decomposer, n_components, sketched, rng, min_gap,
-                                          None if robust_used else max_peak_share)
+                                          None if robust_used else max_peak_share, self._project_lags)
                 except _HeavyTailError:
                     if robust != "auto":
                         raise
                     # a few extreme steps dominate the means: median of means over blocks instead
                     robust_used = True
                     stream = make_stream(robust_blocks)
-                    dec = self._decompose(stream, decomposer, n_components, sketched, rng, min_gap, None)
+                    dec = self._decompose(stream, decomposer, n_components, sketched, rng, min_gap, None,
+                                          self._project_lags)
             except IllConditionedError as exc:
                 raise IllConditionedError(str(exc) + _score_hint(proc)) from None
             timings["decomposition"] = time.perf_counter() - t0
@@ -413,8 +415,10 @@ class _SpectralBase:
 
     @staticmethod
     def _decompose(stream: StepStream, decomposer: CPDecomposer, n_components: int, sketched: bool,
-                   rng: np.random.Generator, min_gap: float, max_peak_share: float):
-        """Input span (a sketch pass, or the identity when d_x is small), projected tensor pass, decomposition."""
+                   rng: np.random.Generator, min_gap: float, max_peak_share: float,
+                   lags: tuple[int, ...] = ()):
+        """Input span (a sketch pass, or the identity when d_x is small), projected tensor pass (which
+        also accumulates the lag cross-moments ``lags`` the BRNN needs), decomposition."""
         d_x, d_y = stream.X.shape[2], stream.Y.shape[2]
         if sketched:
             k = n_components + decomposer.oversample
@@ -422,7 +426,7 @@ class _SpectralBase:
             Q = np.linalg.svd(M, full_matrices=False)[0][:, :k]
         else:
             Q = np.eye(d_x)
-        Tp = stream.project(Q)
+        Tp = stream.project(Q, lags=lags)
         if max_peak_share is not None and stream.peak_share > max(max_peak_share, 200.0 / stream.n_steps):
             share = f"one step carries {stream.peak_share:.1%} of it"
             if stream.peak_cause == "outputs":
@@ -543,7 +547,8 @@ class SpectralBRNN(_SpectralBase):
 
     _two_sided = True
     _chains = 2
-    _n_passes = 4
+    _n_passes = 2
+    _project_lags = (1, -1)
 
     def _fit_odd(self, X, Y, lengths):
         return fit_brnn_odd(self, X, Y, lengths)
@@ -563,8 +568,8 @@ class SpectralBRNN(_SpectralBase):
                 f"(past shares {np.array2string(np.sort(share)[::-1], precision=2)}): the data may come from a "
                 "unidirectional RNN, or the recurrences are too weak to tell the directions apart"
             )
-        mom_f = stream.instrument_moments(dec.A[fwd], Wpinv[:, fwd], score_order=f.degree - 1, direction="past")
-        mom_b = stream.instrument_moments(dec.A[bwd], Wpinv[:, bwd], score_order=f.degree - 1, direction="future")
+        mom_f, mom_b = stream.instrument_moments_many([
+            (dec.A[fwd], Wpinv[:, fwd], f.degree - 1, "past"), (dec.A[bwd], Wpinv[:, bwd], f.degree - 1, "future")])
         A1, U, A2, mu_f = solve_scales_and_recurrence(mom_f, dec.A[fwd], dec.W[fwd], f)
         B1, V, B2, mu_b = solve_scales_and_recurrence(mom_b, dec.A[bwd], dec.W[bwd], f)
         return BRNN(A1, U, A2, B1, V, B2, f), {"mu_": np.concatenate([mu_f, mu_b]), "separation_": share}

@@ -264,8 +264,10 @@ class AR1Process:
         if rad >= 1:
             raise InputError(f"the autoregression is not stable (spectral radius {rad:.3g}); give initial_mean and initial_cov")
         m0 = np.linalg.solve(np.eye(d) - F, b)
-        # discrete Lyapunov: S0 = F S0 F^T + S  <=>  (I - F (x) F) vec S0 = vec S
-        S0 = np.linalg.solve(np.eye(d * d) - np.kron(F, F), S.reshape(-1)).reshape(d, d)
+        # discrete Lyapunov S0 = F S0 F^T + S, in O(d^3) (bilinear transform; never the d^2 x d^2 system)
+        from scipy.linalg import solve_discrete_lyapunov
+
+        S0 = solve_discrete_lyapunov(F, S)
         return m0, 0.5 * (S0 + S0.T)
 
     # --------------------------------------------------------------------- fit
@@ -493,6 +495,9 @@ class AR1Process:
                 "F": to(self.F), "b": to(self.intercept), "m0": to(self.initial_mean),
                 "W": to(W), "W0": to(W0), "WF": to(W @ self.F), "P": to(W.T @ W), "PF": to(W.T @ W @ self.F),
                 "one": to(np.vstack([W, W0])), "two": to(np.vstack([W, W0, -(W @ self.F)])),
+                # one product per window gives M^T (x_t - F x_{t-1} - b): M = P (Gaussian: the score) or W^T
+                "GP": to(np.hstack([W.T @ W, -self.F.T @ W.T @ W])), "bP": to(self.intercept @ W.T @ W),
+                "GW": to(np.hstack([W.T, -self.F.T @ W.T])), "bW": to(self.intercept @ W.T),
             }
         return self._cache[key]
 
@@ -524,16 +529,23 @@ class AR1Process:
         p = self._params(X.device, X.dtype)
         X = X.contiguous()
         flat = lambda A: A.reshape(-1, A.shape[-1])  # noqa: E731  2-D products are much faster than batched ones
-        resid = X - p["b"]  # becomes x_t - F x_{t-1} - b
-        resid[:, 1:] -= (flat(X[:, :-1]) @ p["F"].T).view(n, Wd - 1, d)
+        gaussian = isinstance(self.law_, GaussianLaw)
+        # v_t = M^T (x_t - F x_{t-1} - b) from one product [x_t M, -x_t F^T M] and a shift in time
+        Z = (flat(X) @ (p["GP"] if gaussian else p["GW"])).view(n, Wd, 2 * d)
+        v = Z[..., :d] - (p["bP"] if gaussian else p["bW"])
+        v[:, 1:] += Z[:, :-1, d:]
         zero = torch.zeros((), dtype=X.dtype, device=X.device)
-        if isinstance(self.law_, GaussianLaw):  # the closed form: psi = w, kappa = 1, s = P r directly
+        if gaussian:  # the closed form: psi = w, kappa = 1, s = P r directly
             psi, kap, tau = None, torch.ones((), dtype=X.dtype, device=X.device).expand(n, Wd, d), None
-            s = (flat(resid) @ p["P"]).view(n, Wd, d)
+            s = v
+            if two_sided:
+                nxt = (flat(v) @ p["F"]).view(n, Wd, d)[:, 1:]  # (P r_{t+1})^T F = r_{t+1}^T P F
         else:
-            w = (flat(resid) @ p["W"].T).view(n, Wd, d)
+            w = v
             psi, kap, tau = self.law_.terms(w)
             s = (flat(psi) @ p["W"]).view(n, Wd, d)  # W^T psi, row form
+            if two_sided:
+                nxt = (flat(psi[:, 1:]) @ p["WF"]).view(n, Wd - 1, d)
         has_tau = tau is not None
         if t0 == 0:
             w0 = (X[:, 0] - p["m0"]) @ p["W0"].T
@@ -562,10 +574,6 @@ class AR1Process:
         else:
             last = lengths[:, None].to(X.device) - 1
         has_next = (t_abs[None, :-1] < last).unsqueeze(-1)  # (n, W-1, 1)
-        if psi is None:  # Gaussian: (W F)^T W r = F^T P r
-            nxt = (flat(resid[:, 1:]) @ p["PF"]).view(n, Wd - 1, d)
-        else:
-            nxt = (flat(psi[:, 1:]) @ p["WF"]).view(n, Wd - 1, d)
         s[:, :-1] -= torch.where(has_next, nxt, zero)
         kappa[:, :-1, 2 * d:] = torch.where(has_next, kap[:, 1:], zero)
         if tau is not None:
