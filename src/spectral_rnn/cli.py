@@ -166,6 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--robust", choices=("auto", "on", "off"), default="auto",
                    help="averaging of the moment passes: auto (default: plain means, median of means when a few "
                         "extreme steps dominate), on (always median of means), off (plain means; refuse such data)")
+    f.add_argument("--threads", type=_positive_int, default=None,
+                   help="threads of torch and the BLAS pool during the fit (default: the CPUs other jobs leave free)")
     f.add_argument("--refine", action="store_true",
                    help="refine the spectral estimate by backpropagation through time (Adam, early stopping on a "
                         "validation split) and write the refined model")
@@ -286,7 +288,8 @@ def _cmd_fit(a: argparse.Namespace) -> int:
     # the bar (tqdm, shown once a fit passes 1 s) goes to a terminal only, not into logs
     est = Estimator(hidden_size=a.hidden_size, activation=a.activation, device=a.device,
                     random_state=a.seed, progress=sys.stderr.isatty(), outlier_factor=a.outlier_factor,
-                    scores=a.scores, first_step=a.first_step, min_gap=a.min_gap, robust=a.robust)
+                    scores=a.scores, first_step=a.first_step, min_gap=a.min_gap, robust=a.robust,
+                    n_threads=a.threads)
     t0 = time.perf_counter()
     est.fit(X, Y, lengths)
     seconds = time.perf_counter() - t0

@@ -47,6 +47,7 @@ from .odd_route import fit_brnn_odd, fit_iornn_odd, uses_odd_route
 from .processes import AR1Process, MarkovProcess
 from .scores import MarginalLaw
 from .stability import stabilize
+from .threads import limit_threads, resolve_threads
 
 __all__ = ["SpectralIORNN", "SpectralBRNN", "solve_scales_and_recurrence", "check_activation", "output_pinv"]
 
@@ -233,6 +234,7 @@ class _SpectralBase:
         tail_check: bool = True,
         robust: str = "auto",
         robust_blocks: int = 16,
+        n_threads: int | None = None,
     ) -> None:
         self.hidden_size = hidden_size
         self.activation = activation
@@ -251,6 +253,7 @@ class _SpectralBase:
         self.tail_check = tail_check
         self.robust = robust
         self.robust_blocks = robust_blocks
+        self.n_threads = n_threads
 
     # the scikit-learn parameter contract (written out: scikit-learn is not a dependency of the core)
     @classmethod
@@ -287,8 +290,13 @@ class _SpectralBase:
         ``lengths`` (n_sequences,) marks ragged sequences; steps past it are ignored.
         Returns ``self``.
         """
-        if uses_odd_route(self.activation):  # tanh, odd polynomials: the third-order route
-            return self._fit_odd(X, Y, lengths)
+        with limit_threads(resolve_threads(self.n_threads)):
+            if uses_odd_route(self.activation):  # tanh, odd polynomials: the third-order route
+                return self._fit_odd(X, Y, lengths)
+            return self._fit_polynomial(X, Y, lengths)
+
+    def _fit_polynomial(self, X: object, Y: object, lengths: object):
+        """The polynomial route of :meth:`fit` (degrees 2 and 3)."""
         t_start = time.perf_counter()
         f = as_polynomial(self.activation)
         check_activation(f)
@@ -505,6 +513,9 @@ class SpectralIORNN(_SpectralBase):
     outlier_factor: ``None`` (default) uses every sequence; a number (e.g. 100) leaves out
         the sequences whose largest |output| exceeds that many times the median over
         sequences (see :func:`drop_extreme_sequences`); ``n_dropped_`` counts them.
+    n_threads: threads of torch's intra-op pool and of the BLAS pool during ``fit`` (both are
+        restored afterwards); ``None`` (default): the CPUs not kept busy by other jobs (see
+        :func:`~spectral_rnn.threads.resolve_threads`), so a fit on a shared machine does not stall.
 
     Fitted attributes: ``model_`` (:class:`IORNN`), ``A1_``, ``U_``, ``A2_``,
     ``n_dropped_``, ``process_``, ``scores_``, ``scores_reason_``, ``mu_`` (E[f''(z_j)] per unit),

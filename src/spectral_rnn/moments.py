@@ -106,11 +106,11 @@ class Window:
     def _shift(self, A: torch.Tensor, k: int) -> torch.Tensor:
         """``A`` at step ``t - k`` for every valid step ``t`` (zero outside the sequence:
         padding is zeroed before a window is made)."""
-        out = torch.zeros_like(A)
-        if k > 0:
-            out[:, k:] = A[:, :-k]
-        else:
-            out[:, :k] = A[:, -k:]
+        n, W = A.shape[:2]
+        if abs(k) >= W:
+            return self._take(torch.zeros_like(A))
+        pad = A.new_zeros((n, abs(k)) + tuple(A.shape[2:]))
+        out = torch.cat([pad, A[:, :-k]], dim=1) if k > 0 else torch.cat([A[:, -k:], pad], dim=1)
         return self._take(out)
 
     def _take(self, A: torch.Tensor) -> torch.Tensor:
@@ -166,7 +166,8 @@ class Window:
     def s_lag(self, k: int) -> torch.Tensor:
         """The score of ``x_{t-k}`` at every valid step ``t`` (zero where that step does not exist)."""
         s = self._score_window.s
-        if self._lengths is not None:  # the score is meaningless on padding
+        if self._lengths is not None and bool((self._lengths < self._t0 + s.shape[1]).any()):
+            # the score is meaningless on padding
             t = torch.arange(self._t0, self._t0 + s.shape[1], device=s.device)
             s = s * (t[None, :] < self._lengths[:, None]).unsqueeze(-1)
         return self._shift(s, k)

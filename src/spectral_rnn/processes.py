@@ -574,10 +574,16 @@ class AR1Process:
         else:
             last = lengths[:, None].to(X.device) - 1
         has_next = (t_abs[None, :-1] < last).unsqueeze(-1)  # (n, W-1, 1)
-        s[:, :-1] -= torch.where(has_next, nxt, zero)
-        kappa[:, :-1, 2 * d:] = torch.where(has_next, kap[:, 1:], zero)
-        if tau is not None:
-            tau_all[:, :-1, 2 * d:] = torch.where(has_next, tau[:, 1:], zero)
+        if bool(has_next.all()):  # no sequence ends inside the window: no masking needed
+            s[:, :-1] -= nxt
+            kappa[:, :-1, 2 * d:] = kap[:, 1:]
+            if tau is not None:
+                tau_all[:, :-1, 2 * d:] = tau[:, 1:]
+        else:
+            s[:, :-1] -= torch.where(has_next, nxt, zero)
+            kappa[:, :-1, 2 * d:] = torch.where(has_next, kap[:, 1:], zero)
+            if tau is not None:
+                tau_all[:, :-1, 2 * d:] = torch.where(has_next, tau[:, 1:], zero)
         return StepScores(s, kappa, p["two"], tau_all, self.law_.has_third and self.first_law_.has_third)
 
 
