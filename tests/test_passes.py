@@ -8,6 +8,7 @@ import torch
 
 import spectral_rnn.moments as moments
 from spectral_rnn import GaussianAR1, InputError, IORNN, SpectralBRNN, SpectralIORNN, StepStream, make_planted
+from spectral_rnn.recurrence import InstrumentMoments, instrument_moments
 from spectral_rnn.threads import limit_threads, resolve_threads
 
 
@@ -25,7 +26,8 @@ def test_instrument_moments_equal_dense_numpy_sums():
     A = rng.standard_normal((3, 6))
     A /= np.linalg.norm(A, axis=1, keepdims=True)
     Wp = rng.standard_normal((5, 3))
-    got = StepStream(X, Y, None, proc, chunk_steps=7).instrument_moments(A, Wp, score_order=2)
+    (got,) = instrument_moments(StepStream(X, Y, None, proc, chunk_steps=7), [(A, Wp, 2, "past")])
+    assert isinstance(got, InstrumentMoments)
     P, P0 = np.linalg.inv(proc.noise_cov), np.linalg.inv(proc.initial_cov)
     n, T, d = X.shape
     phi_ax = phi_lag = r = phi = 0.0
@@ -47,7 +49,7 @@ def test_instrument_moments_equal_dense_numpy_sums():
             r = r + np.outer(f, (Y[i, t] @ Wp) * s2)
     N = n * T
     for key, want in (("phi", phi), ("phi_ax", phi_ax), ("phi_lag", phi_lag), ("r", r)):
-        np.testing.assert_allclose(got[key], want / N, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(getattr(got, key), want / N, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("two_sided", [False, True])
@@ -58,11 +60,11 @@ def test_fused_passes_equal_separate_ones(two_sided):
     Wp = rng.standard_normal((5, 4))
     Q = np.linalg.qr(rng.standard_normal((6, 4)))[0]
     st = StepStream(X, Y, None, proc, two_sided=two_sided, chunk_steps=25)
-    both = st.instrument_moments_many([(A[:2], Wp[:, :2], 1, "past"), (A[2:], Wp[:, 2:], 2, "future")])
-    one = [st.instrument_moments(A[:2], Wp[:, :2], 1, "past"), st.instrument_moments(A[2:], Wp[:, 2:], 2, "future")]
+    both = instrument_moments(st, [(A[:2], Wp[:, :2], 1, "past"), (A[2:], Wp[:, 2:], 2, "future")])
+    one = instrument_moments(st, [(A[:2], Wp[:, :2], 1, "past")]) + instrument_moments(st, [(A[2:], Wp[:, 2:], 2, "future")])
     for b, o in zip(both, one):
-        for key in o:
-            np.testing.assert_allclose(b[key], o[key], rtol=1e-13, atol=1e-15)
+        for key in ("phi", "phi_ax", "phi_lag", "r"):
+            np.testing.assert_allclose(getattr(b, key), getattr(o, key), rtol=1e-13, atol=1e-15)
     # the lag moments computed inside the project pass equal a pass of their own
     fused = StepStream(X, Y, None, proc, two_sided=two_sided, chunk_steps=25)
     fused.project(Q, lags=(1, -1))

@@ -11,7 +11,8 @@ streamed pass over the data:
 3. project the moment tensor onto that span, ``T(I, Q, Q)``, and decompose it
    (:mod:`spectral_rnn.decomposition`): unit directions of A1 and ``w_j = mu_j s_j^2 a2_j``;
 4. solve the instrument equations for the scales, signs and ``U``
-   (:func:`solve_scales_and_recurrence`).
+   (:mod:`spectral_rnn.recurrence`: one pass for the instrument moments, then
+   :func:`~spectral_rnn.recurrence.solve_scales_and_recurrence`).
 """
 
 from __future__ import annotations
@@ -45,14 +46,12 @@ from .models import BRNN, IORNN
 from .moments import CHUNK_STEPS, StepStream
 from .odd_route import fit_brnn_odd, fit_iornn_odd, uses_odd_route
 from .processes import AR1Process, MarkovProcess
+from .recurrence import MAX_COND, instrument_moments, solve_scales_and_recurrence
 from .scores import MarginalLaw
 from .stability import stabilize
 from .threads import limit_threads, resolve_threads
 
 __all__ = ["SpectralIORNN", "SpectralBRNN", "solve_scales_and_recurrence", "check_activation", "output_pinv"]
-
-#: condition number above which a linear system of the estimator is declared singular
-MAX_COND = 1e8
 #: default of ``max_peak_share``: a fit is refused when one time step carries more than this
 #: share of the moment tensor's mass (and more than 200x an average step): the estimate
 #: would be that step's, not the data's
@@ -78,58 +77,6 @@ def check_activation(f: Polynomial) -> None:
             f"activation {f.to_string()!r}: a cubic needs c2 != 0 here; the scale equations use the second-order "
             "score and are homogeneous without it (odd cubic activations are not supported)"
         )
-
-
-def solve_scales_and_recurrence(
-    mom: dict[str, np.ndarray], A_hat: np.ndarray, W: np.ndarray, f: Polynomial
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Scales, signs and recurrent matrix from the instrument moments (docs/method.md, section 'Scales and U').
-
-    ``mom``: output of :meth:`StepStream.instrument_moments`; ``A_hat`` (d_h, d_x)
-    unit directions; ``W`` (d_h, d_y) with ``w_j = mu_j s_j^2 a2_j``.
-    Quadratic ``f``: per unit j, ``2 c2 s_j (r_j - E[phi x^T] a_j) - 2 c2 E[phi ytil_{t-1}^T] ut_j = c1 E[phi]``,
-    linear in ``(s_j, ut_j)`` with ``ut_jk = mu_k s_k^2 U_jk`` and ``mu_j = 2 c2``.
-    Cubic ``f`` (second-order score): ``mu_j r_j - 6 c3 s_j E[phi x^T] a_j - 6 c3 E[phi ytil_{t-1}^T] ut_j = 2 c2 E[phi]``,
-    linear in ``(mu_j, s_j, ut_j)``.
-    Returns ``(A1, U, A2, mu)``.
-    """
-    d_h = A_hat.shape[0]
-    c1, c2, c3 = f.coef(1), f.coef(2), f.coef(3)
-    phi, phi_ax, phi_lag, r = mom["phi"], mom["phi_ax"], mom["phi_lag"], mom["r"]
-    scale = np.empty(d_h)
-    mu = np.empty(d_h)
-    Ut = np.empty((d_h, d_h))
-    for j in range(d_h):
-        px = phi_ax[:, j]  # E[phi (a_j . x_t)]
-        if f.degree == 2:
-            D = np.column_stack([2 * c2 * (r[:, j] - px), -2 * c2 * phi_lag])
-            rhs = c1 * phi
-        else:
-            D = np.column_stack([r[:, j], -6 * c3 * px, -6 * c3 * phi_lag])
-            rhs = 2 * c2 * phi
-        # equilibrate the columns (unknowns) to unit norm, so the units of the inputs and outputs
-        # do not decide whether the system counts as singular (the least-squares solution is unchanged)
-        cs = np.linalg.norm(D, axis=0)
-        cs = np.where(cs > 0, cs, 1.0)
-        De = D / cs
-        sv = np.linalg.svd(De, compute_uv=False)
-        if sv[-1] <= sv[0] / MAX_COND:
-            raise IllConditionedError(
-                f"the instrument equations of hidden unit {j} are singular (condition {sv[0] / max(sv[-1], 1e-300):.3g}): "
-                "the inputs do not excite the recurrence enough to identify U"
-            )
-        sol = np.linalg.lstsq(De, rhs, rcond=None)[0] / cs
-        if f.degree == 2:
-            mu[j], scale[j], Ut[j] = 2 * c2, sol[0], sol[1:]
-        else:
-            mu[j], scale[j], Ut[j] = sol[0], sol[1], sol[2:]
-    gain = mu * scale**2  # mu_j s_j^2
-    if np.any(np.abs(gain) <= 1e-12 * np.max(np.abs(gain))) or not np.all(np.isfinite(gain)):
-        raise IllConditionedError("a hidden unit's scale came out (near) zero: the model is not identified from these data")
-    A1 = scale[:, None] * A_hat
-    U = Ut / gain[None, :]
-    A2 = W / gain[:, None]
-    return A1, U, A2, mu
 
 
 def drop_extreme_sequences(
@@ -531,9 +478,9 @@ class SpectralIORNN(_SpectralBase):
 
     def _fit_components(self, stream: StepStream, dec, f: Polynomial) -> tuple[IORNN, dict]:
         Wpinv = output_pinv(dec.W)
-        mom = stream.instrument_moments(dec.A, Wpinv, score_order=f.degree - 1)
-        A1, U, A2, mu = solve_scales_and_recurrence(mom, dec.A, dec.W, f)
-        return IORNN(A1, U, A2, f), {"mu_": mu}
+        (mom,) = instrument_moments(stream, [(dec.A, Wpinv, f.degree - 1, "past")])
+        est = solve_scales_and_recurrence(mom, dec.A, dec.W, f)
+        return IORNN(est.A1, est.U, est.A2, f), {"mu_": est.mu}
 
 
 
@@ -579,8 +526,9 @@ class SpectralBRNN(_SpectralBase):
                 f"(past shares {np.array2string(np.sort(share)[::-1], precision=2)}): the data may come from a "
                 "unidirectional RNN, or the recurrences are too weak to tell the directions apart"
             )
-        mom_f, mom_b = stream.instrument_moments_many([
+        mom_f, mom_b = instrument_moments(stream, [
             (dec.A[fwd], Wpinv[:, fwd], f.degree - 1, "past"), (dec.A[bwd], Wpinv[:, bwd], f.degree - 1, "future")])
-        A1, U, A2, mu_f = solve_scales_and_recurrence(mom_f, dec.A[fwd], dec.W[fwd], f)
-        B1, V, B2, mu_b = solve_scales_and_recurrence(mom_b, dec.A[bwd], dec.W[bwd], f)
-        return BRNN(A1, U, A2, B1, V, B2, f), {"mu_": np.concatenate([mu_f, mu_b]), "separation_": share}
+        fw = solve_scales_and_recurrence(mom_f, dec.A[fwd], dec.W[fwd], f)
+        bw = solve_scales_and_recurrence(mom_b, dec.A[bwd], dec.W[bwd], f)
+        return BRNN(fw.A1, fw.U, fw.A2, bw.A1, bw.U, bw.A2, f), {"mu_": np.concatenate([fw.mu, bw.mu]),
+                                                                   "separation_": share}

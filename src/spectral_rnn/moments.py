@@ -14,8 +14,8 @@ on CPU or GPU:
   a matrix whose range is the span of the A1 rows; cost ``O(N d_x p k)``.
 * :meth:`StepStream.project` -- ``T(I, Q, Q)`` for an orthonormal ``Q (d_x, k)``:
   a ``(d_y, k, k)`` tensor; cost ``O(N k^2 d_y)``.
-* :meth:`StepStream.instrument_moments` -- the moments of the instrument equations
-  that give the scales and U (docs/method.md, "Scales and U").
+* the moments of the instrument equations that give the scales and U (docs/method.md,
+  "Scales and U") are a pass of :mod:`spectral_rnn.recurrence` over the same windows.
 * :meth:`StepStream.first_order` and :meth:`StepStream.project3` -- the first-order moment
   and the projected third-order tensor of the route for odd activations (tanh).
 * :func:`cross_moment` -- the dense tensor, for small problems and tests only.
@@ -325,42 +325,6 @@ class StepStream:
         BQ = self._basis_np() @ Q
         return acc - np.einsum("ik,ka,kb->iab", m["yk"], BQ, BQ)
 
-    def instrument_moments(
-        self, A_hat: np.ndarray, Wpinv: np.ndarray, score_order: int, direction: str = "past"
-    ) -> dict[str, np.ndarray]:
-        """Moments of the instrument equations for the scales and the recurrent matrix.
-
-        ``A_hat`` (d_h, d_x): unit input directions; ``Wpinv`` (d_y, d_h): so that
-        ``ytil_t = y_t @ Wpinv``; ``score_order``: 1 (quadratic activation) or 2 (cubic).
-        ``direction="past"``: instruments ``phi_t = [1, x_{t-1}, x_{t-2}, (A_hat x_{t-1})^2]``
-        and lagged outputs ``ytil_{t-1}``; ``"future"`` mirrors them in time (BRNN
-        backward chain). Returns ``phi`` = E[phi] (m,), ``phi_ax`` = E[phi (A_hat x_t)^T] (m, d_h),
-        ``phi_lag`` = E[phi ytil_lag^T] (m, d_h), ``r`` (m, d_h) with column j
-        ``E[phi ytil_{t,j} S(a_j, ..., a_j)]`` for the score of that order.
-        Several sets in one pass: :meth:`instrument_moments_many`.
-        """
-        return self.instrument_moments_many([(A_hat, Wpinv, score_order, direction)])[0]
-
-    def instrument_moments_many(self, specs) -> list[dict[str, np.ndarray]]:
-        """:meth:`instrument_moments` for every ``(A_hat, Wpinv, score_order, direction)`` of
-        ``specs``, all in one pass over the data (the BRNN's two chains). Per chunk:
-        :func:`instrument_chunk`."""
-        tspecs = []
-        for A_hat, Wpinv, order, direction in specs:
-            if direction not in ("past", "future"):
-                raise ValueError("direction must be 'past' or 'future'")
-            if order not in (1, 2):
-                raise ValueError("score_order must be 1 or 2")
-            tspecs.append((self._to(A_hat), self._to(Wpinv), int(order), direction))
-        m = self.reduce(instrument_chunk, tuple(tspecs))
-        out = []
-        for i, (A_hat, _, _, _) in enumerate(specs):
-            d_h = A_hat.shape[0]
-            G = np.concatenate([m[(i, "one")][None], m[(i, "x1")], m[(i, "x2")], m[(i, "q")]])  # (n_phi, 3 d_h)
-            out.append({"phi": m[(i, "phi")], "phi_ax": G[:, :d_h], "phi_lag": G[:, d_h:2 * d_h],
-                        "r": G[:, 2 * d_h:]})
-        return out
-
     def lag_score_moments(self, Wpinv: np.ndarray, lags: tuple[int, ...] = (1, -1)) -> dict[int, np.ndarray]:
         """``E[ytil_t (x) S_1(x_{t-k})]`` for each lag ``k`` in ``lags``: (d_h, d_x) each,
         with ``ytil_t = y_t @ Wpinv``. With the two-sided score this is the mean
@@ -480,30 +444,6 @@ def project_chunk(w: Window, Qt: torch.Tensor, lags: tuple[int, ...] = ()) -> di
         out["max:peak"] = torch.stack([mass[i], ynorm[i], spart[i]])
     for lag in lags:
         out[("lag", lag)] = y.T @ w.s_lag(lag)
-    return out
-
-
-def instrument_chunk(w: Window, specs: tuple) -> dict:
-    """Partial sums of :meth:`StepStream.instrument_moments_many`. For each spec ``i``
-    (``A_hat`` (d_h, d_x), ``Wpinv`` (d_y, d_h), order, direction) and
-    ``R_t = [A_hat x_t, Wpinv^T y_lag, (Wpinv^T y_t) * S(a_j, ..)]`` (3 d_h,): the products of
-    ``R`` with each block of ``phi_t = [1, x_1, x_2, (A_hat x_1)^2]`` (``(i, "one")``, ``(i, "x1")``,
-    ``(i, "x2")``, ``(i, "q")``) and ``(i, "phi")`` = ``sum_t phi_t``. Cost ``O(m d_x d_h)``: ``phi`` is never
-    multiplied by ``x_t`` itself."""
-    out = {}
-    for i, (Ah, Wp, order, direction) in enumerate(specs):
-        if direction == "past":
-            x1, x2, ylag = w.x_prev, w.x_prev2, w.y_prev
-        else:
-            x1, x2, ylag = w.x_next, w.x_next2, w.y_next
-        q = (x1 @ Ah.T) ** 2
-        sc = w.s @ Ah.T if order == 1 else w.scores.s2_quad(Ah)  # S_1(a_j) or S_2(a_j, a_j)
-        R = torch.cat([w.x @ Ah.T, ylag @ Wp, (w.y @ Wp) * sc], dim=1)  # (m, 3 d_h)
-        out[(i, "one")] = R.sum(0)
-        out[(i, "x1")] = x1.T @ R
-        out[(i, "x2")] = x2.T @ R
-        out[(i, "q")] = q.T @ R
-        out[(i, "phi")] = torch.cat([R.new_full((1,), float(R.shape[0])), x1.sum(0), x2.sum(0), q.sum(0)])
     return out
 
 
