@@ -78,6 +78,13 @@ def _target_dtype(dtype: np.dtype) -> np.dtype:
     return np.dtype(np.float32) if dtype.itemsize <= 2 else np.dtype(np.float64)
 
 
+def _is_lazy_array(X: object) -> bool:
+    """An array-like that is read by slices (a Zarr array, an HDF5 data set), not a numpy array,
+    a tensor or a nesting of lists."""
+    return (not isinstance(X, (np.ndarray, torch.Tensor, list, tuple)) and hasattr(X, "shape")
+            and hasattr(X, "dtype") and hasattr(X, "__getitem__") and (type(X).__module__.split(".")[0] in ("zarr", "h5py") or type(X).__name__ == "ChunkedSequences"))
+
+
 def as_sequences(X: object, name: str = "X", dim: int | None = None) -> np.ndarray:
     """Return ``X`` as a float array of shape ``(n_sequences, T, d)`` that torch can read.
 
@@ -91,6 +98,14 @@ def as_sequences(X: object, name: str = "X", dim: int | None = None) -> np.ndarr
     array, a ragged nesting or a last dimension different from ``dim``. Finite values
     are checked by :func:`check_finite` on the valid steps only (padding is never read).
     """
+    if _is_lazy_array(X):  # a Zarr array or another array read by slices: never read whole here
+        if np.dtype(X.dtype).kind != "f":
+            raise InputError(f"{name} must hold floating-point numbers when stored out of memory, got dtype {X.dtype}")
+        if len(X.shape) != 3 or 0 in X.shape:
+            raise InputError(f"{name} must have shape (n_sequences, T, d), got shape {tuple(X.shape)}")
+        if dim is not None and X.shape[2] != dim:
+            raise InputError(f"{name} has last dimension {X.shape[2]}, expected {dim}")
+        return X
     if isinstance(X, torch.Tensor):
         X = X.detach().cpu()
         if X.dtype in (torch.float16, torch.bfloat16):
@@ -170,7 +185,7 @@ def check_finite(
     n, T = arr.shape[:2]
     per = max(1, block_steps // T)
     axes = tuple(range(2, arr.ndim))
-    if limit is not None and arr.dtype.kind == "f" and np.finfo(arr.dtype).max <= limit:
+    if limit is not None and arr.dtype.kind == "f" and float(np.finfo(arr.dtype).max) <= limit:
         limit = None  # no finite value of this dtype exceeds it
     for i in range(0, n, per):
         block = arr[i : i + per]

@@ -13,6 +13,7 @@ during the (slow) imports is reported like any other.
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -144,7 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     f = sub.add_parser("fit", help="fit a model to a data set by the spectral method",
                        description="Fit an IO-RNN (or a BRNN) to DATA.npz and write the model file.")
-    f.add_argument("data", metavar="DATA.npz", help="data file with 'inputs', 'outputs' and optional 'lengths'")
+    f.add_argument("data", metavar="DATA", help="data: an .npz file with 'inputs', 'outputs' and optional 'lengths'; "
+                   "a directory of X.npy, Y.npy and optional lengths.npy (memory-mapped); or a Zarr store with "
+                   "arrays inputs, outputs and optional lengths")
     f.add_argument("--hidden-size", type=_positive_int, required=True, help="hidden units d_h (per direction for a BRNN)")
     f.add_argument("--activation", type=_activation, required=True, help=act_help)
     f.add_argument("--out", required=True, metavar="MODEL.safetensors", help="model file to write")
@@ -282,7 +285,12 @@ def _cmd_fit(a: argparse.Namespace) -> int:
             raise InputError("--bidirectional needs SpectralBRNN, which this version of spectral-rnn lacks") from None
     else:
         Estimator = SpectralIORNN
-    X, Y, lengths = load_data(a.data)
+    if os.path.isdir(a.data):  # a directory of .npy files (memory-mapped) or a Zarr store: read by slices
+        from .sources import open_data_dir
+
+        X, Y, lengths = open_data_dir(a.data)
+    else:
+        X, Y, lengths = load_data(a.data)
     if Y is None:
         raise InputError(f"{a.data} has no array 'outputs': fitting needs inputs and outputs")
     # the bar (tqdm, shown once a fit passes 1 s) goes to a terminal only, not into logs

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import mmap
 import time
 from collections.abc import Sequence
 
@@ -48,6 +49,7 @@ from .odd_route import fit_brnn_odd, fit_iornn_odd, uses_odd_route
 from .processes import AR1Process, MarkovProcess
 from .recurrence import MAX_COND, instrument_moments, solve_scales_and_recurrence
 from .scores import MarginalLaw
+from .sources import is_chunk_source, open_chunks
 from .stability import stabilize
 from .threads import limit_threads, resolve_threads
 
@@ -79,6 +81,18 @@ def check_activation(f: Polynomial) -> None:
         )
 
 
+def _read_by_slices(X: object) -> bool:
+    """Whether ``X`` is data read by slices (a memory map, a Zarr array, chunks), not an array in memory."""
+    if not isinstance(X, np.ndarray):
+        return True
+    base = X
+    while base is not None:
+        if isinstance(base, (np.memmap, mmap.mmap)):
+            return True
+        base = getattr(base, "base", None)
+    return False
+
+
 def drop_extreme_sequences(
     X: np.ndarray, Y: np.ndarray, lengths: np.ndarray | None, factor: float | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, int]:
@@ -91,6 +105,9 @@ def drop_extreme_sequences(
     """
     if factor is None:
         return X, Y, lengths, 0
+    if _read_by_slices(X):
+        raise InputError("outlier_factor copies the sequences it keeps into memory: it is not available for data "
+                         "read by slices (a memory map, a Zarr array or chunks); leave such sequences out upstream")
     if not factor > 1:
         raise InputError(f"outlier_factor must be a number above 1, got {factor!r}")
     per = np.empty(X.shape[0])
@@ -231,12 +248,21 @@ class _SpectralBase:
     _chains = 1
     _project_lags: tuple[int, ...] = ()
 
-    def fit(self, X: object, Y: object, lengths: object = None):
+    def fit(self, X: object, Y: object = None, lengths: object = None):
         """Fit from inputs ``X`` (n_sequences, T, d_x) and outputs ``Y`` (n_sequences, T, d_y).
 
         ``lengths`` (n_sequences,) marks ragged sequences; steps past it are ignored.
-        Returns ``self``.
+        ``X`` and ``Y`` may be numpy arrays (memory maps included: a float32 source is converted
+        one chunk at a time) or Zarr arrays; or ``fit(chunks)`` with a re-iterable source of
+        ``(X_c, Y_c, lengths_c)`` chunks of whole sequences (:mod:`spectral_rnn.sources`). Only a
+        chunk of the data and the sums are held in memory. Returns ``self``.
         """
+        if Y is None:
+            if not is_chunk_source(X):
+                raise InputError("fit needs outputs Y, unless X is a source of (X, Y, lengths) chunks")
+            if lengths is not None:
+                raise InputError("with a source of chunks, the lengths come with each chunk")
+            X, Y, lengths = open_chunks(X)
         with limit_threads(resolve_threads(self.n_threads)):
             if uses_odd_route(self.activation):  # tanh, odd polynomials: the third-order route
                 return self._fit_odd(X, Y, lengths)

@@ -27,6 +27,7 @@ Every pass sees the valid steps of one chunk at a time through a :class:`Window`
 
 from __future__ import annotations
 
+import warnings
 from functools import cached_property
 
 import numpy as np
@@ -228,8 +229,15 @@ class StepStream:
         self.lag_cross: dict = {}
 
     def _to(self, A: np.ndarray) -> torch.Tensor:
+        """A chunk as a tensor of the compute dtype on the device (a float32 source is converted
+        here, one chunk at a time; a read-only memory map is only read)."""
         if isinstance(A, torch.Tensor):
             return A.to(self.device, self.dtype)
+        A = np.asarray(A)
+        if not A.flags.writeable:  # torch warns on read-only arrays; the passes never write into a chunk
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                return torch.as_tensor(A).to(self.device, self.dtype, non_blocking=True)
         return torch.as_tensor(A).to(self.device, self.dtype, non_blocking=True)
 
     def _sums(self) -> _Sums:

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ._checks import DivergenceError, InputError, check_xy
+from ._checks import DivergenceError, InputError, as_sequences, check_finite, check_lengths, check_xy, resolve_device
 from .activations import Activation, Polynomial
 
 __all__ = ["StabilityReport", "stabilize", "bound_certifies"]
@@ -156,7 +156,16 @@ class _Chain:
         self.chunks = [slice(i, min(n, i + chunk_rows)) for i in range(0, n, chunk_rows)]
 
     def drive(self, rows) -> torch.Tensor:
-        return self.Xt[rows] @ self.A.T
+        """``A x_t`` (rows, T, d_h) for a slice or an index tensor of sequences, padding zeroed."""
+        if isinstance(rows, slice):
+            x = self.Xt[rows]
+        else:
+            idx = rows.cpu().numpy()
+            x = self.Xt.oindex[idx] if hasattr(self.Xt, "oindex") else self.Xt[idx]
+        x = torch.as_tensor(np.asarray(x)).to(self.A.device, torch.float64)
+        if self.valid is not None:
+            x = x.masked_fill(~self.valid[rows].unsqueeze(-1), 0.0)
+        return x @ self.A.T
 
     def drive_max(self) -> float:
         m = 0.0
@@ -308,9 +317,16 @@ def stabilize(
     limit = DIVERGENCE_LIMIT if limit is None else float(limit)
     if not limit > 0:
         raise InputError(f"limit must be positive, got {limit!r}")
-    Xt, Lt, W = model._prepare(X, lengths, device, torch.float64)
+    # the inputs stay where they are (an array, a memory map): each chunk of sequences is read
+    # and converted to float64 when its drive is needed, so no whole float64 copy is made
+    Xt = as_sequences(X, "inputs", dim=model.d_x)
     n, T = Xt.shape[:2]
-    valid = None if Lt is None else (torch.arange(T, device=Xt.device)[None, :] < Lt[:, None])
+    lengths_c = check_lengths(lengths, n, T)
+    check_finite(Xt, lengths_c, "inputs")
+    dev = resolve_device(device)
+    W = {k: torch.as_tensor(getattr(model, k), dtype=torch.float64, device=dev) for k in model._names}
+    valid = None if lengths_c is None else (torch.arange(T, device=dev)[None, :]
+                                            < torch.as_tensor(lengths_c, device=dev)[:, None])
     rows = max(1, int(chunk_steps) // max(T, 1))
     chains = [("forward chain", "U", _Chain(Xt, valid, W["A1"], W["U"], model.activation, False, limit, rows))]
     if isinstance(model, BRNN):
