@@ -82,7 +82,7 @@ def _is_lazy_array(X: object) -> bool:
     """An array-like that is read by slices (a Zarr array, an HDF5 data set), not a numpy array,
     a tensor or a nesting of lists."""
     return (not isinstance(X, (np.ndarray, torch.Tensor, list, tuple)) and hasattr(X, "shape")
-            and hasattr(X, "dtype") and hasattr(X, "__getitem__") and (type(X).__module__.split(".")[0] in ("zarr", "h5py") or type(X).__name__ == "ChunkedSequences"))
+            and hasattr(X, "dtype") and hasattr(X, "__getitem__") and (type(X).__module__.split(".")[0] in ("zarr", "h5py", "dask") or type(X).__name__ == "ChunkedSequences"))
 
 
 def as_sequences(X: object, name: str = "X", dim: int | None = None) -> np.ndarray:
@@ -187,8 +187,16 @@ def check_finite(
     axes = tuple(range(2, arr.ndim))
     if limit is not None and arr.dtype.kind == "f" and float(np.finfo(arr.dtype).max) <= limit:
         limit = None  # no finite value of this dtype exceeds it
+    if type(arr).__module__.split(".")[0] == "dask":  # one Dask reduction; blocks only if it finds something
+        import dask
+
+        hi, lo = (float(v) for v in dask.compute(arr.max(), arr.min()))
+        if np.isfinite(hi) and np.isfinite(lo) and (limit is None or max(hi, -lo) <= limit):
+            return
     for i in range(0, n, per):
         block = arr[i : i + per]
+        if not isinstance(block, np.ndarray):
+            block = np.asarray(block)
         if block.dtype.kind == "f" and block.size:
             # fast path: two reductions and no temporary; NaN propagates through min and max
             hi, lo = float(block.max()), float(block.min())

@@ -33,7 +33,8 @@ from functools import cached_property
 import numpy as np
 import torch
 
-from ._checks import iter_windows
+from ._checks import InputError, iter_windows
+from ._dask import compute_blocks, is_dask
 from .processes import MarkovProcess
 from .scores import StepScores
 
@@ -287,9 +288,29 @@ class StepStream:
         they are summed (keys starting ``"max:"``: the vector with the largest first entry is
         kept) and the means over all valid steps returned as numpy arrays (median of means over
         blocks when the stream has ``blocks`` and ``blocks=True``)."""
+        if is_dask(self.X):
+            return self._reduce_dask(fn, args, blocks)
         sums = self._sums() if blocks else _Sums()
         for w in self.windows(sums):
             _accumulate(sums, fn(w, *args))
+        return sums.means(self.n_steps)
+
+    def _reduce_dask(self, fn, args: tuple, blocks: bool) -> dict:
+        """:meth:`reduce` over Dask arrays: one task per block of sequences (:func:`_dask_block_sums`), the
+        partial sums added here. Median-of-means blocks do not span Dask blocks."""
+        if self.device.type != "cpu":
+            raise InputError("Dask inputs are fitted on the CPU (device='cpu'); each worker holds its blocks")
+        cfg = {"process": self.process, "two_sided": self.two_sided, "dtype": self.dtype,
+               "chunk_steps": self.chunk_steps, "block_steps": self.block_steps,
+               "blocks": self.blocks if blocks else None}
+        parts = compute_blocks(_dask_block_sums, self.X, self.Y, self.lengths, fn, args, cfg)
+        sums = _Sums(blocks=bool(cfg["blocks"]))
+        for part in parts:
+            for k, v in part["sums"].items():
+                sums.add(k, v)
+            sums.parts.extend(part["parts"])
+            for k, v in part["maxima"].items():
+                sums.keep_max(k, v)
         return sums.means(self.n_steps)
 
     def sketch(self, Theta: np.ndarray, Omega: np.ndarray) -> np.ndarray:
@@ -390,6 +411,21 @@ class StepStream:
             self._basis = self.process.score_terms(probe, L, t0=0, two_sided=self.two_sided).basis.cpu().to(
                 torch.float64).numpy()
         return self._basis
+
+
+def _dask_block_sums(X: np.ndarray, Y: np.ndarray | None, lengths: np.ndarray | None, fn, args: tuple,
+                     cfg: dict) -> dict:
+    """One Dask task: the pass ``fn`` over one block of whole sequences, returned as raw sums
+    (not means), closed median-of-means blocks and maxima, to be added on the client."""
+    st = StepStream(X, Y, lengths, cfg["process"], two_sided=cfg["two_sided"], dtype=cfg["dtype"],
+                    chunk_steps=cfg["chunk_steps"])
+    if cfg["blocks"]:
+        st.blocks, st.block_steps = cfg["blocks"], cfg["block_steps"]
+        st.window_steps = min(st.window_steps, cfg["block_steps"])
+    sums = st._sums() if cfg["blocks"] else _Sums()
+    for w in st.windows(sums):
+        _accumulate(sums, fn(w, *args))
+    return {"sums": dict(sums), "parts": sums.parts, "maxima": sums.maxima}
 
 
 # ---------------------------------------------------------------------- per-chunk functions

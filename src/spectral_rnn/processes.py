@@ -35,6 +35,7 @@ from ._checks import (
     check_random_state,
     iter_windows,
 )
+from ._dask import compute_blocks, is_dask
 from .scores import (
     GaussianLaw,
     InnovationStats,
@@ -276,7 +277,7 @@ class AR1Process:
         """Yield ``(prev, cur, first)``: the transitions ``(x_{t-1}, x_t)`` (m, d) and the first steps of each chunk."""
         n, T, d = X.shape
         for rows, w0, w1, o0, o1 in iter_windows(n, T, chunk_steps, before=1):
-            xw = X[rows, w0:w1].astype(np.float64, copy=False)
+            xw = np.asarray(X[rows, w0:w1], dtype=np.float64)  # a float32 or lazy source: this chunk only
             first = xw[:, 0] if (w0 == 0 and o0 == 0) else xw[:0, 0]
             if lengths is None and w0 == 0 and (o0, o1) == (0, w1 - w0):  # a whole block of sequences
                 yield xw[:, :-1].reshape(-1, d), xw[:, 1:].reshape(-1, d), first
@@ -298,26 +299,17 @@ class AR1Process:
         n, T, d = X.shape
         lengths = check_lengths(lengths, n, T)
         check_finite(X, lengths, "inputs")
-        # sums in centred coordinates (centre: the mean of the first chunk's steps), so offsets do
-        # not make the normal equations ill-conditioned
-        centre = None
-        Z = np.zeros((d + 1, d + 1))  # sum of [x_{t-1}; 1][x_{t-1}; 1]^T
-        C = np.zeros((d + 1, d))  # sum of [x_{t-1}; 1] x_t^T
-        Sxx = np.zeros((d, d))  # sum of x_t x_t^T
-        n_pairs = 0
-        for prev, cur, _ in self._pairs(X, lengths, chunk_steps):
-            if cur.shape[0] == 0:
-                continue
-            if centre is None:
-                centre = cur.mean(axis=0)
-                ctr = torch.as_tensor(centre)
-            # torch: its small-k matrix products are several times faster than numpy's here
-            prev, cur = torch.as_tensor(prev) - ctr, torch.as_tensor(cur) - ctr
-            Zp = torch.cat([prev, torch.ones((prev.shape[0], 1), dtype=prev.dtype)], dim=1)
-            Z += (Zp.T @ Zp).numpy()
-            C += (Zp.T @ cur).numpy()
-            Sxx += (cur.T @ cur).numpy()
-            n_pairs += cur.shape[0]
+        # sums in centred coordinates (centre: the mean of the first steps), so offsets do not make
+        # the normal equations ill-conditioned
+        centre = np.asarray(X[: max(1, min(n, chunk_steps // T)), : max(1, min(T, chunk_steps))], dtype=np.float64)
+        if lengths is not None:
+            centre = centre[np.arange(centre.shape[1])[None, :] < lengths[: centre.shape[0], None]]
+        centre = centre.reshape(-1, d).mean(axis=0)
+        if is_dask(X):  # one Dask task per block of sequences, sums added here
+            parts = compute_blocks(_ls_block_sums, X, None, lengths, centre, chunk_steps)
+        else:
+            parts = [_ls_block_sums(X, None, lengths, centre, chunk_steps)]
+        Z, C, Sxx, n_pairs = (sum(p[i] for p in parts) for i in range(4))
         if n_pairs < 2 * (d + 1):
             raise InputError(
                 f"too few transitions to fit the input process: {n_pairs} pairs (x_{{t-1}}, x_t) for input dimension {d}; "
@@ -365,7 +357,7 @@ class AR1Process:
             )
 
     def _fit_first_law(self, X: np.ndarray, lengths: np.ndarray | None, n: int, d: int) -> None:
-        x1 = X[:, 0].astype(np.float64)
+        x1 = np.asarray(X[:, 0], dtype=np.float64)
         own_ok = n >= 10 * (d + 1)
         m_own, S_own = (x1.mean(axis=0), np.cov(x1, rowvar=False).reshape(d, d)) if n >= 2 else (None, None)
         try:
@@ -423,7 +415,7 @@ class AR1Process:
         if isinstance(law, GaussianLaw) or n < MIN_FIRST_STEPS:
             self.first_law_ = GaussianLaw()
         else:
-            w0 = (torch.as_tensor(X[:, 0], dtype=torch.float64) - torch.as_tensor(self.initial_mean)) \
+            w0 = (torch.as_tensor(np.asarray(X[:, 0], dtype=np.float64)) - torch.as_tensor(self.initial_mean)) \
                 @ torch.as_tensor(self.whiten0_).T
             self.first_law_ = law.fit(innovation_stats([w0], d))
         self._cache = {}
@@ -433,7 +425,7 @@ class AR1Process:
         """Inputs that take very few values (an indicator, a category code) have no score."""
         n, T, d = X.shape
         valid = np.ones((n, T), dtype=bool) if lengths is None else np.arange(T)[None, :] < lengths[:n, None]
-        values = X[valid]
+        values = np.asarray(X)[valid]
         for j in range(d):
             if len(np.unique(values[:, j])) <= 3:
                 raise IllConditionedError(
@@ -585,6 +577,31 @@ class AR1Process:
             if tau is not None:
                 tau_all[:, :-1, 2 * d:] = torch.where(has_next, tau[:, 1:], zero)
         return StepScores(s, kappa, p["two"], tau_all, self.law_.has_third and self.first_law_.has_third)
+
+
+def _ls_block_sums(X, _Y, lengths: np.ndarray | None, centre: np.ndarray, chunk_steps: int):
+    """The least-squares sums of the autoregression over a block of sequences, in coordinates
+    centred at ``centre``: ``(Z, C, Sxx, n_pairs)`` with ``Z = sum [x_{t-1}; 1][x_{t-1}; 1]^T``,
+    ``C = sum [x_{t-1}; 1] x_t^T``, ``Sxx = sum x_t x_t^T`` over all transitions. A pure function of
+    the block: blocks are summed (serially, or as Dask tasks)."""
+    d = X.shape[2]
+    Z = np.zeros((d + 1, d + 1))
+    C = np.zeros((d + 1, d))
+    Sxx = np.zeros((d, d))
+    n_pairs = 0
+    ctr = torch.as_tensor(centre)
+    for prev, cur, _ in AR1Process._pairs(X, lengths, chunk_steps):
+        if cur.shape[0] == 0:
+            continue
+        # torch: its small-k matrix products are several times faster than numpy's here
+        prev, cur = torch.as_tensor(prev) - ctr, torch.as_tensor(cur) - ctr
+        Zp = torch.cat([prev, torch.ones((prev.shape[0], 1), dtype=prev.dtype)], dim=1)
+        G = Zp.T @ torch.cat([Zp, cur], dim=1)  # one product: [Z | C]
+        Z += G[:, : d + 1].numpy()
+        C += G[:, d + 1:].numpy()
+        Sxx += (cur.T @ cur).numpy()
+        n_pairs += cur.shape[0]
+    return Z, C, Sxx, n_pairs
 
 
 class GaussianAR1(AR1Process):
