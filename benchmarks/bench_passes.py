@@ -92,6 +92,66 @@ def worker(cfg: dict) -> dict:
             "data_mb": (X.nbytes + Y.nbytes) / 2**20, "note": note, **errs}
 
 
+def memmap_worker(cfg: dict) -> dict:
+    """Fit from float32 .npy memory maps written by ``write_memmaps``; the fit's own memory is the
+    peak of the anonymous resident memory (``RssAnon``, sampled every 5 ms) beyond its level
+    before the fit: pages of the mapped files are not the fit's memory."""
+    import threading
+
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(cfg["threads"])
+    from spectral_rnn import SpectralIORNN, parameter_errors
+    from spectral_rnn.io import load_model
+
+    w = SpectralIORNN(4, random_state=0)  # warm-up on a small slice
+    X = np.load(os.path.join(cfg["dir"], "X.npy"), mmap_mode="r")
+    Y = np.load(os.path.join(cfg["dir"], "Y.npy"), mmap_mode="r")
+    w.fit(np.array(X[:3000]), np.array(Y[:3000]))
+    peak = [0.0]
+    base = _status_mb("RssAnon")
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], _status_mb("RssAnon"))
+            time.sleep(0.005)
+
+    th = threading.Thread(target=sample, daemon=True)
+    th.start()
+    t0 = time.perf_counter()
+    est = SpectralIORNN(4, random_state=0, n_threads=cfg["threads"]).fit(X, Y)
+    fit_s = time.perf_counter() - t0
+    done.set()
+    th.join()
+    err = parameter_errors(load_model(os.path.join(cfg["dir"], "truth.safetensors")), est.model_)
+    return {"n": int(X.shape[0] * X.shape[1]), "fit_s": fit_s, "anon_peak_mb": peak[0] - base,
+            "data_mb": (X.nbytes + Y.nbytes) / 2**20, "A1": err["A1"], "A2": err["A2"], "U": err["U"]}
+
+
+def write_memmaps(n_steps: int, path: str, seed: int) -> None:
+    """One planted IO-RNN (d_x=10, d_h=4, d_y=8, sequences of 10 steps); its data written block by
+    block into float32 .npy files (never whole in memory)."""
+    import numpy as np
+
+    from spectral_rnn import make_planted, save_model
+
+    p = make_planted("iornn", 10, 4, 8, n_steps=100_000, random_state=seed, n_test=10)
+    save_model(p.model, os.path.join(path, "truth.safetensors"))
+    n_seq, T = n_steps // 10, 10
+    X = np.lib.format.open_memmap(os.path.join(path, "X.npy"), mode="w+", dtype=np.float32, shape=(n_seq, T, 10))
+    Y = np.lib.format.open_memmap(os.path.join(path, "Y.npy"), mode="w+", dtype=np.float32, shape=(n_seq, T, 8))
+    rng = np.random.default_rng(seed)
+    for i in range(0, n_seq, 100_000):
+        m = min(100_000, n_seq - i)
+        Xb = p.process.sample(m, T, random_state=rng)
+        X[i:i + m] = Xb
+        Y[i:i + m] = p.model.simulate(Xb, noise_std=0.1, random_state=rng)
+    X.flush()
+    Y.flush()
+
+
 def run(cfg: dict) -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.path.join(HERE, "..", "src") + os.pathsep + env.get("PYTHONPATH", "")
@@ -137,9 +197,37 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--json", help="also write the rows to this file")
+    ap.add_argument("--memmap", type=float, metavar="N",
+                    help="instead of the sweeps: write N steps of float32 data as .npy files (under --dir) and fit "
+                         "the IO-RNN from their memory maps, reporting the fit's peak anonymous memory")
+    ap.add_argument("--dir", default="/tmp/bench_passes_memmap", help="where --memmap writes its files")
+    ap.add_argument("--memmap-worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
+        return
+    if args.memmap_worker:
+        print(json.dumps(memmap_worker(json.loads(args.memmap_worker))))
+        return
+    if args.memmap:
+        os.makedirs(args.dir, exist_ok=True)
+        n = int(args.memmap)
+        t0 = time.perf_counter()
+        write_memmaps(n, args.dir, args.seed)
+        print(f"wrote {n:,} steps of float32 data to {args.dir} in {time.perf_counter() - t0:.0f} s")
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.path.join(HERE, "..", "src") + os.pathsep + env.get("PYTHONPATH", "")
+        out = subprocess.run([sys.executable, __file__, "--memmap-worker",
+                              json.dumps({"dir": args.dir, "threads": args.threads})],
+                             capture_output=True, text=True, env=env)
+        if out.returncode != 0:
+            print(out.stderr)
+            return
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        print(f"load average {os.getloadavg()}")
+        print(f"memmap float32 IO-RNN: N {r['n']:,}  fit {r['fit_s']:.1f} s ({r['fit_s'] / r['n'] * 1e6:.2f} s per 1e6)  "
+              f"peak anonymous memory of the fit {r['anon_peak_mb']:.0f} MB  data on disk {r['data_mb']:.0f} MB  "
+              f"A1 {r['A1']:.4f} A2 {r['A2']:.4f} U {r['U']:.4f}")
         return
     if args.quick:
         args.n, args.max_n = 1e5, 3e5

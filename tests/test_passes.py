@@ -125,3 +125,25 @@ def test_threads_setting():
     np.testing.assert_allclose(a.A1_, b.A1_, rtol=1e-10)
     with pytest.raises(InputError, match="n_threads"):
         SpectralBRNN(2, n_threads=0).fit(p.X, p.Y)
+
+
+@pytest.mark.parametrize("cls", [SpectralIORNN, SpectralBRNN])
+def test_auto_fallback_reuses_the_pass(cls, monkeypatch):
+    """robust='auto' falling back to median of means (one extreme sequence) gives robust='on''s estimate,
+    and without a second project pass (the pass keeps both averages)."""
+    p = make_planted("brnn" if cls is SpectralBRNN else "iornn", 6, 1, 5, n_steps=40_000, random_state=0)
+    Y = p.Y.copy()
+    Y[7] *= 300.0  # one sequence dominates the plain means
+    calls = []
+    real = StepStream.project
+
+    def counting(self, *a, **k):
+        calls.append(1)
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(StepStream, "project", counting)
+    auto = cls(1, random_state=0, robust="auto").fit(p.X, Y)
+    assert auto.robust_ and len(calls) == 1
+    on = cls(1, random_state=0, robust="on").fit(p.X, Y)
+    np.testing.assert_allclose(auto.A1_, on.A1_, rtol=1e-12)
+    np.testing.assert_allclose(auto.U_, on.U_, rtol=1e-12)

@@ -49,6 +49,7 @@ from .odd_route import fit_brnn_odd, fit_iornn_odd, uses_odd_route
 from .processes import AR1Process, MarkovProcess
 from .recurrence import MAX_COND, instrument_moments, solve_scales_and_recurrence
 from .scores import MarginalLaw
+from ._dask import is_dask
 from .sources import is_chunk_source, open_chunks
 from .stability import stabilize
 from .threads import limit_threads, resolve_threads
@@ -300,13 +301,17 @@ class _SpectralBase:
         sketched = n_components + decomposer.oversample < X.shape[2]
         n_passes = self._n_passes + sketched
         bar = _Progress(self.progress, n_passes * n_steps, "spectral fit")
-        def make_stream(blocks: int | None) -> StepStream:
+        def make_stream(blocks: int | None, dual: bool = False) -> StepStream:
             return StepStream(X, Y, lengths, proc, two_sided=self._two_sided, device=device, dtype=dtype,
-                              chunk_steps=chunk_steps, progress=bar, blocks=blocks)
+                              chunk_steps=chunk_steps, progress=bar, blocks=blocks, dual=dual)
 
         robust_used = robust == "on"
+        # robust="auto" without a sketch: the project pass keeps the median of means beside the plain
+        # means, so a fall-back to median of means needs no second pass (the sketch draws random
+        # directions, so a sketched fit redraws them and repeats both passes instead)
+        dual = robust == "auto" and not sketched and not is_dask(X)
         try:
-            stream = make_stream(robust_blocks if robust_used else None)
+            stream = make_stream(robust_blocks if (robust_used or dual) else None, dual=dual)
             t0 = time.perf_counter()
             try:
                 try:
@@ -317,9 +322,14 @@ class _SpectralBase:
                         raise
                     # a few extreme steps dominate the means: median of means over blocks instead
                     robust_used = True
-                    stream = make_stream(robust_blocks)
-                    dec = self._decompose(stream, decomposer, n_components, sketched, rng, min_gap, None,
-                                          self._project_lags)
+                    if dual:
+                        stream.use_blocks()
+                        dec = decomposer.decompose_projected(stream.projected_, np.eye(X.shape[2]), n_components,
+                                                             random_state=rng, min_gap=min_gap)
+                    else:
+                        stream = make_stream(robust_blocks)
+                        dec = self._decompose(stream, decomposer, n_components, sketched, rng, min_gap, None,
+                                              self._project_lags)
             except IllConditionedError as exc:
                 raise IllConditionedError(str(exc) + _score_hint(proc)) from None
             timings["decomposition"] = time.perf_counter() - t0

@@ -74,7 +74,19 @@ class _Sums(dict):
     def end_block(self, n: int) -> None:
         if self.blocks and n > 0:
             self.parts.append({k: v / n for k, v in self.items()})
+            if self.total is not None:  # both: the plain sums go on
+                for k, v in self.items():
+                    self.total[k] = v if k not in self.total else self.total[k] + v
             self.clear()
+
+    #: with ``total`` a dict, the block sums are also added up: :meth:`means` then gives both
+    total: dict | None = None
+
+    def plain_means(self, n: int) -> dict:
+        """The plain means of sums kept both ways (``total``)."""
+        out = {k: v.cpu().numpy() for k, v in self.maxima.items()}
+        out.update({k: (v / n).cpu().numpy() for k, v in self.total.items()})
+        return out
 
     def means(self, n: int) -> dict:
         out = {k: v.cpu().numpy() for k, v in self.maxima.items()}
@@ -197,6 +209,8 @@ class StepStream:
     blocks: ``None`` (default): every pass returns means over all valid steps; a number B:
         median of means, the elementwise median of the means over B blocks of consecutive
         steps (robust to a few extreme steps, such as a sequence close to diverging).
+    dual: with ``blocks``, passes return plain means but keep the median of means of the
+        last pass too, so that :meth:`use_blocks` can switch to it without a second pass.
     """
 
     def __init__(
@@ -211,6 +225,7 @@ class StepStream:
         chunk_steps: int = CHUNK_STEPS,
         progress=None,
         blocks: int | None = None,
+        dual: bool = False,
     ) -> None:
         self.X, self.Y, self.lengths, self.process = X, Y, lengths, process
         self.two_sided = two_sided
@@ -219,6 +234,8 @@ class StepStream:
         n, T, _ = X.shape
         self.n_steps = int(n * T if lengths is None else np.sum(lengths))
         self.blocks = blocks
+        self.dual = bool(dual and blocks)
+        self._block_means: dict = {}
         if blocks:  # median of means: each chunk a block of about N / blocks steps
             chunk_steps = min(chunk_steps, max(1, -(-self.n_steps // blocks)))
         self.chunk_steps = chunk_steps
@@ -291,9 +308,23 @@ class StepStream:
         if is_dask(self.X):
             return self._reduce_dask(fn, args, blocks)
         sums = self._sums() if blocks else _Sums()
+        if blocks and self.dual:  # plain means returned, median of means kept for use_blocks
+            sums = _Sums(blocks=True)
+            sums.total = {}
         for w in self.windows(sums):
             _accumulate(sums, fn(w, *args))
+        if blocks and self.dual:
+            self._block_means = sums.means(self.n_steps)
+            return sums.plain_means(self.n_steps)
         return sums.means(self.n_steps)
+
+    def use_blocks(self) -> None:
+        """Switch a ``dual`` stream to median of means: the last pass's results (:meth:`project`'s
+        tensor, peak and lag moments) are replaced by their median-of-means versions, computed in
+        the same pass, and later passes return medians of means."""
+        self.dual = False
+        m = self._block_means
+        self.projected_ = self._project_result(m, self._last_Q, self._last_lags)
 
     def _reduce_dask(self, fn, args: tuple, blocks: bool) -> dict:
         """:meth:`reduce` over Dask arrays: one task per block of sequences (:func:`_dask_block_sums`), the
@@ -337,9 +368,13 @@ class StepStream:
         above its average. With ``lags``, the same pass also sets ``lag_cross``: for each lag
         ``k``, ``E[y_t (x) S_1(x_{t-k})]`` (d_y, d_x), from which :meth:`lag_score_moments`
         follows by a product with ``Wpinv`` (no further pass)."""
-        Qt = self._to(Q)
+        m = self.reduce(project_chunk, self._to(Q), tuple(lags))
+        self._last_Q, self._last_lags = Q, tuple(lags)
+        return self._project_result(m, Q, tuple(lags))
+
+    def _project_result(self, m: dict, Q: np.ndarray, lags: tuple[int, ...]) -> np.ndarray:
+        """:meth:`project`'s tensor from the means of its pass (and its peak and lag attributes)."""
         k = Q.shape[1]
-        m = self.reduce(project_chunk, Qt, tuple(lags))
         iu, ju = np.triu_indices(k)
         acc = np.empty((m["acc"].shape[0], k, k))
         acc[:, iu, ju] = m["acc"]
