@@ -81,6 +81,8 @@ def dask_bench(n_steps: int) -> None:
         dask_s = time.perf_counter() - t0
     diff = max(float(np.abs(getattr(got, k) - getattr(ref, k)).max() / np.abs(getattr(ref, k)).max())
                for k in ("A1_", "U_", "A2_"))
+    print("stages serial", {k: round(v, 2) for k, v in ref.timings_.items()})
+    print("stages dask", {k: round(v, 2) for k, v in got.timings_.items()})
     print(f"IO-RNN {n_steps:,} steps: serial {serial:.1f} s, Dask on 2 local workers {dask_s:.1f} s "
           f"({dask_s / serial:.2f}x); max relative difference {diff:.1e}; load average {os.getloadavg()}")
 

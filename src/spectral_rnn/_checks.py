@@ -174,6 +174,10 @@ def valid_mask(lengths: np.ndarray | None, n_sequences: int, T: int) -> np.ndarr
     return np.arange(T)[None, :] < lengths[:, None]
 
 
+#: Dask arrays (by name, with the limit) already found finite
+_DASK_CHECKED: set = set()
+
+
 def check_finite(
     arr: np.ndarray, lengths: np.ndarray | None, name: str, block_steps: int = 1 << 16, limit: float | None = None
 ) -> None:
@@ -190,8 +194,13 @@ def check_finite(
     if type(arr).__module__.split(".")[0] == "dask":  # one Dask reduction; blocks only if it finds something
         import dask
 
+        key = (arr.name, limit)
+        if key in _DASK_CHECKED:  # a Dask array's name is a token of its contents: checked once per fit
+            return
         hi, lo = (float(v) for v in dask.compute(arr.max(), arr.min()))
         if np.isfinite(hi) and np.isfinite(lo) and (limit is None or max(hi, -lo) <= limit):
+            _DASK_CHECKED.add(key)
+            _DASK_CHECKED.add((arr.name, None))
             return
     for i in range(0, n, per):
         block = arr[i : i + per]
