@@ -43,7 +43,7 @@ __all__ = ["StepStream", "Window", "cross_moment"]
 #: default number of time steps held in memory at once
 CHUNK_STEPS = 1 << 16
 #: at most this many numbers (steps x (d_x + d_y)) in one chunk's window of inputs and outputs
-CHUNK_ENTRIES = 1 << 22
+CHUNK_ENTRIES = 1 << 21
 
 
 class _Sums(dict):

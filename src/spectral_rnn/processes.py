@@ -276,6 +276,7 @@ class AR1Process:
     def _pairs(X: np.ndarray, lengths: np.ndarray | None, chunk_steps: int):
         """Yield ``(prev, cur, first)``: the transitions ``(x_{t-1}, x_t)`` (m, d) and the first steps of each chunk."""
         n, T, d = X.shape
+        chunk_steps = min(chunk_steps, max(256, (1 << 21) // d))  # at most 2M numbers per chunk
         for rows, w0, w1, o0, o1 in iter_windows(n, T, chunk_steps, before=1):
             xw = np.asarray(X[rows, w0:w1], dtype=np.float64)  # a float32 or lazy source: this chunk only
             first = xw[:, 0] if (w0 == 0 and o0 == 0) else xw[:0, 0]
@@ -357,9 +358,8 @@ class AR1Process:
             )
 
     def _fit_first_law(self, X: np.ndarray, lengths: np.ndarray | None, n: int, d: int) -> None:
-        x1 = np.asarray(X[:, 0], dtype=np.float64)
         own_ok = n >= 10 * (d + 1)
-        m_own, S_own = (x1.mean(axis=0), np.cov(x1, rowvar=False).reshape(d, d)) if n >= 2 else (None, None)
+        m_own, S_own = _first_step_moments(X, d) if n >= 2 else (None, None)
         try:
             stat = self._stationary()
         except InputError:
@@ -415,9 +415,9 @@ class AR1Process:
         if isinstance(law, GaussianLaw) or n < MIN_FIRST_STEPS:
             self.first_law_ = GaussianLaw()
         else:
-            w0 = (torch.as_tensor(np.asarray(X[:, 0], dtype=np.float64)) - torch.as_tensor(self.initial_mean)) \
-                @ torch.as_tensor(self.whiten0_).T
-            self.first_law_ = law.fit(innovation_stats([w0], d))
+            m0, W0 = torch.as_tensor(self.initial_mean), torch.as_tensor(self.whiten0_)
+            w0 = ((torch.as_tensor(x1) - m0) @ W0.T for x1 in _first_steps(X))  # block by block
+            self.first_law_ = law.fit(innovation_stats(w0, d, n_total=n))
         self._cache = {}
 
     @staticmethod
@@ -577,6 +577,28 @@ class AR1Process:
             if tau is not None:
                 tau_all[:, :-1, 2 * d:] = torch.where(has_next, tau[:, 1:], zero)
         return StepScores(s, kappa, p["two"], tau_all, self.law_.has_third and self.first_law_.has_third)
+
+
+def _first_steps(X, block: int = 1 << 16):
+    """The first input of every sequence, ``(m, d)`` float64 blocks of ``block`` sequences (a
+    source read by slices is never read whole)."""
+    for i in range(0, X.shape[0], block):
+        yield np.asarray(X[i:i + block, 0], dtype=np.float64)
+
+
+def _first_step_moments(X, d: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and covariance (``n - 1`` normalisation) of the first inputs, in one streamed pass
+    (sums centred at the first block's mean)."""
+    c, n, s1, s2 = None, 0, np.zeros(d), np.zeros((d, d))
+    for x1 in _first_steps(X):
+        if c is None:
+            c = x1.mean(axis=0)
+        z = x1 - c
+        n += z.shape[0]
+        s1 += z.sum(axis=0)
+        s2 += z.T @ z
+    m = s1 / n
+    return c + m, (s2 - n * np.outer(m, m)) / (n - 1)
 
 
 def _ls_block_sums(X, _Y, lengths: np.ndarray | None, centre: np.ndarray, chunk_steps: int):

@@ -327,7 +327,7 @@ def stabilize(
     W = {k: torch.as_tensor(getattr(model, k), dtype=torch.float64, device=dev) for k in model._names}
     valid = None if lengths_c is None else (torch.arange(T, device=dev)[None, :]
                                             < torch.as_tensor(lengths_c, device=dev)[:, None])
-    rows = max(1, int(chunk_steps) // max(T, 1))
+    rows = max(1, min(int(chunk_steps), max(256, (1 << 21) // Xt.shape[2])) // max(T, 1))  # <= 2M numbers read
     chains = [("forward chain", "U", _Chain(Xt, valid, W["A1"], W["U"], model.activation, False, limit, rows))]
     if isinstance(model, BRNN):
         chains.append(("backward chain", "V",
