@@ -50,6 +50,7 @@ from .processes import AR1Process, MarkovProcess
 from .recurrence import MAX_COND, instrument_moments, solve_scales_and_recurrence
 from .scores import MarginalLaw
 from ._dask import is_dask
+from ._heap import trimming
 from .sources import is_chunk_source, open_chunks
 from .stability import stabilize
 from .threads import limit_threads, resolve_threads
@@ -264,7 +265,7 @@ class _SpectralBase:
             if lengths is not None:
                 raise InputError("with a source of chunks, the lengths come with each chunk")
             X, Y, lengths = open_chunks(X)
-        with limit_threads(resolve_threads(self.n_threads)):
+        with limit_threads(resolve_threads(self.n_threads)), trimming(_read_by_slices(X)):
             if uses_odd_route(self.activation):  # tanh, odd polynomials: the third-order route
                 return self._fit_odd(X, Y, lengths)
             return self._fit_polynomial(X, Y, lengths)

@@ -35,6 +35,7 @@ import torch
 
 from ._checks import InputError, iter_windows
 from ._dask import compute_blocks, is_dask
+from ._heap import trim_heap as _trim_heap
 from .processes import MarkovProcess
 from .scores import StepScores
 
@@ -292,6 +293,8 @@ class StepStream:
                 Lw = torch.full((Xw.shape[0],), T, device=self.device)
             win = Window(self, Xw, Yw, mask, Lw, w0)
             yield win
+            del Xw, Yw, mask, Lw
+            _trim_heap()
             block_n += win.n
             block_nominal += nominal
             if self.progress is not None:

@@ -36,6 +36,7 @@ from ._checks import (
     iter_windows,
 )
 from ._dask import compute_blocks, is_dask
+from ._heap import trim_heap as _trim_heap
 from .scores import (
     GaussianLaw,
     InnovationStats,
@@ -613,6 +614,7 @@ def _ls_block_sums(X, _Y, lengths: np.ndarray | None, centre: np.ndarray, chunk_
     n_pairs = 0
     ctr = torch.as_tensor(centre)
     for prev, cur, _ in AR1Process._pairs(X, lengths, chunk_steps):
+        _trim_heap()
         if cur.shape[0] == 0:
             continue
         # torch: its small-k matrix products are several times faster than numpy's here

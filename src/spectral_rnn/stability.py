@@ -29,12 +29,14 @@ it is shrunk further by ``margin`` until it passes).
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from ._checks import DivergenceError, InputError, as_sequences, check_finite, check_lengths, check_xy, resolve_device
+from ._heap import trim_heap
 from .activations import Activation, Polynomial
 
 __all__ = ["StabilityReport", "stabilize", "bound_certifies"]
@@ -162,7 +164,11 @@ class _Chain:
         else:
             idx = rows.cpu().numpy()
             x = self.Xt.oindex[idx] if hasattr(self.Xt, "oindex") else self.Xt[idx]
-        x = torch.as_tensor(np.asarray(x)).to(self.A.device, torch.float64)
+        trim_heap()
+        x = np.asarray(x)
+        with warnings.catch_warnings():  # a read-only memory map: only read
+            warnings.simplefilter("ignore", UserWarning)
+            x = torch.as_tensor(x).to(self.A.device, torch.float64)
         if self.valid is not None:
             x = x.masked_fill(~self.valid[rows].unsqueeze(-1), 0.0)
         return x @ self.A.T
