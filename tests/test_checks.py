@@ -100,7 +100,10 @@ def test_resolve_device():
     assert resolve_device("cpu") == torch.device("cpu")
     assert check_device(torch.device("cpu")) == torch.device("cpu")
     bad = ["tpu", "meta", "xla", "", "cpu0", 0, 1, 1.5, ["cpu"]]
-    if not torch.cuda.is_available():
+    if torch.cuda.is_available():  # on a GPU machine the CUDA spellings resolve to the GPU
+        assert all(resolve_device(v).type == "cuda" for v in ("cuda", "cuda:0", torch.device("cuda")))
+        bad += [f"cuda:{torch.cuda.device_count()}"]  # one past the last GPU
+    else:
         bad += ["cuda", "cuda:0", torch.device("cuda")]
     for value in bad:
         one_line_error(resolve_device, value)
@@ -220,3 +223,16 @@ def test_check_xy_refuses_huge_values():
 
 def test_errors_are_value_errors():
     assert issubclass(InputError, SpectralRNNError) and issubclass(SpectralRNNError, ValueError)
+
+
+def test_float32_inputs_raise_no_warning():
+    """Checking float32 data against the float64 magnitude limit once warned 'overflow
+    encountered in cast' (numpy casts the Python float limit to float32)."""
+    import warnings
+
+    from spectral_rnn._checks import check_xy
+
+    X = np.zeros((3, 4, 2), np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_xy(X, X[..., :1], None)

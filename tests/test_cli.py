@@ -250,6 +250,22 @@ def _bad_cases(d, data, truth):
     return cases
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (without one, --device cuda is a bad-input case)")
+def test_fit_and_predict_on_cuda(planted, tmp_path, capsys):
+    _, data, _, model = planted
+    code, _, err = run(capsys, "fit", data, "--hidden-size", "3", "--activation", "0,1,0.5", "--device", "cuda",
+                       "--out", tmp_path / "g.safetensors")
+    assert code == 0, err
+    cpu, gpu = load_model(model), load_model(tmp_path / "g.safetensors")
+    for k in ("A1", "U", "A2"):
+        a, b = getattr(gpu, k), getattr(cpu, k)
+        assert np.linalg.norm(a - b) / np.linalg.norm(b) < 1e-6, k
+    code, _, err = run(capsys, "predict", model, data, "--device", "cuda", "--out", tmp_path / "p.npz")
+    assert code == 0, err
+    X = load_data(data)[0]
+    np.testing.assert_allclose(load_data(tmp_path / "p.npz")[0], cpu.predict(X), rtol=1e-9, atol=1e-12)
+
+
 def test_bad_input_exits_2_with_one_line(planted, tmp_path, capsys):
     _, data, truth, _ = planted
     before = {p: p.read_bytes() for p in (data, truth)}

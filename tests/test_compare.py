@@ -5,15 +5,13 @@ import math
 import numpy as np
 import pytest
 
-from spectral_rnn import BRNN, IORNN, GaussianAR1, InputError
+from spectral_rnn import BRNN, IORNN, InputError
 from spectral_rnn.compare import Comparison, MethodResult, run_comparison
 
 
 @pytest.fixture(scope="module")
-def data():
-    truth = IORNN.random(10, 4, 8, random_state=0)
-    X = GaussianAR1.random(10, random_state=1).sample(2500, 8, random_state=2)
-    return truth, X, truth.simulate(X, noise_std=0.1, random_state=3)
+def data(compare_problem):
+    return compare_problem
 
 
 def test_compare_end_to_end(tmp_path, data):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from _helpers import ragged
+from _helpers import planted_problem, ragged
 from spectral_rnn import (
     CPDecomposer,
     make_planted,
@@ -34,15 +34,11 @@ def planted(N, seed, d_x=10, d_h=4, d_y=8, activation=QUAD, T=10, noise=0.1, inp
 
     A polynomial RNN is not globally stable: a few draws blow up on rare large inputs (about 1 in 40
     at 2e5 steps for the section 7 size). ``make_planted`` redraws such a model until the simulation
-    succeeds; ``planted.redraws`` counts the redraws.
+    succeeds (tests/test_datasets.py checks that count).
     """
-    p = make_planted("iornn", d_x, d_h, d_y, n_steps=N, length=T, activation=activation,
-                     input_std=input_std, noise_std=noise, random_state=seed)
-    planted.redraws += p.redraws
+    p = planted_problem("iornn", d_x=d_x, d_h=d_h, d_y=d_y, n_steps=N, length=T, activation=activation,
+                        input_std=input_std, noise_std=noise, random_state=seed)
     return p.process, p.model, p.X, p.Y
-
-
-planted.redraws = 0
 
 
 def evaluate(proc, m, est, T=10, seed=0):
@@ -127,7 +123,11 @@ def test_fitted_attributes_and_reproducible():
     np.testing.assert_allclose(est.mu_, 1.0)  # 2 c2 for a quadratic
     assert {"process", "decomposition", "recurrence", "total"} <= set(est.timings_)
     assert est.predict(X[:3]).shape == (3, 10, 4)
-    assert -1 < est.score(X, Y) <= 1
+    # score is 1 - relative MSE on the given data: as good as the true model's, up to the estimation error
+    assert est.score(X, Y) == pytest.approx(1 - prediction_error(Y, est.predict(X)), rel=1e-12)
+    true_score = 1 - prediction_error(Y, m.predict(X))
+    assert true_score - 0.02 < est.score(X, Y) < true_score + 0.01, (est.score(X, Y), true_score)
+    assert est.score(X, Y[::-1]) < 0.1  # other sequences' outputs: no better than their mean
     est2 = SpectralIORNN(2, activation="0,1,0.5", random_state=0).fit(X, Y)
     for k in ("A1_", "U_", "A2_"):
         np.testing.assert_array_equal(getattr(est, k), getattr(est2, k))
@@ -324,13 +324,16 @@ def test_process_dimension_mismatch(small):
         SpectralIORNN(3, process=GaussianAR1.random(4, random_state=0)).fit(X, Y)
 
 
-def test_predict_before_fit_and_cuda():
+def test_predict_before_fit():
     with pytest.raises(NotFittedError, match="not fitted"):
         SpectralIORNN(2).predict(np.zeros((1, 3, 2)))
-    if not torch.cuda.is_available():
-        proc, m, X, Y = planted(5000, 11, d_x=6, d_h=3, d_y=5)
-        with pytest.raises(InputError, match="cuda"):
-            SpectralIORNN(3, device="cuda").fit(X, Y)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is present: tests/test_cuda.py checks the GPU fit instead")
+def test_cuda_refused_without_a_gpu():
+    proc, m, X, Y = planted(5000, 11, d_x=6, d_h=3, d_y=5)
+    with pytest.raises(InputError, match="cuda"):
+        SpectralIORNN(3, device="cuda").fit(X, Y)
 
 
 def test_overspecified_hidden_size_raises():

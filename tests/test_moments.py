@@ -46,14 +46,14 @@ def test_sketch_and_project_are_contractions_of_dense(two_sided):
 
 def test_dense_moment_matches_hand_computation():
     proc, X, Y, _ = small_data(n=8, T=5)
-    P, P0 = np.linalg.inv(proc.noise_cov), np.linalg.inv(proc.initial_cov)
+    P, P0 = np.linalg.inv(proc.noise_cov_), np.linalg.inv(proc.initial_cov_)
     acc = np.zeros((5, 6, 6))
     for i in range(8):
         for t in range(5):
             if t == 0:
-                s, L = P0 @ (X[i, 0] - proc.initial_mean), P0
+                s, L = P0 @ (X[i, 0] - proc.initial_mean_), P0
             else:
-                s, L = P @ (X[i, t] - proc.F @ X[i, t - 1] - proc.intercept), P
+                s, L = P @ (X[i, t] - proc.F_ @ X[i, t - 1] - proc.intercept_), P
             acc += np.einsum("y,ab->yab", Y[i, t], np.outer(s, s) - L)
     np.testing.assert_allclose(cross_moment(X, Y, proc), acc / 40, rtol=1e-11, atol=1e-13)
     # order 3 is symmetric in its three input modes; order 1 is E[y s^T]

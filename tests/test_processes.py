@@ -20,8 +20,8 @@ def planted(d=4, seed=0):
 def test_protocol_and_random():
     p = GaussianAR1.random(6, rho=0.5, random_state=1)
     assert isinstance(p, MarkovProcess) and p.is_fitted and p.dim == 6
-    assert np.allclose(p.F @ p.F.T, 0.25 * np.eye(6))
-    assert np.allclose(p.noise_cov, 0.75 * np.eye(6))
+    assert np.allclose(p.F_ @ p.F_.T, 0.25 * np.eye(6))
+    assert np.allclose(p.noise_cov_, 0.75 * np.eye(6))
     assert not GaussianAR1().is_fitted and GaussianAR1().dim is None
     with pytest.raises(InputError):
         GaussianAR1.random(3, rho=1.0)
@@ -29,18 +29,18 @@ def test_protocol_and_random():
 
 def test_stationary_initial_law():
     p = planted()
-    S0 = p.initial_cov
-    np.testing.assert_allclose(p.F @ S0 @ p.F.T + p.noise_cov, S0, atol=1e-12)
-    np.testing.assert_allclose(p.F @ p.initial_mean + p.intercept, p.initial_mean, atol=1e-12)
+    S0 = p.initial_cov_
+    np.testing.assert_allclose(p.F_ @ S0 @ p.F_.T + p.noise_cov_, S0, atol=1e-12)
+    np.testing.assert_allclose(p.F_ @ p.initial_mean_ + p.intercept_, p.initial_mean_, atol=1e-12)
 
 
 def test_sample_moments():
     p = planted()
     X = p.sample(20000, 3, random_state=0)
     assert X.shape == (20000, 3, 4)
-    np.testing.assert_allclose(X[:, 0].mean(0), p.initial_mean, atol=0.05)
-    resid = X[:, 1:] - X[:, :-1] @ p.F.T - p.intercept
-    np.testing.assert_allclose(np.cov(resid.reshape(-1, 4), rowvar=False), p.noise_cov, rtol=0.05, atol=0.03)
+    np.testing.assert_allclose(X[:, 0].mean(0), p.initial_mean_, atol=0.05)
+    resid = X[:, 1:] - X[:, :-1] @ p.F_.T - p.intercept_
+    np.testing.assert_allclose(np.cov(resid.reshape(-1, 4), rowvar=False), p.noise_cov_, rtol=0.05, atol=0.03)
     np.testing.assert_array_equal(X, p.sample(20000, 3, random_state=0))
     with pytest.raises(InputError):
         GaussianAR1().sample(3, 3)
@@ -51,9 +51,9 @@ def test_sample_moments():
 def fit_errors(p, n, T, seed):
     X = p.sample(n, T, random_state=seed)
     q = GaussianAR1().fit(X)
-    return (np.linalg.norm(q.F - p.F) / np.linalg.norm(p.F),
-            np.linalg.norm(q.noise_cov - p.noise_cov) / np.linalg.norm(p.noise_cov),
-            np.linalg.norm(q.intercept - p.intercept) / np.linalg.norm(p.intercept))
+    return (np.linalg.norm(q.F_ - p.F_) / np.linalg.norm(p.F_),
+            np.linalg.norm(q.noise_cov_ - p.noise_cov_) / np.linalg.norm(p.noise_cov_),
+            np.linalg.norm(q.intercept_ - p.intercept_) / np.linalg.norm(p.intercept_))
 
 
 def test_fit_recovers_and_error_shrinks():
@@ -69,11 +69,11 @@ def test_fit_initial_law_from_first_steps():
     p = planted()
     X = p.sample(4000, 2, random_state=3)
     q = GaussianAR1().fit(X)
-    np.testing.assert_allclose(q.initial_mean, X[:, 0].mean(0), atol=1e-12)
-    np.testing.assert_allclose(q.initial_cov, np.cov(X[:, 0], rowvar=False), atol=1e-12)
+    np.testing.assert_allclose(q.initial_mean_, X[:, 0].mean(0), atol=1e-12)
+    np.testing.assert_allclose(q.initial_cov_, np.cov(X[:, 0], rowvar=False), atol=1e-12)
     # too few sequences: stationary law of the fitted chain
     q1 = GaussianAR1().fit(p.sample(3, 400, random_state=4))
-    np.testing.assert_allclose(q1.F @ q1.initial_cov @ q1.F.T + q1.noise_cov, q1.initial_cov, atol=1e-10)
+    np.testing.assert_allclose(q1.F_ @ q1.initial_cov_ @ q1.F_.T + q1.noise_cov_, q1.initial_cov_, atol=1e-10)
 
 
 def _ls_reference(seqs):
@@ -98,9 +98,9 @@ def test_fit_matches_hand_least_squares_and_ragged():
     Xp = X.copy()
     Xp[np.arange(T)[None, :] >= lengths[:, None]] = np.nan
     q = GaussianAR1().fit(Xp, lengths)
-    np.testing.assert_allclose(q.F, F, atol=1e-10)
-    np.testing.assert_allclose(q.intercept, b, atol=1e-10)
-    np.testing.assert_allclose(q.noise_cov, S, atol=1e-10)
+    np.testing.assert_allclose(q.F_, F, atol=1e-10)
+    np.testing.assert_allclose(q.intercept_, b, atol=1e-10)
+    np.testing.assert_allclose(q.noise_cov_, S, atol=1e-10)
     # same sequences stored with more padding, in another order, cut in time: same fit
     perm = rng.permutation(n)
     X2 = np.full((n, T + 6, 4), np.nan)
@@ -108,11 +108,11 @@ def test_fit_matches_hand_least_squares_and_ragged():
         X2[k, : lengths[i]] = seqs[i]
     for chunk in (1 << 17, 7, 1):
         q2 = GaussianAR1().fit(X2, lengths[perm], chunk_steps=chunk)
-        np.testing.assert_allclose(q2.F, q.F, atol=1e-12)
-        np.testing.assert_allclose(q2.intercept, q.intercept, atol=1e-12)
-        np.testing.assert_allclose(q2.noise_cov, q.noise_cov, atol=1e-12)
-        np.testing.assert_allclose(q2.initial_mean, q.initial_mean, atol=1e-12)
-        np.testing.assert_allclose(q2.initial_cov, q.initial_cov, atol=1e-12)
+        np.testing.assert_allclose(q2.F_, q.F_, atol=1e-12)
+        np.testing.assert_allclose(q2.intercept_, q.intercept_, atol=1e-12)
+        np.testing.assert_allclose(q2.noise_cov_, q.noise_cov_, atol=1e-12)
+        np.testing.assert_allclose(q2.initial_mean_, q.initial_mean_, atol=1e-12)
+        np.testing.assert_allclose(q2.initial_cov_, q.initial_cov_, atol=1e-12)
 
 
 def test_fit_independent_of_chunks_for_one_long_sequence():
@@ -121,10 +121,10 @@ def test_fit_independent_of_chunks_for_one_long_sequence():
     ref = GaussianAR1().fit(X)
     for chunk in (64, 99, 1000):
         q = GaussianAR1().fit(X, chunk_steps=chunk)
-        np.testing.assert_allclose(q.F, ref.F, atol=1e-12)
-        np.testing.assert_allclose(q.noise_cov, ref.noise_cov, atol=1e-12)
+        np.testing.assert_allclose(q.F_, ref.F_, atol=1e-12)
+        np.testing.assert_allclose(q.noise_cov_, ref.noise_cov_, atol=1e-12)
     F, b, S = _ls_reference([X[0]])
-    np.testing.assert_allclose(ref.F, F, atol=1e-10)
+    np.testing.assert_allclose(ref.F_, F, atol=1e-10)
 
 
 def test_fit_errors():
@@ -168,10 +168,10 @@ def test_constructor_errors():
 
 def one_sided_reference(X, p):
     """Hand computation of docs/method.md, 'Scores as sums of one-dimensional terms' (Gaussian), with t = 0."""
-    P, P0 = np.linalg.inv(p.noise_cov), np.linalg.inv(p.initial_cov)
+    P, P0 = np.linalg.inv(p.noise_cov_), np.linalg.inv(p.initial_cov_)
     s = np.empty_like(X)
-    s[:, 0] = (X[:, 0] - p.initial_mean) @ P0
-    s[:, 1:] = (X[:, 1:] - X[:, :-1] @ p.F.T - p.intercept) @ P
+    s[:, 0] = (X[:, 0] - p.initial_mean_) @ P0
+    s[:, 1:] = (X[:, 1:] - X[:, :-1] @ p.F_.T - p.intercept_) @ P
     lam = np.empty(X.shape[:2] + (X.shape[2],) * 2)
     lam[:, 0], lam[:, 1:] = P0, P
     return s, lam
@@ -180,8 +180,8 @@ def one_sided_reference(X, p):
 def two_sided_reference(X, p, lengths):
     """Score of x_t given all others: density prop. to p(x_t|x_{t-1}) p(x_{t+1}|x_t), ends dropped.
     Written in the form of docs/method.md, 'Scores': Lambda x_t - P F x_{t-1} - F^T P x_{t+1} (zero intercept)."""
-    assert np.allclose(p.intercept, 0)
-    F, P, P0, m0 = p.F, np.linalg.inv(p.noise_cov), np.linalg.inv(p.initial_cov), p.initial_mean
+    assert np.allclose(p.intercept_, 0)
+    F, P, P0, m0 = p.F_, np.linalg.inv(p.noise_cov_), np.linalg.inv(p.initial_cov_), p.initial_mean_
     n, T, d = X.shape
     s = np.zeros_like(X)
     lam = np.zeros((n, T, d, d))
@@ -222,10 +222,10 @@ def test_one_sided_closed_form_including_first_step():
 def test_s2_closed_form_is_hessian_over_density():
     """S_1 = s and S_2 = s s^T - Lambda equal (-1)^m grad^m p / p of the Gaussian transition density."""
     p = planted(d=3)
-    P = np.linalg.inv(p.noise_cov)
+    P = np.linalg.inv(p.noise_cov_)
     rng = np.random.default_rng(0)
     xprev, x = rng.standard_normal(3), rng.standard_normal(3)
-    mean = p.F @ xprev + p.intercept
+    mean = p.F_ @ xprev + p.intercept_
     logp = lambda z: -0.5 * (z - mean) @ P @ (z - mean)  # noqa: E731
     s = P @ (x - mean)
     # finite-difference check of S_1 = -grad log p and S_2 = grad^2 p / p
@@ -252,7 +252,7 @@ def test_two_sided_closed_form_with_ends_and_ragged():
     np.testing.assert_allclose(s, s_ref, rtol=1e-11, atol=1e-11)
     np.testing.assert_allclose(lam, lam_ref, rtol=1e-11, atol=1e-11)
     # middle steps: Lambda = P + F^T P F
-    P = np.linalg.inv(p.noise_cov)
+    P = np.linalg.inv(p.noise_cov_)
     np.testing.assert_allclose(lam[0, 3], P + F.T @ P @ F, rtol=1e-12)
     np.testing.assert_allclose(lam[0, -1], P, rtol=1e-12)
     # ragged: zero padding, each sequence ends at its own length (length 1: initial law only)
@@ -264,7 +264,7 @@ def test_two_sided_closed_form_with_ends_and_ragged():
     valid = np.arange(7)[None, :] < lengths[:, None]
     np.testing.assert_allclose(s[valid], s_ref[valid], rtol=1e-11, atol=1e-11)
     np.testing.assert_allclose(lam[valid], lam_ref[valid], rtol=1e-11, atol=1e-11)
-    np.testing.assert_allclose(lam[1, 0], np.linalg.inv(p.initial_cov), rtol=1e-12)
+    np.testing.assert_allclose(lam[1, 0], np.linalg.inv(p.initial_cov_), rtol=1e-12)
     # NaN padding is never read: the same scores on every valid step
     Xn = X.copy()
     Xn[~valid] = np.nan
@@ -309,5 +309,5 @@ def test_stein_identity_empirical(two_sided):
     # x_{t+1} not conditioned on), but 0 for the two-sided score (x_{t+1} is conditioned on)
     s_all = _terms(p, X, two_sided=two_sided)[0][:, 1:-1].reshape(-1, 3)
     x_next = X[:, 2:].reshape(-1, 3)
-    want = np.zeros((3, 3)) if two_sided else p.F
+    want = np.zeros((3, 3)) if two_sided else p.F_
     np.testing.assert_allclose(x_next.T @ s_all / len(s_all), want, atol=0.03)

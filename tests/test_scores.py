@@ -216,7 +216,7 @@ def test_first_step_rule():
     few = proc.sample(10, 300, random_state=2)
     q = AR1Process().fit(few)
     assert q.first_step_ == "stationary"
-    np.testing.assert_allclose(q.F @ q.initial_cov @ q.F.T + q.noise_cov, q.initial_cov, atol=1e-10)
+    np.testing.assert_allclose(q.F_ @ q.initial_cov_ @ q.F_.T + q.noise_cov_, q.initial_cov_, atol=1e-10)
     # a degenerate first-step law (all sequences start near one point) falls back to the stationary law
     deg = many.copy()
     deg[:, 0, 0] = 0.001 * deg[:, 0, 0]

@@ -12,9 +12,9 @@ from _helpers import ragged
 
 
 @pytest.fixture(scope="module")
-def planted():
+def planted(planted_readme):
     # the planted model of the README (f = u + 0.5 u^2, ||U|| = 0.3), 2e4 steps
-    return make_planted("iornn", n_steps=20_000, random_state=0)
+    return planted_readme
 
 
 def diverges(model, X, lengths=None):

@@ -6,7 +6,10 @@ import pytest
 import torch
 
 from spectral_rnn import BRNN, IORNN, GaussianAR1, InputError, Tanh
-from spectral_rnn.torch_export import PolynomialRNN, TorchRNN, from_torch, run_polynomial_chain, to_torch
+from spectral_rnn import Polynomial
+from spectral_rnn.chain import run_chain
+from spectral_rnn.kinds import from_torch
+from spectral_rnn.torch_export import PolynomialRNN, TorchRNN, to_torch
 
 ACTS = [(0.0, 1.0, 0.5), (0.1, 1.0, 0.5, -0.2)]
 
@@ -106,17 +109,17 @@ def test_custom_backward_matches_autograd(reverse, ragged):
     mask = None
     if ragged:
         L = torch.tensor([8, 3, 1, 6, 8])
-        mask = (torch.arange(8)[None, :] < L[:, None]).unsqueeze(-1).double()
-    coefs = [0.1, 1.0, 0.5, -0.2]
+        mask = torch.arange(8)[None, :] < L[:, None]
+    coefs = Polynomial([0.1, 1.0, 0.5, -0.2])
     w = torch.randn(5, 8, 3, generator=g, dtype=torch.float64)
     grads = []
     for custom in (True, False):
-        H = run_polynomial_chain(drive, W, coefs, mask, reverse, custom_backward=custom)
+        H = run_chain(drive, W, coefs, mask, reverse, None, custom_backward=custom)
         grads.append(torch.autograd.grad((H * w).sum(), (drive, W)))
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
     assert torch.autograd.gradcheck(
-        lambda d, u: run_polynomial_chain(d, u, coefs, mask, reverse), (drive, W), eps=1e-6, atol=1e-6
+        lambda d, u: run_chain(d, u, coefs, mask, reverse, None), (drive, W), eps=1e-6, atol=1e-6
     )
 
 

@@ -22,6 +22,7 @@ _EXPORTS = {
     ".decomposition": ("CPDecomposer", "Decomposition", "decompose", "decompose_projected"),
     ".estimators": ("SpectralBRNN", "SpectralIORNN"),
     ".io": ("load_data", "load_model", "save_data", "save_model"),
+    ".kinds": ("ModelKind", "from_torch", "get_kind"),
     ".metrics": ("match_units", "parameter_errors", "prediction_error"),
     ".models": ("BRNN", "IORNN"),
     ".moments": ("StepStream", "cross_moment"),
@@ -29,7 +30,7 @@ _EXPORTS = {
     ".refine": ("History", "refine", "train_bptt"),
     ".scores": ("GaussianLaw", "MarginalLaw", "MomentLaw", "SmoothLaw", "StepScores", "StudentTLaw"),
     ".stability": ("StabilityReport", "stabilize"),
-    ".torch_export": ("PolynomialRNN", "TorchRNN", "from_torch", "to_torch"),
+    ".torch_export": ("PolynomialRNN", "TorchRNN", "to_torch"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 
@@ -88,6 +89,7 @@ __all__ = [
     "NotFittedError",
     "InputError",
     "MarkovProcess",
+    "ModelKind",
     "PlantedProblem",
     "Polynomial",
     "PolynomialRNN",
@@ -103,6 +105,7 @@ __all__ = [
     "decompose",
     "decompose_projected",
     "from_torch",
+    "get_kind",
     "load_data",
     "load_model",
     "make_planted",

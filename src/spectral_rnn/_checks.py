@@ -379,13 +379,9 @@ def check_process(process: object):
         return None
     if isinstance(process, type):
         raise InputError(f"process must be an instance such as {process.__name__}(), not the class itself")
-    try:
-        from .processes import MarkovProcess
-
-        ok = isinstance(process, MarkovProcess)  # a runtime-checkable Protocol
-    except (ImportError, TypeError):
-        ok = all(callable(getattr(process, m, None)) for m in ("fit", "score_terms"))
-    if not ok or not hasattr(process, "is_fitted"):
+    # the members of the MarkovProcess protocol (processes.py), checked here without importing it
+    ok = all(callable(getattr(process, m, None)) for m in ("fit", "sample", "score_terms"))
+    if not ok or not all(hasattr(process, a) for a in ("is_fitted", "dim")):
         raise InputError(f"process must be None or an input process such as GaussianAR1(), got "
                          f"{type(process).__name__} {_short(process, 40)}")
     return process

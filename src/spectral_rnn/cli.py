@@ -139,7 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--noise", type=_nonneg_float, default=0.1, help="output noise standard deviation (default 0.1)")
     s.add_argument("--recurrent-norm", type=_nonneg_float, default=0.3, help="spectral norm of U (and V) (default 0.3)")
     s.add_argument("--input-std", type=_nonneg_float, default=0.4, help="standard deviation of the input weights (default 0.4)")
-    s.add_argument("--bidirectional", action="store_true", help="plant a bidirectional RNN (BRNN)")
+    s.add_argument("--bidirectional", action="store_true", help="plant a bidirectional RNN (BRNN): --kind brnn")
+    s.add_argument("--kind", help=KIND_HELP)
     s.add_argument("--out", required=True, metavar="DATA.npz", help="data file to write")
     s.add_argument("--truth", metavar="MODEL.safetensors", help="also write the planted model")
 
@@ -153,7 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--out", required=True, metavar="MODEL.safetensors", help="model file to write")
     f.add_argument("--seed", type=_nonneg_int, default=0, help="seed of the estimator's random choices (default 0)")
     f.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="compute device (default cpu)")
-    f.add_argument("--bidirectional", action="store_true", help="fit a bidirectional RNN (BRNN)")
+    f.add_argument("--bidirectional", action="store_true", help="fit a bidirectional RNN (BRNN): --kind brnn")
+    f.add_argument("--kind", help=KIND_HELP)
     f.add_argument("--outlier-factor", type=_number(float, 1.0, "a number above 1"), default=None,
                    help="leave out sequences whose largest |output| exceeds this many times the median over "
                         "sequences (e.g. 100; default: keep all)")
@@ -190,7 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("data", metavar="DATA.npz", help="data file with 'inputs', 'outputs' and optional 'lengths'")
     c.add_argument("--hidden-size", type=_positive_int, required=True, help="hidden units d_h (per direction for a BRNN)")
     c.add_argument("--activation", type=_activation, required=True, help=act_help)
-    c.add_argument("--bidirectional", action="store_true", help="compare on a bidirectional RNN (BRNN)")
+    c.add_argument("--bidirectional", action="store_true", help="compare on a bidirectional RNN (BRNN): --kind brnn")
+    c.add_argument("--kind", help=KIND_HELP)
     c.add_argument("--plot", metavar="OUT.png", help="write a plot of held-out error against wall time here")
     c.add_argument("--budget", type=_nonneg_float, default=60.0,
                    help="seconds per BPTT run and for spectral + refinement (default 60)")
@@ -219,11 +222,22 @@ def _seeds(seed: int, n: int) -> list:
     return [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(n)]
 
 
+KIND_HELP = ("model kind: a name registered in spectral_rnn.kinds (iornn, brnn, ...); default iornn, "
+             "brnn with --bidirectional")
+
+
+def _kind(a: argparse.Namespace):
+    """The registered model kind the command asks for (``--kind``, or ``--bidirectional``)."""
+    from .kinds import resolve_kind
+
+    return resolve_kind(getattr(a, "kind", None), a.bidirectional)
+
+
 def _simulate_bytes(a: argparse.Namespace) -> int:
     """Peak memory of ``simulate`` (float64 arrays): inputs and their noise, the hidden states
     and drives of each chain, the outputs, their noise and the sum, and the weights."""
     steps = a.sequences * a.length
-    chains = 2 if a.bidirectional else 1
+    chains = _kind(a).n_chains
     d_x, d_h, d_y = a.input_dim, a.hidden_size, a.output_dim
     return 8 * (steps * (2 * d_x + 2 * chains * d_h + 3 * d_y) + 6 * d_x * d_x
                 + chains * (4 * d_h * d_h + d_h * (d_x + d_y)))
@@ -233,7 +247,7 @@ def _predict_bytes(model, X) -> int:
     """Peak memory of ``model.predict(X)`` in float64: the inputs as float64 (when they are
     not already), the drive and states of each chain, and the outputs."""
     n, T, d_x = X.shape
-    chains = 2 if model.kind == "brnn" else 1
+    chains = len(model.chains)
     copy = 0 if X.dtype.itemsize == 8 else d_x
     return 8 * n * T * (copy + d_x + 2 * chains * model.d_h + model.d_y)
 
@@ -241,7 +255,6 @@ def _predict_bytes(model, X) -> int:
 def _cmd_simulate(a: argparse.Namespace) -> int:
     from ._checks import check_memory
     from .io import check_output_path, data_writer, model_bytes, write_atomically
-    from .models import BRNN, IORNN
     from .processes import GaussianAR1
 
     check_output_path(a.out)
@@ -252,9 +265,8 @@ def _cmd_simulate(a: argparse.Namespace) -> int:
     r_proc, r_inputs, r_model, r_noise = _seeds(a.seed, 4)
     proc = GaussianAR1.random(a.input_dim, random_state=r_proc)
     X = proc.sample(a.sequences, a.length, random_state=r_inputs)
-    cls = BRNN if a.bidirectional else IORNN
-    model = cls.random(a.input_dim, a.hidden_size, a.output_dim, activation=a.activation,
-                       recurrent_norm=a.recurrent_norm, input_std=a.input_std, random_state=r_model)
+    model = _kind(a).planted(a.input_dim, a.hidden_size, a.output_dim, activation=a.activation,
+                             recurrent_norm=a.recurrent_norm, input_std=a.input_std, random_state=r_model)
     Y = model.simulate(X, noise_std=a.noise, random_state=r_noise)
     outputs = [(a.out, data_writer(inputs=X, outputs=Y))]
     if a.truth is not None:
@@ -269,7 +281,8 @@ def _cmd_simulate(a: argparse.Namespace) -> int:
 def _cmd_fit(a: argparse.Namespace) -> int:
     from ._checks import InputError, resolve_device
     from .activations import as_polynomial
-    from .estimators import SpectralIORNN, check_activation
+    from . import estimators
+    from .estimators import check_activation
     from .io import check_output_path, load_data, save_model
 
     from .odd_route import uses_odd_route
@@ -278,13 +291,10 @@ def _cmd_fit(a: argparse.Namespace) -> int:
     if not uses_odd_route(a.activation):  # tanh, odd polynomials: the third-order route
         check_activation(as_polynomial(a.activation))
     resolve_device(a.device)
-    if a.bidirectional:
-        try:
-            from .estimators import SpectralBRNN as Estimator
-        except ImportError:
-            raise InputError("--bidirectional needs SpectralBRNN, which this version of spectral-rnn lacks") from None
-    else:
-        Estimator = SpectralIORNN
+    kind = _kind(a)
+    if kind.estimator is None:
+        raise InputError(f"no spectral estimator fits models of kind {kind.name!r} yet")
+    Estimator = getattr(estimators, kind.estimator)
     if os.path.isdir(a.data):  # a directory of .npy files (memory-mapped) or a Zarr store: read by slices
         from .sources import open_data_dir
 
@@ -406,7 +416,7 @@ def _cmd_compare(a: argparse.Namespace) -> int:
         raise InputError(f"{a.data} has no array 'outputs': comparing needs inputs and outputs")
     truth = load_model(a.truth) if a.truth is not None else None
     comp = run_comparison(X, Y, lengths, hidden_size=a.hidden_size, activation=a.activation,
-                          bidirectional=a.bidirectional, truth=truth, budget=a.budget, seeds=a.seeds,
+                          kind=_kind(a).name, truth=truth, budget=a.budget, seeds=a.seeds,
                           random_state=a.seed, device=a.device, plot=a.plot, progress=sys.stderr.isatty(),
                           log=lambda msg: print(msg, file=sys.stderr, flush=True))
     print(comp.table())

@@ -39,12 +39,17 @@ from ._checks import (
     check_real,
     check_xy,
     resolve_device,
+    valid_mask,
 )
 from .activations import ActivationLike, as_activation
-from .refine import refine, train_bptt
+from . import estimators
+from .io import _atomic_write, check_output_path
+from .kinds import ModelKind, resolve_kind
+from .metrics import prediction_error
+from .refine import TrainConfig, _config, refine, train_bptt
 
 __all__ = ["MethodResult", "Comparison", "run_comparison", "plot_comparison", "check_plot_path", "DEFAULT_LRS",
-           "DEFAULT_INIT_SCALES"]
+           "DEFAULT_INIT_SCALES", "COMPARE_DEFAULTS"]
 
 DEFAULT_LRS = (1e-3, 3e-3, 1e-2)
 DEFAULT_INIT_SCALES = (1.0, 0.3)
@@ -218,9 +223,7 @@ class _HeldOut:
 
     def __init__(self, X, R, lengths, device, dtype=torch.float32):
         self.X_np, self.R_np, self.L_np = X, R, lengths
-        n, T = X.shape[:2]
-        L = np.full(n, T) if lengths is None else lengths
-        self.mask = np.arange(T)[None, :] < L[:, None]
+        self.mask = valid_mask(lengths, *X.shape[:2])
         Rv = R[self.mask]
         self.var = float(np.sum(np.var(Rv, axis=0)))
         if not self.var > 0:
@@ -242,20 +245,18 @@ class _HeldOut:
             P = model.predict(self.X_np, self.L_np)
         except SpectralRNNError:  # a divergent recursion
             return math.inf
-        err = P[self.mask] - self.R_np[self.mask]
-        return float(np.mean(np.sum(err**2, axis=1)) / self.var)
+        return prediction_error(self.R_np, P, self.L_np)
 
 
-def _spectral_estimator(hidden_size, activation, bidirectional, random_state, device):
-    from . import estimators
+def _spectral_estimator(kind: ModelKind, hidden_size, activation, random_state, device):
+    if kind.estimator is None:
+        raise InputError(f"no spectral estimator fits models of kind {kind.name!r} yet")
+    return getattr(estimators, kind.estimator)(hidden_size, activation, random_state=random_state, device=device)
 
-    if bidirectional:
-        cls = getattr(estimators, "SpectralBRNN", None)
-        if cls is None:
-            raise InputError("the bidirectional spectral estimator (SpectralBRNN) is not available in this version")
-    else:
-        cls = estimators.SpectralIORNN
-    return cls(hidden_size, activation, random_state=random_state, device=device)
+
+#: the training settings of a comparison's BPTT runs (the baseline's lr comes from the grid,
+#: the refinement's from ``refine_lr``; ``time_budget`` and ``monitor`` are set per run)
+COMPARE_DEFAULTS = TrainConfig(max_epochs=1000, batch_size=256)
 
 
 def run_comparison(
@@ -271,18 +272,15 @@ def run_comparison(
     seeds: int | Sequence[int] = 3,
     lrs: Sequence[float] = DEFAULT_LRS,
     init_scales: Sequence[float] = DEFAULT_INIT_SCALES,
+    config: TrainConfig | None = None,
     refine_lr: float = 3e-4,
     refine_batch_size: int | None = 1024,
-    batch_size: int = 256,
-    max_epochs: int = 1000,
-    patience: int = 10,
-    val_fraction: float = 0.1,
     eval_points: int = 60,
     random_state: int | np.random.Generator | None = 0,
-    device: str = "cpu",
     plot: str | None = None,
-    progress: bool = False,
     log=None,
+    kind: str | None = None,
+    **settings,
 ) -> Comparison:
     """Run spectral, spectral + refinement and tuned BPTT on the same data; see the module docs.
 
@@ -290,21 +288,25 @@ def run_comparison(
     ----------
     X, Y, lengths: the data (``(n, T, d_x)``, ``(n, T, d_y)``, ``(n,)``); ``test_fraction``
         of the sequences are held out for evaluation, the rest train every method.
-    hidden_size, activation, bidirectional: the architecture (hidden size per direction).
+    hidden_size, activation, bidirectional: the architecture (hidden size per chain);
+        ``kind``: a registered model kind (:mod:`spectral_rnn.kinds`; default ``"iornn"``, or
+        ``"brnn"`` with ``bidirectional``).
     truth: the true model, if known: held-out error is then measured against its
         conditional mean instead of the noisy held-out outputs.
     budget: wall-time budget in seconds of every BPTT run and of spectral + refinement
         together (runs may stop earlier by early stopping).
     seeds: number of baseline seeds (or the seeds); lrs, init_scales: the baseline grid
         (init scale 1 is PyTorch's default initialisation).
+    config: the training settings of every BPTT run (:class:`~spectral_rnn.refine.TrainConfig`,
+        default :data:`COMPARE_DEFAULTS`: 1000 epochs at most, 256-sequence batches, patience
+        10, 10% validation); keyword ``settings`` (``batch_size=``, ``max_epochs=``,
+        ``patience=``, ``val_fraction=``, ``device=``, ``progress=``, ...) override it.
     refine_lr, refine_batch_size: Adam step and minibatch size of the refinement (a
-        fine-tuning from a good start: small steps, large batches; ``None`` uses ``batch_size``).
-    batch_size, max_epochs, patience, val_fraction: training settings of the baseline
-        (its lr comes from the grid); the last three are shared with the refinement.
+        fine-tuning from a good start: small steps, large batches; ``None`` uses the config's).
     eval_points: about how many held-out evaluations per run (their time is not counted).
     random_state: seed of the held-out split, the spectral fit and the refinement.
     plot: a path: write a plot of held-out error against wall time there (PNG, PDF...).
-    progress: progress bars; log: a callable receiving one-line progress messages.
+    log: a callable receiving one-line progress messages.
     """
     if plot is not None:  # before the long run: an unwritable plot must not cost the whole budget
         check_plot_path(plot)
@@ -312,24 +314,22 @@ def run_comparison(
     budget = check_real(budget, "budget", low=0.0, low_open=True)
     test_fraction = check_real(test_fraction, "test_fraction", low=0.0, high=1.0, low_open=True, high_open=True)
     hidden_size = check_positive_int(hidden_size, "hidden_size")
-    chains = 2 if bidirectional else 1
-    if chains * hidden_size > min(X.shape[2], Y.shape[2]):  # also keeps BPTT from allocating absurd weights
+    spec = resolve_kind(kind, bidirectional)
+    if spec.n_chains * hidden_size > min(X.shape[2], Y.shape[2]):  # also keeps BPTT from allocating absurd weights
         raise InputError(
             f"hidden size {hidden_size} is too large for these data: the spectral method identifies at most "
-            f"min(d_x, d_y) = {min(X.shape[2], Y.shape[2])} components, and this model needs {chains * hidden_size}"
+            f"min(d_x, d_y) = {min(X.shape[2], Y.shape[2])} components, and this model needs "
+            f"{spec.n_chains * hidden_size}"
         )
     f = as_activation(activation)
-    dev = resolve_device(device)
+    cfg = _config(config, COMPARE_DEFAULTS, settings)
+    refine_cfg = cfg.replace(lr=refine_lr, batch_size=cfg.batch_size if refine_batch_size is None
+                             else refine_batch_size).checked()
+    dev = resolve_device(cfg.device)
     rng = check_random_state(random_state)
     seed_list = _seed_list(seeds)
     lrs = _positive_list(lrs, "lrs")
     init_scales = _positive_list(init_scales, "init_scales")
-    refine_lr = check_real(refine_lr, "refine_lr", low=0.0, low_open=True)
-    if refine_batch_size is not None:
-        refine_batch_size = check_positive_int(refine_batch_size, "refine_batch_size")
-    batch_size = check_positive_int(batch_size, "batch_size")
-    max_epochs = check_positive_int(max_epochs, "max_epochs")
-    patience = check_positive_int(patience, "patience")
     eval_points = check_positive_int(eval_points, "eval_points")
     if not seed_list or not lrs or not init_scales:
         raise InputError("the baseline grid is empty: give at least one seed, learning rate and init scale")
@@ -341,119 +341,113 @@ def run_comparison(
     perm = rng.permutation(n)
     n_test = min(n - 2, max(1, int(round(test_fraction * n))))
     te, tr = np.sort(perm[:n_test]), np.sort(perm[n_test:])
-    Xtr, Ytr = X[tr], Y[tr]
-    Ltr = None if lengths is None else lengths[tr]
-    Xte = X[te]
-    Lte = None if lengths is None else lengths[te]
+    train = (X[tr], Y[tr], None if lengths is None else lengths[tr])
+    Xte, Lte = X[te], None if lengths is None else lengths[te]
     if truth is not None:
-        kind = "BRNN" if bidirectional else "IORNN"
-        if type(truth).__name__ != kind:
-            raise InputError(f"truth is a {type(truth).__name__}, the comparison fits a {kind}")
-        Rte = truth.predict(Xte, Lte)
-        reference = "the true conditional mean"
+        if type(truth) is not spec.cls:
+            raise InputError(f"truth is a {type(truth).__name__}, the comparison fits a {spec.cls.__name__}")
+        Rte, reference = truth.predict(Xte, Lte), "the true conditional mean"
     else:
-        Rte = Y[te]
-        reference = "the held-out outputs"
+        Rte, reference = Y[te], "the held-out outputs"
     held = _HeldOut(Xte, Rte, Lte, dev)
-    n_train_steps = int(Xtr.shape[0] * Xtr.shape[1] if Ltr is None else Ltr.sum())
-    every = budget / max(eval_points, 1)
+    Ltr = train[2]
+    n_train_steps = int(train[0].shape[0] * train[0].shape[1] if Ltr is None else Ltr.sum())
     base_seed = int(rng.integers(2**31))
+    every = budget / max(eval_points, 1)
 
-    def monitor_into(res: MethodResult, offset: float):
-        def mon(module, elapsed):
-            res.times.append(offset + elapsed)
-            res.errors.append(held.module_error(module))
-        return mon
+    spectral = _run_spectral(spec, hidden_size, f, train, held, base_seed, dev, say)
+    refined = _run_refined(spectral, train, held, refine_cfg.replace(monitor_every=every), budget, base_seed + 1, say)
+    runs = []
+    for lr in lrs:
+        for scale in init_scales:
+            for seed in seed_list:
+                runs.append(_run_baseline(spec, hidden_size, f, train, held, cfg.replace(lr=lr, monitor_every=every),
+                                          scale, seed, budget, base_seed + 1000 + seed, say))
+    best = min(runs, key=lambda r: (r.best_error, r.final_error))
+    comp = Comparison(spectral=spectral, refined=refined, bptt=best, bptt_runs=runs, target=best.best_error,
+                      budget=float(budget), reference=reference, n_train_steps=n_train_steps,
+                      n_test_steps=held.n_steps)
+    if plot is not None:
+        plot_comparison(comp, plot)
+    return comp
 
-    # --- spectral
+
+def _monitor_into(res: MethodResult, held: "_HeldOut", offset: float):
+    def mon(module, elapsed):
+        res.times.append(offset + elapsed)
+        res.errors.append(held.module_error(module))
+    return mon
+
+
+def _run_spectral(spec: ModelKind, hidden_size, f, train, held: "_HeldOut", seed: int, dev, say) -> MethodResult:
+    """The spectral estimate on the training split, timed."""
     spectral = MethodResult("spectral")
     say("spectral fit")
     t0 = time.perf_counter()
     try:
-        est = _spectral_estimator(hidden_size, f, bidirectional, base_seed, str(dev)).fit(Xtr, Ytr, Ltr)
-        spectral.model = est.model_
+        spectral.model = _spectral_estimator(spec, hidden_size, f, seed, str(dev)).fit(*train).model_
     except SpectralRNNError as exc:
         spectral.note = f"failed: {exc}"
     spectral.wall_time = time.perf_counter() - t0
     spectral.final_error = held.model_error(spectral.model) if spectral.model is not None else math.inf
     spectral.times, spectral.errors = [spectral.wall_time], [spectral.final_error]
     say(f"spectral: error {spectral.final_error:.3g} in {spectral.wall_time:.2f} s")
+    return spectral
 
-    # --- spectral + refinement
-    rbs = batch_size if refine_batch_size is None else refine_batch_size
-    refined = MethodResult("spectral+refine", settings={"lr": refine_lr, "batch": rbs})
+
+def _run_refined(spectral: MethodResult, train, held: "_HeldOut", cfg: TrainConfig, budget: float, seed: int,
+                 say) -> MethodResult:
+    """The spectral estimate refined by BPTT for the rest of the budget."""
+    refined = MethodResult("spectral+refine", settings={"lr": cfg.lr, "batch": cfg.batch_size})
     refined.times, refined.errors = [spectral.wall_time], [spectral.final_error]
-    if spectral.model is not None and budget > spectral.wall_time:
-        say("refinement")
-        t0 = time.perf_counter()
-        try:
-            model, hist = refine(
-                spectral.model, Xtr, Ytr, Ltr, max_epochs=max_epochs, lr=refine_lr, batch_size=rbs,
-                val_fraction=val_fraction, patience=patience, random_state=base_seed + 1, device=str(dev),
-                progress=progress, time_budget=budget - spectral.wall_time,
-                monitor=monitor_into(refined, spectral.wall_time), monitor_every=every,
-            )
-        except SpectralRNNError as exc:  # a start that cannot be stabilised on the training inputs
-            refined.model = spectral.model
-            refined.wall_time = spectral.wall_time
-            refined.final_error = spectral.final_error
-            refined.note = f"refinement failed: {exc}"
-            say(f"spectral+refine: {refined.note}")
-        else:
-            # the stability check of the start ran before the refinement's clock: count it
-            refined.times[1:] = [t + hist.stabilization_seconds for t in refined.times[1:]]
-            refined.model = model
-            refined.diverged = hist.diverged
-            refined.wall_time = max(spectral.wall_time + hist.stabilization_seconds + hist.time[-1],
-                                    refined.times[-1])
-            refined.settings["epochs"] = hist.epoch[-1]
-            refined.settings["stop"] = hist.stop_reason
-            if hist.stabilized:
-                refined.note = f"start stabilised: U x {hist.stabilization.factor:.3g}"
-            refined.final_error = held.model_error(model)
-            refined.times.append(refined.wall_time)
-            refined.errors.append(refined.final_error)
-            say(f"spectral+refine: error {refined.final_error:.3g} after {refined.wall_time:.1f} s "
-                f"({hist.stop_reason})")
-    else:
-        refined.model = spectral.model
-        refined.wall_time = spectral.wall_time
-        refined.final_error = spectral.final_error
+    refined.model, refined.wall_time, refined.final_error = spectral.model, spectral.wall_time, spectral.final_error
+    if spectral.model is None or budget <= spectral.wall_time:
         refined.note = "no refinement (spectral fit failed or used the budget)"
+        return refined
+    say("refinement")
+    try:
+        model, hist = refine(spectral.model, *train, cfg.replace(time_budget=budget - spectral.wall_time,
+                                                                  monitor=_monitor_into(refined, held,
+                                                                                        spectral.wall_time)),
+                             random_state=seed)
+    except SpectralRNNError as exc:  # a start that cannot be stabilised on the training inputs
+        refined.note = f"refinement failed: {exc}"
+        say(f"spectral+refine: {refined.note}")
+        return refined
+    # the stability check of the start ran before the refinement's clock: count it
+    refined.times[1:] = [t + hist.stabilization_seconds for t in refined.times[1:]]
+    refined.model = model
+    refined.diverged = hist.diverged
+    refined.wall_time = max(spectral.wall_time + hist.stabilization_seconds + hist.time[-1], refined.times[-1])
+    refined.settings["epochs"] = hist.epoch[-1]
+    refined.settings["stop"] = hist.stop_reason
+    if hist.stabilized:
+        refined.note = f"start stabilised: U x {hist.stabilization.factor:.3g}"
+    refined.final_error = held.model_error(model)
+    refined.times.append(refined.wall_time)
+    refined.errors.append(refined.final_error)
+    say(f"spectral+refine: error {refined.final_error:.3g} after {refined.wall_time:.1f} s ({hist.stop_reason})")
+    return refined
 
-    # --- baseline grid
-    runs: list[MethodResult] = []
-    for lr in lrs:
-        for scale in init_scales:
-            for seed in seed_list:
-                run = MethodResult("bptt", settings={"lr": float(lr), "init_scale": float(scale), "seed": seed,
-                                                     "batch": batch_size})
-                model, hist = train_bptt(
-                    Xtr, Ytr, Ltr, hidden_size=hidden_size, activation=f, bidirectional=bidirectional,
-                    init_scale=scale, max_epochs=max_epochs, lr=lr, batch_size=batch_size,
-                    val_fraction=val_fraction, patience=patience, random_state=base_seed + 1000 + seed,
-                    device=str(dev), progress=progress, time_budget=budget,
-                    monitor=monitor_into(run, 0.0), monitor_every=every,
-                )
-                run.model = model
-                run.diverged = hist.diverged
-                run.wall_time = max(hist.time[-1], run.times[-1] if run.times else 0.0)
-                run.settings["stop"] = hist.stop_reason
-                run.final_error = held.model_error(model)
-                run.times.append(run.wall_time)
-                run.errors.append(run.final_error)
-                runs.append(run)
-                say(f"bptt lr={lr:g} scale={scale:g} seed={seed}: error {run.final_error:.3g} "
-                    f"(best {run.best_error:.3g}) after {run.wall_time:.1f} s ({hist.stop_reason})")
-    best = min(runs, key=lambda r: (r.best_error, r.final_error))
-    target = best.best_error
 
-    comp = Comparison(spectral=spectral, refined=refined, bptt=best, bptt_runs=runs, target=target,
-                      budget=float(budget), reference=reference, n_train_steps=n_train_steps,
-                      n_test_steps=held.n_steps)
-    if plot is not None:
-        plot_comparison(comp, plot)
-    return comp
+def _run_baseline(spec: ModelKind, hidden_size, f, train, held: "_HeldOut", cfg: TrainConfig, scale: float,
+                  seed: int, budget: float, random_state: int, say) -> MethodResult:
+    """One BPTT run of the baseline grid from random initialisation."""
+    run = MethodResult("bptt", settings={"lr": float(cfg.lr), "init_scale": float(scale), "seed": seed,
+                                         "batch": cfg.batch_size})
+    model, hist = train_bptt(*train, hidden_size=hidden_size, activation=f, init_scale=scale,
+                             config=cfg.replace(time_budget=budget, monitor=_monitor_into(run, held, 0.0)),
+                             random_state=random_state, kind=spec.name)
+    run.model = model
+    run.diverged = hist.diverged
+    run.wall_time = max(hist.time[-1], run.times[-1] if run.times else 0.0)
+    run.settings["stop"] = hist.stop_reason
+    run.final_error = held.model_error(model)
+    run.times.append(run.wall_time)
+    run.errors.append(run.final_error)
+    say(f"bptt lr={cfg.lr:g} scale={scale:g} seed={seed}: error {run.final_error:.3g} "
+        f"(best {run.best_error:.3g}) after {run.wall_time:.1f} s ({hist.stop_reason})")
+    return run
 
 
 def _seed_list(seeds) -> list[int]:
@@ -490,8 +484,6 @@ def check_plot_path(path, read_paths=()) -> None:
     """Raise :class:`InputError` unless a plot can be written at ``path`` (matplotlib present, a
     supported extension, a writable regular-file path that is not one of ``read_paths``).
     Call it before long work."""
-    from .io import check_output_path
-
     _plot_format(path)
     check_output_path(path, read_paths)
 
@@ -502,8 +494,6 @@ def plot_comparison(comp: Comparison, path: str, title: str | None = None) -> st
     The file is written atomically (a temporary file, then a rename): a failed write leaves
     an existing file at ``path`` as it was.
     """
-    from .io import _atomic_write
-
     fmt = _plot_format(path)
     from matplotlib.figure import Figure  # a bare Figure renders with Agg; pyplot is never touched
 

@@ -8,7 +8,8 @@ import numpy as np
 
 from ._checks import DivergenceError, InputError, check_random_state
 from .activations import ActivationLike
-from .models import BRNN, IORNN
+from .kinds import get_kind
+from .models import RNNModel
 from .processes import GaussianAR1
 
 __all__ = ["PlantedProblem", "make_planted", "draw_innovations", "sample_inputs", "INNOVATION_LAWS"]
@@ -56,17 +57,17 @@ def sample_inputs(
     if innovations == "gaussian" and chain == "linear":
         return process.sample(n_sequences, length, random_state=rng)
     d = process.dim
-    ev, V = np.linalg.eigh(process.noise_cov)
+    ev, V = np.linalg.eigh(process.noise_cov_)
     L = (V * np.sqrt(ev)) @ V.T
-    ev0, V0 = np.linalg.eigh(process.initial_cov)
+    ev0, V0 = np.linalg.eigh(process.initial_cov_)
     L0 = (V0 * np.sqrt(ev0)) @ V0.T
     X = np.empty((n_sequences, length, d))
-    X[:, 0] = process.initial_mean + draw_innovations(innovations, (n_sequences, d), rng) @ L0
+    X[:, 0] = process.initial_mean_ + draw_innovations(innovations, (n_sequences, d), rng) @ L0
     for t in range(1, length):
-        prev = X[:, t - 1] @ process.F.T
+        prev = X[:, t - 1] @ process.F_.T
         if chain == "tanh":
             prev = np.tanh(prev)
-        X[:, t] = prev + process.intercept + draw_innovations(innovations, (n_sequences, d), rng) @ L
+        X[:, t] = prev + process.intercept_ + draw_innovations(innovations, (n_sequences, d), rng) @ L
     return X
 
 
@@ -81,7 +82,7 @@ class PlantedProblem:
     """
 
     process: GaussianAR1
-    model: IORNN | BRNN
+    model: RNNModel
     X: np.ndarray
     Y: np.ndarray
     X_test: np.ndarray
@@ -122,11 +123,12 @@ def make_planted(
     chain: str = "linear",
     input_norm: float | None = None,
 ) -> PlantedProblem:
-    """Draw a planted IO-RNN (``kind="iornn"``) or BRNN (``"brnn"``, ``d_h`` units per
-    direction) and ``n_steps`` time steps of data in sequences of ``length``.
+    """Draw a planted model of a registered kind (:mod:`spectral_rnn.kinds`: ``"iornn"``,
+    ``"brnn"`` with ``d_h`` units per direction, ...) and ``n_steps`` time steps of data in
+    sequences of ``length``.
 
     Inputs follow :meth:`GaussianAR1.random` (``rho``; unit stationary variance);
-    weights follow :meth:`IORNN.random` / :meth:`BRNN.random` (``input_norm``: rescale each
+    weights follow the kind's planted generator (:meth:`RNNModel.random`; ``input_norm``: rescale each
     row of ``A1`` (and ``B1``) to that norm, e.g. ``activation="tanh", input_norm=1.0`` for
     the planted tanh model of issue 8); outputs get i.i.d.
     ``N(0, noise_std^2)`` noise; ``n_test`` held-out sequences of ``test_length`` steps
@@ -140,8 +142,7 @@ def make_planted(
     law of the inputs (:func:`sample_inputs`): non-Gaussian innovations with the same
     covariance, or the nonlinear chain ``x_t = tanh(F x_{t-1}) + e_t``.
     """
-    if kind not in ("iornn", "brnn"):
-        raise InputError(f"kind must be 'iornn' or 'brnn', got {kind!r}")
+    spec = get_kind(kind)
     if n_steps < length:
         raise InputError(f"n_steps ({n_steps}) must be at least one sequence of length {length}")
     rng = check_random_state(random_state)
@@ -149,10 +150,9 @@ def make_planted(
     X = sample_inputs(process, n_steps // length, length, innovations, chain, rng)
     test_length = length if test_length is None else test_length
     X_test = sample_inputs(process, max(1, n_test), test_length, innovations, chain, rng)[:n_test]
-    cls = IORNN if kind == "iornn" else BRNN
     for redraws in range(max_redraws + 1):
-        model = cls.random(d_x, d_h, d_y, activation=activation, recurrent_norm=recurrent_norm,
-                           input_std=input_std, output_std=output_std, random_state=rng, input_norm=input_norm)
+        model = spec.planted(d_x, d_h, d_y, activation=activation, recurrent_norm=recurrent_norm,
+                             input_std=input_std, output_std=output_std, random_state=rng, input_norm=input_norm)
         try:
             Y = model.simulate(X, noise_std=noise_std, random_state=rng)
             Y_test = model.predict(X_test) if n_test else np.zeros((0, test_length, d_y))

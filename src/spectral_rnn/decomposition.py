@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._checks import IllConditionedError, InputError, check_random_state
+from ._params import Params
 
 __all__ = ["decompose", "decompose_projected", "jennrich", "als_refine", "CPDecomposer", "Decomposition"]
 
@@ -184,7 +185,7 @@ def decompose(
     return decompose_projected(T, np.eye(T.shape[1]), rank, random_state, n_als, min_gap)
 
 
-class CPDecomposer:
+class CPDecomposer(Params):
     """Pluggable decomposer: Jennrich on the projected core plus ALS sweeps.
 
     Parameters

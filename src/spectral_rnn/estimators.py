@@ -18,8 +18,6 @@ streamed pass over the data:
 from __future__ import annotations
 
 import copy
-import inspect
-import mmap
 import time
 from collections.abc import Sequence
 
@@ -39,23 +37,26 @@ from ._checks import (
     check_random_state,
     check_xy,
     resolve_device,
-    valid_mask,
 )
+from ._params import Params, atomic_fit
 from .activations import Polynomial, as_polynomial
 from .decomposition import MIN_GAP, CPDecomposer
+from .metrics import prediction_error
 from .models import BRNN, IORNN
 from .moments import CHUNK_STEPS, StepStream
 from .odd_route import fit_brnn_odd, fit_iornn_odd, uses_odd_route
 from .processes import AR1Process, MarkovProcess
-from .recurrence import MAX_COND, instrument_moments, solve_scales_and_recurrence
+from .recurrence import instrument_moments, solve_scales_and_recurrence
 from .scores import MarginalLaw
 from ._dask import is_dask
 from ._heap import trimming
 from .sources import is_chunk_source, open_chunks
 from .stability import stabilize
 from .threads import limit_threads, resolve_threads
+from ._fitting import MAX_COND, _score_hint, drop_extreme_sequences, output_pinv, read_by_slices
 
 __all__ = ["SpectralIORNN", "SpectralBRNN", "solve_scales_and_recurrence", "check_activation", "output_pinv"]
+
 #: default of ``max_peak_share``: a fit is refused when one time step carries more than this
 #: share of the moment tensor's mass (and more than 200x an average step): the estimate
 #: would be that step's, not the data's
@@ -83,79 +84,8 @@ def check_activation(f: Polynomial) -> None:
         )
 
 
-def _read_by_slices(X: object) -> bool:
-    """Whether ``X`` is data read by slices (a memory map, a Zarr array, chunks), not an array in memory."""
-    if not isinstance(X, np.ndarray):
-        return True
-    base = X
-    while base is not None:
-        if isinstance(base, (np.memmap, mmap.mmap)):
-            return True
-        base = getattr(base, "base", None)
-    return False
-
-
-def drop_extreme_sequences(
-    X: np.ndarray, Y: np.ndarray, lengths: np.ndarray | None, factor: float | None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, int]:
-    """Leave out the sequences whose largest |output| exceeds ``factor`` times the median
-    over sequences of that quantity (``factor=None``: keep all). Returns ``(X, Y, lengths, n_dropped)``.
-
-    Quadratic recursions now and then come close to diverging on a sequence; its outputs,
-    orders of magnitude above the rest, then decide the moment tensor alone. Leaving out a
-    handful of such sequences in 1e5 biases the moments far less than keeping them.
-    """
-    if factor is None:
-        return X, Y, lengths, 0
-    if _read_by_slices(X):
-        raise InputError("outlier_factor copies the sequences it keeps into memory: it is not available for data "
-                         "read by slices (a memory map, a Zarr array or chunks); leave such sequences out upstream")
-    if not factor > 1:
-        raise InputError(f"outlier_factor must be a number above 1, got {factor!r}")
-    per = np.empty(X.shape[0])
-    for i in range(0, X.shape[0], 4096):  # blocks of sequences: no full-size temporary
-        block = np.abs(Y[i : i + 4096])
-        if lengths is not None:
-            block = np.where(valid_mask(lengths[i : i + 4096], block.shape[0], Y.shape[1])[..., None], block, 0.0)
-        per[i : i + 4096] = block.max(axis=(1, 2))
-    keep = per <= factor * np.median(per)
-    if keep.all():
-        return X, Y, lengths, 0
-    return X[keep], Y[keep], None if lengths is None else lengths[keep], int((~keep).sum())
-
-
-def _same_value(a: object, b: object) -> bool:
-    try:
-        return bool(a == b) if type(a) is type(b) else False
-    except Exception:  # arrays and other objects without a plain truth value
-        return a is b
-
-
 class _HeavyTailError(IllConditionedError):
     """A few extreme time steps dominate the moment tensor (``robust="auto"`` then uses median of means)."""
-
-
-def _score_hint(proc: MarkovProcess) -> str:
-    """A clause for a refusal: the Gaussian score forced on non-Gaussian innovations biases the tensor."""
-    stats = getattr(proc, "stats_", None)
-    if stats is None or getattr(proc, "law_name_", "") != "gaussian":
-        return ""
-    ku, sk = np.abs(stats.excess_kurtosis), np.abs(stats.skewness)
-    if max(ku.max(), sk.max()) < 0.1:
-        return ""
-    return (f"; note: the input innovations are not Gaussian (max |excess kurtosis| {ku.max():.2f}, max |skewness| "
-            f"{sk.max():.2f}) but the Gaussian score was used, which biases the moment tensor by up to about "
-            f"{ku.max() / 2:.0%} of its size whatever the sample size: use scores='auto' (--scores auto)")
-
-
-def output_pinv(W: np.ndarray) -> np.ndarray:
-    """``pinv(W)`` (d_y, d_h), so that ``ytil_t = y_t @ pinv(W)``; raises if W is rank-deficient."""
-    sv = np.linalg.svd(W, compute_uv=False)
-    if sv[-1] <= sv[0] / MAX_COND:
-        raise IllConditionedError(
-            "the output directions of the hidden units are (near) collinear: A2 is not of full row rank"
-        )
-    return np.linalg.pinv(W)
 
 
 class _Progress:
@@ -177,7 +107,7 @@ class _Progress:
             self.bar.close()
 
 
-class _SpectralBase:
+class _SpectralBase(Params):
     """Hyper-parameters, validation, input process, streaming and the projected
     decomposition shared by the estimators."""
 
@@ -221,35 +151,12 @@ class _SpectralBase:
         self.robust_blocks = robust_blocks
         self.n_threads = n_threads
 
-    # the scikit-learn parameter contract (written out: scikit-learn is not a dependency of the core)
-    @classmethod
-    def _get_param_names(cls) -> list[str]:
-        return [n for n in inspect.signature(cls.__init__).parameters if n != "self"]
-
-    def get_params(self, deep: bool = True) -> dict:
-        """The constructor's parameters as given (``sklearn.base.clone`` works on estimators)."""
-        return {name: getattr(self, name) for name in self._get_param_names()}
-
-    def set_params(self, **params) -> "_SpectralBase":
-        """Set constructor parameters by name; unknown names raise :class:`InputError`. Returns ``self``."""
-        valid = self._get_param_names()
-        for name, value in params.items():
-            if name not in valid:
-                raise InputError(f"{type(self).__name__} has no parameter {name!r} (parameters: {', '.join(valid)})")
-            setattr(self, name, value)
-        return self
-
-    def __repr__(self) -> str:
-        defaults = {n: p.default for n, p in inspect.signature(type(self).__init__).parameters.items() if n != "self"}
-        shown = [f"{n}={v!r}" for n, v in self.get_params().items()
-                 if n == "hidden_size" or not _same_value(v, defaults.get(n, inspect.Parameter.empty))]
-        return f"{type(self).__name__}({', '.join(shown)})"
-
     # the recipe both estimators follow; subclasses fill in _fit_components
     _two_sided = False
     _chains = 1
     _project_lags: tuple[int, ...] = ()
 
+    @atomic_fit
     def fit(self, X: object, Y: object = None, lengths: object = None):
         """Fit from inputs ``X`` (n_sequences, T, d_x) and outputs ``Y`` (n_sequences, T, d_y).
 
@@ -265,7 +172,7 @@ class _SpectralBase:
             if lengths is not None:
                 raise InputError("with a source of chunks, the lengths come with each chunk")
             X, Y, lengths = open_chunks(X)
-        with limit_threads(resolve_threads(self.n_threads)), trimming(_read_by_slices(X)):
+        with limit_threads(resolve_threads(self.n_threads)), trimming(read_by_slices(X)):
             if uses_odd_route(self.activation):  # tanh, odd polynomials: the third-order route
                 return self._fit_odd(X, Y, lengths)
             return self._fit_polynomial(X, Y, lengths)
@@ -443,8 +350,6 @@ class _SpectralBase:
 
     def score(self, X: object, Y: object, lengths: object = None) -> float:
         """``1 -`` (mean squared prediction error / output variance) on valid steps."""
-        from .metrics import prediction_error
-
         self._check_fitted()
         return 1.0 - prediction_error(Y, self.predict(X, lengths), lengths)
 

@@ -5,8 +5,9 @@ Model file (one safetensors file)::
     tensors   A1 (d_h, d_x), U (d_h, d_h), A2 (d_h, d_y)           float64, row j = hidden unit j
               + B1 (d_h, d_x), V (d_h, d_h), B2 (d_h, d_y)          for a BRNN (backward chain)
     metadata  format = "spectral-rnn", format_version = "1",
-              kind = "iornn" | "brnn", activation = "tanh" | "c0,c1,...",
-              backward_activation = "tanh" | "c0,c1,..."           (BRNN only)
+              kind = "iornn" | "brnn" (a name in spectral_rnn.kinds.KINDS),
+              activation = "tanh" | "c0,c1,...",
+              backward_activation = "tanh" | "c0,c1,..."           (BRNN only: one per chain)
 
 Data file (``numpy.savez``)::
 
@@ -42,16 +43,14 @@ import numpy as np
 
 from ._checks import InputError, _short, as_sequences, check_finite, check_lengths
 from .activations import parse_activation
-from .models import BRNN, IORNN
+from .kinds import KINDS, get_kind, kind_of
+from .models import RNNModel
 
 __all__ = ["save_model", "load_model", "load_data", "save_data", "check_output_path", "check_input_file",
            "write_atomically", "model_bytes", "data_writer"]
 
 FORMAT = "spectral-rnn"
 FORMAT_VERSION = "1"
-
-_KINDS: dict[str, type] = {"iornn": IORNN, "brnn": BRNN}
-
 
 # ---------------------------------------------------------------- writing
 def _kind_of(mode: int) -> str | None:
@@ -221,33 +220,30 @@ def _sorted_safetensors(blob: bytes) -> bytes:
     return struct.pack("<Q", len(text)) + text + blob[8 + n :]
 
 
-def model_bytes(model: IORNN | BRNN) -> bytes:
+def model_bytes(model: RNNModel) -> bytes:
     """The model file's content (what :func:`save_model` writes): safetensors, sorted header."""
     from safetensors.numpy import save
 
-    if not isinstance(model, (IORNN, BRNN)):
-        raise InputError(f"save_model expects an IORNN or a BRNN, got {type(model).__name__}")
+    kind = kind_of(model, "save_model")
     # safetensors writes an array's memory as it lies: a transposed view would be scrambled
-    tensors = {k: np.ascontiguousarray(getattr(model, k), dtype=np.float64) for k in model._names}
+    tensors = {k: np.ascontiguousarray(getattr(model, k), dtype=np.float64) for k in kind.parameter_names}
     metadata = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "kind": model.kind,
-        "activation": model.activation.to_string(),
+        "kind": kind.name,
+        **{name: f.to_string() for name, f in model.activations().items()},
     }
-    if isinstance(model, BRNN):
-        metadata["backward_activation"] = model.backward_activation.to_string()
     return _sorted_safetensors(save(tensors, metadata=metadata))
 
 
-def save_model(model: IORNN | BRNN, path: str | os.PathLike) -> None:
-    """Save an :class:`IORNN` or :class:`BRNN` to one safetensors file (atomically;
+def save_model(model: RNNModel, path: str | os.PathLike) -> None:
+    """Save a model of a registered kind (:class:`IORNN`, :class:`BRNN`, ...) to one safetensors file (atomically;
     equal models give byte-identical files)."""
     blob = model_bytes(model)
     _atomic_write(path, lambda fh: fh.write(blob))
 
 
-def load_model(path: str | os.PathLike) -> IORNN | BRNN:
+def load_model(path: str | os.PathLike) -> RNNModel:
     """Load a model saved by :func:`save_model`; anything else raises :class:`InputError`."""
     from safetensors import safe_open
 
@@ -269,27 +265,26 @@ def load_model(path: str | os.PathLike) -> IORNN | BRNN:
             f"{path} has model format version {_short(meta.get('format_version'))}; this version reads {FORMAT_VERSION!r}"
         )
     kind = meta.get("kind")
-    if kind not in _KINDS:
-        raise InputError(f"{path}: unknown model kind {_short(kind)} (expected one of {sorted(_KINDS)})")
-    cls = _KINDS[kind]
-    want = set(cls._names)
+    if kind not in KINDS:
+        raise InputError(f"{path}: unknown model kind {_short(kind)} (expected one of {sorted(KINDS)})")
+    cls = get_kind(kind).cls
+    names_want = cls.parameter_names()
+    want = set(names_want)
     if names != want:
         missing, extra = sorted(want - names), [_short(k, 30) for k in sorted(names - want)[:5]]
         parts = ([f"missing {', '.join(missing)}"] if missing else []) + ([f"unexpected {', '.join(extra)}"] if extra else [])
-        raise InputError(f"{path}: a model file of kind {kind!r} holds tensors {', '.join(cls._names)}; {'; '.join(parts)}")
+        raise InputError(f"{path}: a model file of kind {kind!r} holds tensors {', '.join(names_want)}; {'; '.join(parts)}")
     for k, a in tensors.items():
         if a.ndim != 2 or a.dtype.kind != "f":
             raise InputError(f"{path}: tensor {k} must be a 2-d float matrix, got shape {a.shape} and dtype {a.dtype}")
-    if "activation" not in meta:
-        raise InputError(f"{path}: metadata 'activation' is missing")
-    acts = {"activation": meta["activation"]}
-    if kind == "brnn":
-        if "backward_activation" not in meta:
-            raise InputError(f"{path}: metadata 'backward_activation' is missing")
-        acts["backward_activation"] = meta["backward_activation"]
+    acts = {}
+    for c in cls.chains:
+        if c.activation not in meta:
+            raise InputError(f"{path}: metadata {c.activation!r} is missing")
+        acts[c.activation] = meta[c.activation]
     try:
         parsed = {k: parse_activation(v) for k, v in acts.items()}
-        weights = {k: tensors[k].astype(np.float64) for k in cls._names}
+        weights = {k: tensors[k].astype(np.float64) for k in names_want}
         model = cls(**weights, **parsed)
     except InputError as exc:
         raise InputError(f"{path}: {exc}") from None

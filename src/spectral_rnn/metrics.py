@@ -35,8 +35,8 @@ def relative_error(est: np.ndarray, true: np.ndarray) -> float:
 def parameter_errors(true_model, est_model, odd: bool = False) -> dict[str, float]:
     """Relative Frobenius errors of every weight matrix after matching hidden units.
 
-    Works for :class:`~spectral_rnn.IORNN` (``A1, U, A2``) and
-    :class:`~spectral_rnn.BRNN` (also ``B1, V, B2``; each chain matched on its own).
+    Works for every model kind: :class:`~spectral_rnn.IORNN` (``A1, U, A2``),
+    :class:`~spectral_rnn.BRNN` (also ``B1, V, B2``), ...; each chain matched on its own.
     Signs and scales are compared as they are: with ``c1 != 0`` the model is
     identified exactly. ``odd=True`` (odd activations such as tanh, for which flipping the
     sign of unit j in ``A1[j]``, ``A2[j]``, ``U[j, :]`` and ``U[:, j]`` leaves the model
@@ -46,8 +46,8 @@ def parameter_errors(true_model, est_model, odd: bool = False) -> dict[str, floa
     if type(true_model) is not type(est_model):
         raise InputError(f"cannot compare a {type(true_model).__name__} with a {type(est_model).__name__}")
     out: dict[str, float] = {}
-    chains = [("A1", "U", "A2")] + ([("B1", "V", "B2")] if hasattr(true_model, "B1") else [])
-    for inp, rec, outp in chains:
+    for c in getattr(true_model, "chains", ()):
+        inp, rec, outp = c.input, c.recurrent, c.output
         Ti, Ei = getattr(true_model, inp), getattr(est_model, inp)
         p = match_units(Ti, Ei)
         sg = np.ones(len(p))

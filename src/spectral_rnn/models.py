@@ -10,9 +10,17 @@ Conventions (docs/method.md, section 'Models and conventions'), batch-first::
 Row j of ``A1``, ``U`` and ``A2`` (and ``B1``, ``V``, ``B2``) belongs to hidden unit j.
 Steps past a sequence's length are padding: they are never read, and predictions
 there are zero.
+
+A model is a sum of *chains* (:class:`ChainSpec`: input, recurrent and output weights, an
+activation, a direction), each run by the one recurrence kernel :func:`spectral_rnn.chain.run_chain`.
+:class:`RNNModel` implements prediction, simulation, parameters, planting and the PyTorch
+mapping for any chain layout; a model kind is a subclass naming its chains, registered in
+:mod:`spectral_rnn.kinds`.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -21,19 +29,32 @@ from ._checks import (
     DivergenceError,
     InputError,
     as_sequences,
-    check_finite,
     check_dtype,
+    check_finite,
     check_lengths,
     check_random_state,
     check_real,
     resolve_device,
+    valid_mask,
 )
 from .activations import Activation, ActivationLike, as_activation
+from .chain import DIVERGENCE_LIMIT, run_chain, step_mask
+from .torch_export import ChainWeights, chains_of_module, module_of_chains, new_module
 
-__all__ = ["IORNN", "BRNN", "random_weights"]
+__all__ = ["IORNN", "BRNN", "RNNModel", "ChainSpec", "random_weights", "run_chain", "DIVERGENCE_LIMIT"]
 
-#: |hidden state| above which a recursion is declared divergent.
-DIVERGENCE_LIMIT = 1e6
+
+@dataclass(frozen=True)
+class ChainSpec:
+    """One chain of a model: the attribute names of its input ``(d_h, d_x)``, recurrent
+    ``(d_h, d_h)`` and output ``(d_h, d_y)`` weights and of its activation; ``reverse``:
+    it runs backwards in time."""
+
+    input: str
+    recurrent: str
+    output: str
+    activation: str
+    reverse: bool = False
 
 
 def _as_matrix(a: object, name: str, shape: tuple[int | None, int | None]) -> np.ndarray:
@@ -52,51 +73,6 @@ def _as_matrix(a: object, name: str, shape: tuple[int | None, int | None]) -> np
     if not np.isfinite(arr).all():
         raise InputError(f"{name} contains NaN or infinite values")
     return arr
-
-
-def run_chain(
-    drive: torch.Tensor,
-    W_rec: torch.Tensor,
-    f: Activation,
-    lengths: torch.Tensor | None,
-    reverse: bool = False,
-    limit: float = DIVERGENCE_LIMIT,
-) -> torch.Tensor:
-    """Run ``h_t = f(drive_t + W_rec h_{t-1})`` over time.
-
-    ``drive``: (n, T, d_h), already ``A1 x_t``; ``W_rec``: (d_h, d_h). With
-    ``reverse=True`` the recursion runs from each sequence's own last step
-    backwards (the backward chain of a BRNN). Padding steps hold zeros and do not
-    move the state. Returns the states (n, T, d_h); raises :class:`DivergenceError`
-    if any state is non-finite or exceeds ``limit`` in magnitude.
-    """
-    n, T, dh = drive.shape
-    H = torch.zeros_like(drive)
-    h = drive.new_zeros((n, dh))
-    Wt = W_rec.T.contiguous()
-    steps = range(T - 1, -1, -1) if reverse else range(T)
-    valid = None if lengths is None else (torch.arange(T, device=drive.device)[None, :] < lengths[:, None])
-    for t in steps:
-        new = f(torch.addmm(drive[:, t], h, Wt))
-        if valid is not None:
-            v = valid[:, t : t + 1]
-            new = torch.where(v, new, torch.zeros_like(new))
-            # padding steps leave the state as it is (a forward chain) or at zero
-            h = new if reverse else torch.where(v, new, h)
-        else:
-            h = new
-        H[:, t] = new
-    peak = H.abs().amax() if H.numel() else H.new_zeros(())
-    if not torch.isfinite(peak) or peak > limit:
-        bad = (~torch.isfinite(H)) | (H.abs() > limit)
-        idx = torch.nonzero(bad.any(-1))
-        i, t = (int(idx[0, 0]), int(idx[0, 1])) if len(idx) else (0, 0)
-        raise DivergenceError(
-            f"the recursion diverged (|hidden state| > {limit:.0e} at sequence {i}, step {t}): "
-            "polynomial RNNs are not globally stable; use smaller weights or inputs "
-            "(spectral_rnn.stability.stabilize shrinks U to a stable one)"
-        )
-    return H
 
 
 def random_weights(
@@ -120,35 +96,110 @@ def _random_input(shape: tuple[int, int], std: float, norm: float | None, rng: n
     return A
 
 
-class _Model:
-    """Shared plumbing: shapes, tensors, validation of X and lengths."""
+class RNNModel:
+    """A sum of chains (:attr:`chains`): prediction, simulation, planting and the PyTorch mapping.
+
+    A subclass sets :attr:`kind` and :attr:`chains` and a constructor taking every weight
+    and activation attribute by name (so ``type(m)(**m.parameters(), **m.activations())``
+    rebuilds ``m``).
+    """
 
     kind: str = ""
-    _names: tuple[str, ...] = ()
+    chains: tuple[ChainSpec, ...] = ()
+
+    @classmethod
+    def parameter_names(cls) -> tuple[str, ...]:
+        """The weight matrices' names, chain after chain (input, recurrent, output)."""
+        return tuple(n for c in cls.chains for n in (c.input, c.recurrent, c.output))
+
+    @property
+    def _names(self) -> tuple[str, ...]:
+        return self.parameter_names()
 
     def parameters(self) -> dict[str, np.ndarray]:
         """The weight matrices by name (copies)."""
-        return {k: getattr(self, k).copy() for k in self._names}
+        return {k: getattr(self, k).copy() for k in self.parameter_names()}
 
-    def to_torch(self, dtype: torch.dtype = torch.float32, device: str | None = None):
+    def activations(self) -> dict[str, Activation]:
+        """The activations by attribute name (one per distinct chain activation)."""
+        return {c.activation: getattr(self, c.activation) for c in self.chains}
+
+    def replace(self, **weights: object) -> "RNNModel":
+        """A new model of this kind with some weight matrices replaced (activations kept)."""
+        return type(self)(**{**self.parameters(), **weights}, **self.activations())
+
+    def to_torch(self, dtype: torch.dtype = torch.float32, device: str | None = None,
+                 custom_backward: bool = True) -> torch.nn.Module:
         """This model as a trainable ``nn.Module`` computing :meth:`predict`: a
         :class:`~spectral_rnn.torch_export.TorchRNN` (``torch.nn.RNN`` + ``nn.Linear``) for tanh,
         a :class:`~spectral_rnn.torch_export.PolynomialRNN` for polynomials."""
-        from .torch_export import to_torch
+        dev = None if device is None else resolve_device(device)
+        mod = module_of_chains(self._chain_weights(), check_dtype(dtype), dev, custom_backward)
+        mod.model_kind = self.kind
+        return mod
 
-        return to_torch(self, dtype=dtype, device=device)
+    @classmethod
+    def from_module(cls, module: torch.nn.Module) -> "RNNModel":
+        """The model of this kind holding ``module``'s weights (float64 copies)."""
+        got = chains_of_module(module)
+        if [c.reverse for c in got] != [c.reverse for c in cls.chains]:
+            raise InputError(f"a {type(module).__name__} with {len(got)} chain(s) does not hold a {cls.__name__}")
+        kw: dict[str, object] = {}
+        for spec, w in zip(cls.chains, got):
+            kw.update({spec.input: w.input, spec.recurrent: w.recurrent, spec.output: w.output})
+            kw.setdefault(spec.activation, w.activation)
+        return cls(**kw)
+
+    @classmethod
+    def new_module(cls, d_x: int, d_h: int, d_y: int, activation: ActivationLike,
+                   dtype: torch.dtype = torch.float32) -> torch.nn.Module:
+        """An untrained module of this kind's layout (``d_h`` units per chain)."""
+        mod = new_module(d_x, d_h, d_y, as_activation(activation), [c.reverse for c in cls.chains], dtype)
+        mod.model_kind = cls.kind
+        return mod
+
+    def _chain_weights(self) -> list[ChainWeights]:
+        return [ChainWeights(getattr(self, c.input), getattr(self, c.recurrent), getattr(self, c.output),
+                             getattr(self, c.activation), c.reverse) for c in self.chains]
 
     @property
     def d_x(self) -> int:
-        return self.A1.shape[1]
+        return getattr(self, self.chains[0].input).shape[1]
 
     @property
     def d_h(self) -> int:
-        return self.A1.shape[0]
+        return getattr(self, self.chains[0].input).shape[0]
 
     @property
     def d_y(self) -> int:
-        return self.A2.shape[1]
+        return getattr(self, self.chains[0].output).shape[1]
+
+    @classmethod
+    def random(
+        cls,
+        d_x: int,
+        d_h: int,
+        d_y: int,
+        activation: ActivationLike = (0.0, 1.0, 0.5),
+        recurrent_norm: float = 0.3,
+        input_std: float = 0.4,
+        output_std: float | None = None,
+        random_state: int | np.random.Generator | None = None,
+        input_norm: float | None = None,
+    ) -> "RNNModel":
+        """A planted model with ``d_h`` units per chain: Gaussian input weights (std
+        ``input_std``; with ``input_norm``, each row then rescaled to that Euclidean norm, e.g.
+        1 for the planted tanh model), output weights (std ``output_std``, default
+        ``1/sqrt(d_h * chains)``), recurrent weights Gaussian rescaled to spectral norm
+        ``recurrent_norm``; drawn chain after chain, input, recurrent, output."""
+        rng = check_random_state(random_state)
+        output_std = 1.0 / np.sqrt(len(cls.chains) * d_h) if output_std is None else output_std
+        weights: dict[str, np.ndarray] = {}
+        for c in cls.chains:
+            weights[c.input] = _random_input((d_h, d_x), input_std, input_norm, rng)
+            weights[c.recurrent] = _random_recurrent(d_h, recurrent_norm, rng)
+            weights[c.output] = random_weights((d_h, d_y), output_std, rng)
+        return cls(**weights, activation=activation)
 
     def _prepare(self, X: object, lengths: object, device, dtype: torch.dtype):
         X = as_sequences(X, "inputs", dim=self.d_x)
@@ -156,11 +207,26 @@ class _Model:
         check_finite(X, lengths, "inputs")
         dev = resolve_device(device)
         Xt = torch.as_tensor(X, dtype=dtype, device=dev)
-        if lengths is not None:
-            Xt = Xt.masked_fill(~(torch.arange(X.shape[1], device=dev)[None, :] < torch.as_tensor(lengths, device=dev)[:, None]).unsqueeze(-1), 0.0)
-        Lt = None if lengths is None else torch.as_tensor(lengths, device=dev)
-        W = {k: torch.as_tensor(getattr(self, k), dtype=dtype, device=dev) for k in self._names}
-        return Xt, Lt, W
+        valid = step_mask(lengths, X.shape[1], dev)
+        if valid is not None:
+            Xt = Xt.masked_fill(~valid.unsqueeze(-1), 0.0)
+        W = {k: torch.as_tensor(getattr(self, k), dtype=dtype, device=dev) for k in self.parameter_names()}
+        return Xt, valid, W
+
+    def _states(self, Xt: torch.Tensor, valid: torch.Tensor | None, W: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        return [run_chain(Xt @ W[c.input].T, W[c.recurrent], getattr(self, c.activation), valid, c.reverse)
+                for c in self.chains]
+
+    def _mean(self, Xt: torch.Tensor, valid: torch.Tensor | None, W: dict[str, torch.Tensor]) -> torch.Tensor:
+        states = self._states(Xt, valid, W)
+        return sum(H @ W[c.output] for H, c in zip(states, self.chains))
+
+    def hidden_states(self, X: object, lengths: object = None, device: str | None = None):
+        """Hidden states, ``(n_sequences, T, d_h)`` per chain: one array for a one-chain
+        model (``h``), a tuple for more (``(h, z)`` for a BRNN)."""
+        Xt, valid, W = self._prepare(X, lengths, device, torch.float64)
+        out = tuple(H.cpu().numpy() for H in self._states(Xt, valid, W))
+        return out[0] if len(out) == 1 else out
 
     def predict(
         self, X: object, lengths: object = None, device: str | None = None, dtype: torch.dtype = torch.float64
@@ -170,8 +236,8 @@ class _Model:
         Raises :class:`DivergenceError` when a hidden state diverges or an output overflows
         (a finite model can still produce ``inf``, e.g. with output weights near 1e308).
         """
-        Xt, Lt, W = self._prepare(X, lengths, device, check_dtype(dtype))
-        out = self._mean(Xt, Lt, W)
+        Xt, valid, W = self._prepare(X, lengths, device, check_dtype(dtype))
+        out = self._mean(Xt, valid, W)
         if not bool(torch.isfinite(out).all()):
             raise DivergenceError(
                 "the predictions overflow (non-finite outputs from finite hidden states): the model's output "
@@ -195,23 +261,22 @@ class _Model:
         if noise_std > 0:
             noise = noise_std * rng.standard_normal(Y.shape)
             if lengths is not None:
-                L = np.asarray(lengths)
-                noise *= (np.arange(Y.shape[1])[None, :] < L[:, None])[..., None]
+                noise *= valid_mask(np.asarray(lengths), *Y.shape[:2])[..., None]
             Y = Y + noise
         return Y
 
     def __eq__(self, other: object) -> bool:  # exact equality of weights and activations
         return (
             type(other) is type(self)
-            and all(np.array_equal(getattr(self, k), getattr(other, k)) for k in self._names)
-            and self._activations() == other._activations()
+            and all(np.array_equal(getattr(self, k), getattr(other, k)) for k in self.parameter_names())
+            and self.activations() == other.activations()
         )
 
     def _activations(self) -> tuple:
-        return (self.activation,)
+        return tuple(getattr(self, c.activation) for c in self.chains)
 
 
-class IORNN(_Model):
+class IORNN(RNNModel):
     """Input-output RNN ``h_t = f(A1 x_t + U h_{t-1})``, ``y_t = A2^T h_t + noise``.
 
     Parameters
@@ -223,7 +288,7 @@ class IORNN(_Model):
     """
 
     kind = "iornn"
-    _names = ("A1", "U", "A2")
+    chains = (ChainSpec("A1", "U", "A2", "activation"),)
 
     def __init__(self, A1: object, U: object, A2: object, activation: ActivationLike) -> None:
         self.A1 = _as_matrix(A1, "A1", (None, None))
@@ -235,53 +300,18 @@ class IORNN(_Model):
     def __repr__(self) -> str:
         return f"IORNN(d_x={self.d_x}, d_h={self.d_h}, d_y={self.d_y}, activation={self.activation.to_string()!r})"
 
-    @classmethod
-    def random(
-        cls,
-        d_x: int,
-        d_h: int,
-        d_y: int,
-        activation: ActivationLike = (0.0, 1.0, 0.5),
-        recurrent_norm: float = 0.3,
-        input_std: float = 0.4,
-        output_std: float | None = None,
-        random_state: int | np.random.Generator | None = None,
-        input_norm: float | None = None,
-    ) -> "IORNN":
-        """A planted model: Gaussian ``A1`` (std ``input_std``; with ``input_norm``, each
-        row then rescaled to that Euclidean norm, e.g. 1 for the planted tanh model), ``A2``
-        (std ``output_std``, default ``1/sqrt(d_h)``), ``U`` Gaussian rescaled to spectral
-        norm ``recurrent_norm``."""
-        rng = check_random_state(random_state)
-        output_std = 1.0 / np.sqrt(d_h) if output_std is None else output_std
-        return cls(
-            A1=_random_input((d_h, d_x), input_std, input_norm, rng),
-            U=_random_recurrent(d_h, recurrent_norm, rng),
-            A2=random_weights((d_h, d_y), output_std, rng),
-            activation=activation,
-        )
 
-    def hidden_states(self, X: object, lengths: object = None, device: str | None = None) -> np.ndarray:
-        """Hidden states ``h_t``, shape ``(n_sequences, T, d_h)``."""
-        Xt, Lt, W = self._prepare(X, lengths, device, torch.float64)
-        return run_chain(Xt @ W["A1"].T, W["U"], self.activation, Lt).cpu().numpy()
-
-    def _mean(self, Xt: torch.Tensor, Lt: torch.Tensor | None, W: dict[str, torch.Tensor]) -> torch.Tensor:
-        H = run_chain(Xt @ W["A1"].T, W["U"], self.activation, Lt)
-        return H @ W["A2"]
-
-
-class BRNN(_Model):
+class BRNN(RNNModel):
     """Bidirectional RNN: forward chain ``(A1, U, A2, f)``, backward chain ``(B1, V, B2, g)``.
 
     ``h_t = f(A1 x_t + U h_{t-1})``, ``z_t = g(B1 x_t + V z_{t+1})``,
     ``y_t = A2^T h_t + B2^T z_t + noise``. Shapes: ``A1, B1`` (d_h, d_x);
     ``U, V`` (d_h, d_h); ``A2, B2`` (d_h, d_y). ``backward_activation`` defaults to
-    ``activation``.
+    ``activation``. :meth:`random` draws ``d_h`` units per direction.
     """
 
     kind = "brnn"
-    _names = ("A1", "U", "A2", "B1", "V", "B2")
+    chains = (ChainSpec("A1", "U", "A2", "activation"), ChainSpec("B1", "V", "B2", "backward_activation", True))
 
     def __init__(
         self,
@@ -311,44 +341,3 @@ class BRNN(_Model):
             f"BRNN(d_x={self.d_x}, d_h={self.d_h}+{self.B1.shape[0]}, d_y={self.d_y}, "
             f"activation={self.activation.to_string()!r}, backward_activation={self.backward_activation.to_string()!r})"
         )
-
-    def _activations(self) -> tuple:
-        return (self.activation, self.backward_activation)
-
-    @classmethod
-    def random(
-        cls,
-        d_x: int,
-        d_h: int,
-        d_y: int,
-        activation: ActivationLike = (0.0, 1.0, 0.5),
-        recurrent_norm: float = 0.3,
-        input_std: float = 0.4,
-        output_std: float | None = None,
-        random_state: int | np.random.Generator | None = None,
-        input_norm: float | None = None,
-    ) -> "BRNN":
-        """A planted BRNN with ``d_h`` units per direction (see :meth:`IORNN.random`)."""
-        rng = check_random_state(random_state)
-        output_std = 1.0 / np.sqrt(2 * d_h) if output_std is None else output_std
-        return cls(
-            A1=_random_input((d_h, d_x), input_std, input_norm, rng),
-            U=_random_recurrent(d_h, recurrent_norm, rng),
-            A2=random_weights((d_h, d_y), output_std, rng),
-            B1=_random_input((d_h, d_x), input_std, input_norm, rng),
-            V=_random_recurrent(d_h, recurrent_norm, rng),
-            B2=random_weights((d_h, d_y), output_std, rng),
-            activation=activation,
-        )
-
-    def hidden_states(self, X: object, lengths: object = None, device: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Forward and backward states ``(h, z)``, each ``(n_sequences, T, d_h)``."""
-        Xt, Lt, W = self._prepare(X, lengths, device, torch.float64)
-        H = run_chain(Xt @ W["A1"].T, W["U"], self.activation, Lt)
-        Z = run_chain(Xt @ W["B1"].T, W["V"], self.backward_activation, Lt, reverse=True)
-        return H.cpu().numpy(), Z.cpu().numpy()
-
-    def _mean(self, Xt: torch.Tensor, Lt: torch.Tensor | None, W: dict[str, torch.Tensor]) -> torch.Tensor:
-        H = run_chain(Xt @ W["A1"].T, W["U"], self.activation, Lt)
-        Z = run_chain(Xt @ W["B1"].T, W["V"], self.backward_activation, Lt, reverse=True)
-        return H @ W["A2"] + Z @ W["B2"]

@@ -53,10 +53,14 @@ from ._checks import (
     check_random_state,
     check_xy,
     resolve_device,
+    valid_mask,
 )
 from .activations import Activation, Polynomial, Tanh, as_activation
 from .decomposition import jennrich
-from .models import BRNN, IORNN, run_chain
+from ._fitting import _score_hint, drop_extreme_sequences, output_pinv
+from .chain import run_chain, step_mask
+from .models import BRNN, IORNN
+from .torch_export import TorchRNN
 from .moments import StepStream
 from .processes import MarkovProcess
 from .stability import stabilize
@@ -166,7 +170,7 @@ class _Recurrence:
     """Hidden states of ``h_t = f(diag(s) A_hat x_t + U h_{t-1})`` as a differentiable function of ``(s, U)``
     (and, for a BRNN, of the backward chain ``z_t = f(diag(s) B_hat x_t + V z_{t+1})``: the last
     ``n_bwd`` rows of ``A_hat``): PyTorch's ``nn.RNN`` (the export module) for tanh,
-    :func:`~spectral_rnn.models.run_chain` otherwise. States are (n, T, n_fwd + n_bwd), forward units first."""
+    :func:`~spectral_rnn.chain.run_chain` otherwise. States are (n, T, n_fwd + n_bwd), forward units first."""
 
     def __init__(self, f: Activation, A_hat: np.ndarray, X: np.ndarray, lengths: np.ndarray | None, d_y: int,
                  n_bwd: int = 0) -> None:
@@ -177,8 +181,6 @@ class _Recurrence:
         self.X = torch.as_tensor(X, dtype=torch.float64)
         self.lengths = None if lengths is None else torch.as_tensor(lengths)
         if isinstance(f, Tanh):
-            from .torch_export import TorchRNN
-
             if n_bwd and n_bwd != self.nf:
                 raise InputError("nn.RNN needs as many backward as forward units")
             self.module = TorchRNN(A_hat.shape[1], self.nf, d_y, bidirectional=bool(n_bwd), dtype=torch.float64)
@@ -202,10 +204,11 @@ class _Recurrence:
                                                              enforce_sorted=False)
             out = functional_call(self.module.rnn, params, (packed,))[0]
             return torch.nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=T)[0]
-        H = run_chain(X @ Af.T, U, self.f, lengths)
+        valid = step_mask(lengths, X.shape[1], X.device)
+        H = run_chain(X @ Af.T, U, self.f, valid)
         if not self.nb:
             return H
-        return torch.cat([H, run_chain(X @ Ab.T, V, self.f, lengths, reverse=True)], dim=-1)
+        return torch.cat([H, run_chain(X @ Ab.T, V, self.f, valid, reverse=True)], dim=-1)
 
 
 def _varpro_loss(rec: _Recurrence, s, U, V, Y: torch.Tensor, mask: torch.Tensor | None, ridge: float = 1e-10):
@@ -226,8 +229,7 @@ def _zero_padding(A: np.ndarray, lengths: np.ndarray | None) -> np.ndarray:
     """``A`` (n, T, d) with steps past each length set to zero (padding may hold anything, NaN included)."""
     if lengths is None:
         return A
-    keep = np.arange(A.shape[1])[None, :] < np.asarray(lengths)[:, None]
-    return np.where(keep[..., None], A, 0.0)
+    return np.where(valid_mask(np.asarray(lengths), *A.shape[:2])[..., None], A, 0.0)
 
 
 def fit_scales_and_recurrence(f: Activation, A_hat: np.ndarray, X: np.ndarray, Y: np.ndarray,
@@ -240,7 +242,7 @@ def fit_scales_and_recurrence(f: Activation, A_hat: np.ndarray, X: np.ndarray, Y
     Yt = torch.as_tensor(Y, dtype=torch.float64)
     mask = None
     if lengths is not None:
-        mask = (torch.arange(X.shape[1])[None, :] < torch.as_tensor(lengths)[:, None]).unsqueeze(-1).to(torch.float64)
+        mask = torch.as_tensor(valid_mask(np.asarray(lengths), *X.shape[:2]))[..., None].to(torch.float64)
         Yt = Yt * mask
     nf, nb = rec.nf, rec.nb
     zf = torch.zeros((nf, nf), dtype=torch.float64)
@@ -298,7 +300,7 @@ def _output_weights(rec: _Recurrence, s: np.ndarray, U: np.ndarray, V: np.ndarra
             Lc = None if Lc is None else torch.as_tensor(Lc)
             H = rec.states(st, Ut, Vt, Xc, Lc)
             if Lc is not None:
-                m = (torch.arange(X.shape[1])[None, :] < Lc[:, None]).unsqueeze(-1).to(torch.float64)
+                m = torch.as_tensor(valid_mask(Lc.numpy(), *X[i:i + chunk].shape[:2]))[..., None].to(torch.float64)
                 H = H * m
             Hf = H.reshape(-1, k)
             G += (Hf.T @ Hf).numpy()
@@ -333,8 +335,6 @@ def fit_brnn_odd(est, X: object, Y: object, lengths: object = None):
 
 
 def _fit_odd(est, X, Y, lengths, bidirectional: bool):
-    from .estimators import _score_hint, drop_extreme_sequences
-
     t_start = time.perf_counter()
     f = as_activation(est.activation)
     _check_odd(f)
@@ -384,8 +384,6 @@ def _fit_odd(est, X, Y, lengths, bidirectional: bool):
     order = np.arange(k)
     fitted: dict = {}
     if bidirectional:  # forward units first, then backward ones
-        from .estimators import output_pinv
-
         Wpinv = output_pinv((P @ W1).T)
         lag = stream.lag_score_moments(Wpinv, lags=(1, -1))
         past, future = np.sum(lag[1] ** 2, axis=1), np.sum(lag[-1] ** 2, axis=1)
@@ -404,7 +402,7 @@ def _fit_odd(est, X, Y, lengths, bidirectional: bool):
     # variance of A_hat x from a subsample
     n_s = max(1, min(X.shape[0], 100_000 // X.shape[1]))
     Xs = X[:n_s]
-    keep = np.ones(Xs.shape[:2], bool) if lengths is None else np.arange(X.shape[1])[None, :] < lengths[:n_s, None]
+    keep = valid_mask(None if lengths is None else lengths[:n_s], *Xs.shape[:2])
     Z = Xs[keep] @ A_hat.T
     var = np.mean(Z * Z, axis=0)
     s_ratio = _scale_start(f, ratio, var)

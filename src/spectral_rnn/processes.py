@@ -37,6 +37,7 @@ from ._checks import (
 )
 from ._dask import compute_blocks, is_dask
 from ._heap import trim_heap as _trim_heap
+from ._params import Params, atomic_fit
 from .scores import (
     GaussianLaw,
     InnovationStats,
@@ -129,7 +130,7 @@ def choose_law(stats: InnovationStats, two_sided: bool, degree: int = 2, third_o
     return "moment", f"innovations are not Gaussian ({summary}): density-free score of degree {degree}"
 
 
-class AR1Process:
+class AR1Process(Params):
     """First-order autoregression ``x_t = F x_{t-1} + b + e_t``, ``e_t = Sigma^(1/2) w_t``.
 
     The coordinates of the whitened innovations ``w_t`` are independent, each with the
@@ -159,7 +160,8 @@ class AR1Process:
     tail_check: refuse innovations whose tail index (Hill estimator, :func:`tail_index`) is
         below 3.5: infinite fourth moments, so the moment estimates do not converge.
 
-    Fitted attributes: ``F``, ``intercept``, ``noise_cov``, ``initial_mean``, ``initial_cov``,
+    Fitted attributes (the values in use; for a process given ``F`` and ``noise_cov``, those
+    values completed): ``F_``, ``intercept_``, ``noise_cov_``, ``initial_mean_``, ``initial_cov_``,
     ``law_`` and ``first_law_`` (fitted :class:`MarginalLaw`), ``law_name_``, ``law_reason_``,
     ``first_step_`` ("own" or "stationary"), ``stats_`` (:class:`InnovationStats`).
     """
@@ -178,11 +180,9 @@ class AR1Process:
         tail_check: bool = True,
         third_order: bool = False,
     ) -> None:
-        self.F = None if F is None else np.array(F, dtype=np.float64)
-        self.noise_cov = None if noise_cov is None else np.array(noise_cov, dtype=np.float64)
-        self.intercept = None if intercept is None else np.array(intercept, dtype=np.float64)
-        self.initial_mean = None if initial_mean is None else np.array(initial_mean, dtype=np.float64)
-        self.initial_cov = None if initial_cov is None else np.array(initial_cov, dtype=np.float64)
+        # the arguments as given (get_params, clone); the values in use are F_, noise_cov_, ...
+        self.F, self.noise_cov, self.intercept = F, noise_cov, intercept
+        self.initial_mean, self.initial_cov = initial_mean, initial_cov
         if not (isinstance(innovations, MarginalLaw) or innovations == "auto"):
             make_law(innovations)  # a clear error for an unknown name, now
         if first_step not in ("auto", "own", "stationary"):
@@ -194,18 +194,22 @@ class AR1Process:
         self.tail_check = tail_check
         self.third_order = third_order
         self._cache: dict = {}
-        if self.F is not None:
+        if F is not None:  # a known process: the values in use are the given ones
+            self.F_, self.noise_cov_, self.intercept_, self.initial_mean_, self.initial_cov_ = (
+                None if v is None else np.array(v, dtype=np.float64)
+                for v in (F, noise_cov, intercept, initial_mean, initial_cov))
             self._complete()
             self._known_laws()
 
     # --------------------------------------------------------------- properties
     @property
     def is_fitted(self) -> bool:
-        return self.F is not None and hasattr(self, "law_")
+        return getattr(self, "F_", None) is not None and hasattr(self, "law_")
 
     @property
     def dim(self) -> int | None:
-        return None if self.F is None else self.F.shape[0]
+        F = getattr(self, "F_", None)
+        return None if F is None else F.shape[0]
 
     def __repr__(self) -> str:
         law = getattr(self, "law_name_", self.innovations if isinstance(self.innovations, str) else
@@ -221,29 +225,29 @@ class AR1Process:
 
     # -------------------------------------------------------------- completion
     def _complete(self) -> None:
-        d = self.F.shape[0]
-        if self.F.shape != (d, d):
-            raise InputError(f"F must be square, got shape {self.F.shape}")
-        if self.noise_cov is None or self.noise_cov.shape != (d, d):
+        d = self.F_.shape[0]
+        if self.F_.shape != (d, d):
+            raise InputError(f"F must be square, got shape {self.F_.shape}")
+        if self.noise_cov_ is None or self.noise_cov_.shape != (d, d):
             raise InputError(f"noise_cov must have shape ({d}, {d})")
-        if self.intercept is None:
-            self.intercept = np.zeros(d)
-        if self.initial_mean is None or self.initial_cov is None:
+        if self.intercept_ is None:
+            self.intercept_ = np.zeros(d)
+        if self.initial_mean_ is None or self.initial_cov_ is None:
             m0, S0 = self._stationary()
-            self.initial_mean = m0 if self.initial_mean is None else self.initial_mean
-            self.initial_cov = S0 if self.initial_cov is None else self.initial_cov
+            self.initial_mean_ = m0 if self.initial_mean_ is None else self.initial_mean_
+            self.initial_cov_ = S0 if self.initial_cov_ is None else self.initial_cov_
         for name in ("noise_cov", "initial_cov"):
-            M = getattr(self, name)
+            M = getattr(self, name + "_")
             M = 0.5 * (M + M.T)
-            setattr(self, name, M)
+            setattr(self, name + "_", M)
             ev = np.linalg.eigvalsh(M)
             if ev[0] <= 1e-10 * max(ev[-1], 1e-300):
                 raise IllConditionedError(
                     f"{name} of the input process is singular (eigenvalues {ev[0]:.3g}..{ev[-1]:.3g}): "
                     "the inputs are (near) deterministic in some direction and do not excite the model"
                 )
-        self.whiten_ = _sym_power(self.noise_cov, -0.5)
-        self.whiten0_ = _sym_power(self.initial_cov, -0.5)
+        self.whiten_ = _sym_power(self.noise_cov_, -0.5)
+        self.whiten0_ = _sym_power(self.initial_cov_, -0.5)
         self._cache = {}
 
     def _known_laws(self) -> None:
@@ -260,7 +264,7 @@ class AR1Process:
         self.first_step_ = "given"
 
     def _stationary(self) -> tuple[np.ndarray, np.ndarray]:
-        F, S, b = self.F, self.noise_cov, self.intercept
+        F, S, b = self.F_, self.noise_cov_, self.intercept_
         d = F.shape[0]
         rad = np.max(np.abs(np.linalg.eigvals(F)))
         if rad >= 1:
@@ -293,6 +297,7 @@ class AR1Process:
                 mask &= t_abs[None, :] < lengths[rows, None]
             yield xw[np.roll(mask, -1, axis=1)], xw[mask], first
 
+    @atomic_fit
     def fit(self, X: np.ndarray, lengths: np.ndarray | None = None, chunk_steps: int = 1 << 17) -> "AR1Process":
         """Estimate ``F, b, Sigma`` by least squares on all transitions, the law of ``x_1`` (see
         ``first_step``), then the one-dimensional law of the whitened innovations.
@@ -326,9 +331,9 @@ class AR1Process:
         Sigma = (Sxx - C.T @ B) / (n_pairs - (d + 1))
         F = B[:d].T.copy()
         self._check_innovation_variance(np.diag(Sigma), np.diag(Z)[:d] / n_pairs - (Z[d, :d] / n_pairs) ** 2)
-        self.F = F
-        self.intercept = B[d] + centre - F @ centre
-        self.noise_cov = 0.5 * (Sigma + Sigma.T)
+        self.F_ = F
+        self.intercept_ = B[d] + centre - F @ centre
+        self.noise_cov_ = 0.5 * (Sigma + Sigma.T)
         self._fit_first_law(X, lengths, n, d)
         self._complete()
         self._fit_laws(X, lengths, chunk_steps)
@@ -378,13 +383,13 @@ class AR1Process:
             raise InputError("first_step='stationary' needs a stable fitted autoregression (spectral radius < 1)")
         if choice == "own" and m_own is None:
             raise InputError("first_step='own' needs at least 2 sequences")
-        self.initial_mean, self.initial_cov = (m_own, S_own) if choice == "own" else stat
+        self.initial_mean_, self.initial_cov_ = (m_own, S_own) if choice == "own" else stat
         self.first_step_ = choice
 
     def _whitened(self, X: np.ndarray, lengths: np.ndarray | None, chunk_steps: int):
         """Whitened innovations ``W (x_t - F x_{t-1} - b)``, chunk by chunk, as (m, d) tensors."""
         to = torch.as_tensor
-        W, F, b = to(self.whiten_), to(self.F), to(self.intercept)
+        W, F, b = to(self.whiten_), to(self.F_), to(self.intercept_)
         for prev, cur, _ in self._pairs(X, lengths, chunk_steps):
             yield (to(cur) - to(prev) @ F.T - b) @ W.T
 
@@ -416,7 +421,7 @@ class AR1Process:
         if isinstance(law, GaussianLaw) or n < MIN_FIRST_STEPS:
             self.first_law_ = GaussianLaw()
         else:
-            m0, W0 = torch.as_tensor(self.initial_mean), torch.as_tensor(self.whiten0_)
+            m0, W0 = torch.as_tensor(self.initial_mean_), torch.as_tensor(self.whiten0_)
             w0 = ((torch.as_tensor(x1) - m0) @ W0.T for x1 in _first_steps(X))  # block by block
             self.first_law_ = law.fit(innovation_stats(w0, d, n_total=n))
         self._cache = {}
@@ -453,7 +458,7 @@ class AR1Process:
     # ------------------------------------------------------------------ sample
     def sample(self, n_sequences: int, length: int, random_state: int | np.random.Generator | None = None) -> np.ndarray:
         """Draw ``(n_sequences, length, d)`` inputs (Gaussian or Student-t innovations)."""
-        if self.F is None:
+        if getattr(self, "F_", None) is None:
             raise InputError("the input process has no parameters: fit it or give F and noise_cov")
         if n_sequences < 1 or length < 1:
             raise InputError(f"need at least one sequence of at least one step, got {n_sequences} x {length}")
@@ -461,11 +466,11 @@ class AR1Process:
         d = self.dim
         law = getattr(self, "law_", GaussianLaw())
         if isinstance(law, GaussianLaw):
-            L = np.linalg.cholesky(self.noise_cov)
-            L0 = np.linalg.cholesky(self.initial_cov)
+            L = np.linalg.cholesky(self.noise_cov_)
+            L0 = np.linalg.cholesky(self.initial_cov_)
             draw = lambda m: rng.standard_normal((m, d))  # noqa: E731
         elif isinstance(law, StudentTLaw):
-            L, L0 = _sym_power(self.noise_cov, 0.5), _sym_power(self.initial_cov, 0.5)
+            L, L0 = _sym_power(self.noise_cov_, 0.5), _sym_power(self.initial_cov_, 0.5)
             df = law.df_
 
             def draw(m):
@@ -473,9 +478,9 @@ class AR1Process:
         else:
             raise InputError(f"sampling is not available for {law.name!r} innovations")
         X = np.empty((n_sequences, length, d))
-        X[:, 0] = self.initial_mean + draw(n_sequences) @ L0.T
+        X[:, 0] = self.initial_mean_ + draw(n_sequences) @ L0.T
         for t in range(1, length):
-            X[:, t] = X[:, t - 1] @ self.F.T + self.intercept + draw(n_sequences) @ L.T
+            X[:, t] = X[:, t - 1] @ self.F_.T + self.intercept_ + draw(n_sequences) @ L.T
         return X
 
     # ------------------------------------------------------------------ scores
@@ -485,12 +490,12 @@ class AR1Process:
             to = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=dtype, device=device)  # noqa: E731
             W, W0 = self.whiten_, self.whiten0_
             self._cache[key] = {
-                "F": to(self.F), "b": to(self.intercept), "m0": to(self.initial_mean),
-                "W": to(W), "W0": to(W0), "WF": to(W @ self.F), "P": to(W.T @ W), "PF": to(W.T @ W @ self.F),
-                "one": to(np.vstack([W, W0])), "two": to(np.vstack([W, W0, -(W @ self.F)])),
+                "F": to(self.F_), "b": to(self.intercept_), "m0": to(self.initial_mean_),
+                "W": to(W), "W0": to(W0), "WF": to(W @ self.F_), "P": to(W.T @ W), "PF": to(W.T @ W @ self.F_),
+                "one": to(np.vstack([W, W0])), "two": to(np.vstack([W, W0, -(W @ self.F_)])),
                 # one product per window gives M^T (x_t - F x_{t-1} - b): M = P (Gaussian: the score) or W^T
-                "GP": to(np.hstack([W.T @ W, -self.F.T @ W.T @ W])), "bP": to(self.intercept @ W.T @ W),
-                "GW": to(np.hstack([W.T, -self.F.T @ W.T])), "bW": to(self.intercept @ W.T),
+                "GP": to(np.hstack([W.T @ W, -self.F_.T @ W.T @ W])), "bP": to(self.intercept_ @ W.T @ W),
+                "GW": to(np.hstack([W.T, -self.F_.T @ W.T])), "bW": to(self.intercept_ @ W.T),
             }
         return self._cache[key]
 
@@ -652,7 +657,7 @@ class GaussianAR1(AR1Process):
         return cls(**_random_parameters(dim, rho, random_state))
 
 
-class LogDensityProcess:
+class LogDensityProcess(Params):
     """A user's input law, given by its conditional log-density in PyTorch.
 
     ``log_prob(x, x_prev)``: tensors (m, d), (m, d) -> (m,), the log-density
@@ -681,6 +686,7 @@ class LogDensityProcess:
     def is_fitted(self) -> bool:
         return self.log_prob_first is not None or self._first is not None
 
+    @atomic_fit
     def fit(self, X: np.ndarray, lengths: np.ndarray | None = None) -> "LogDensityProcess":
         """Fit the Gaussian law of the first steps when ``log_prob_first`` is not given. Returns ``self``."""
         X = as_sequences(X, "inputs", dim=self.dim)
@@ -726,8 +732,8 @@ class LogDensityProcess:
             if self.log_prob_first is not None:
                 g0, H0 = self._derivs(self.log_prob_first, X[:, 0])
             else:
-                P0 = torch.as_tensor(np.linalg.inv(self._first.initial_cov), dtype=X.dtype, device=X.device)
-                m0 = torch.as_tensor(self._first.initial_mean, dtype=X.dtype, device=X.device)
+                P0 = torch.as_tensor(np.linalg.inv(self._first.initial_cov_), dtype=X.dtype, device=X.device)
+                m0 = torch.as_tensor(self._first.initial_mean_, dtype=X.dtype, device=X.device)
                 g0, H0 = -(X[:, 0] - m0) @ P0, -P0.expand(n, d, d)
             g[:, 0], H[:, 0] = g0, H0
         if two_sided and Wd > 1:

@@ -24,15 +24,12 @@ import numpy as np
 import torch
 
 from ._checks import IllConditionedError
+from ._fitting import MAX_COND
 from .activations import Polynomial
 from .moments import StepStream, Window
 
 __all__ = ["InstrumentMoments", "ChainEstimate", "instrument_moments", "instrument_chunk",
            "solve_scales_and_recurrence", "MAX_COND"]
-
-#: condition number above which a linear system of the estimator is declared singular
-MAX_COND = 1e8
-
 
 @dataclass
 class InstrumentMoments:

@@ -14,11 +14,14 @@ for tanh models, :class:`~spectral_rnn.torch_export.PolynomialRNN` for polynomia
 there gets ``U`` shrunk; ``history.stabilization`` says what was done), and warns
 (:class:`RuntimeWarning`) when training diverges before improving on the start.
 
-Both run the same loop (:func:`fit_module`): Adam on minibatches of sequences,
-gradient-norm clipping, a bounded recovery from divergent minibatches, the learning
-rate halved when the validation loss stalls,
-a validation split with early stopping that keeps the best validation weights, an
-optional wall-time budget, and a per-epoch :class:`History`. Losses are relative
+Both take one settings object, :class:`TrainConfig` (each setting also by keyword), and
+run the same loop (:func:`fit_module`): Adam on minibatches of sequences, gradient-norm
+clipping, and four small policies, each usable and tested on its own:
+:class:`EarlyStopping` (a validation split; the best validation weights are kept and
+returned), :class:`LrPlateau` (the learning rate halved when the validation loss stalls),
+:class:`DivergenceRecovery` (a bounded recovery from divergent minibatches) and
+:class:`TrainingClock` (wall time with the monitor's time excluded, for the optional time
+budget and the per-epoch :class:`History`). Losses are relative
 mean squared errors: the squared error per valid step divided by the total
 variance of the training outputs, so 1 is "predicts the mean" and the numbers
 compare with :func:`spectral_rnn.metrics.prediction_error`.
@@ -36,7 +39,8 @@ import math
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+import dataclasses
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
@@ -52,11 +56,14 @@ from ._checks import (
     check_xy,
     resolve_device,
 )
-from .activations import ActivationLike, Polynomial, Tanh, as_activation
+from .activations import ActivationLike
+from .chain import step_mask
+from .kinds import from_torch, kind_of, resolve_kind
 from .stability import StabilityReport, stabilize
-from .torch_export import PolynomialRNN, TorchRNN, from_torch, to_torch
+from .torch_export import PolynomialRNN, TorchRNN
 
-__all__ = ["History", "refine", "train_bptt", "fit_module", "relative_mse"]
+__all__ = ["History", "TrainConfig", "BPTT_DEFAULTS", "EarlyStopping", "LrPlateau", "DivergenceRecovery",
+           "TrainingClock", "refine", "train_bptt", "fit_module", "relative_mse"]
 
 
 @dataclass
@@ -124,7 +131,7 @@ class _Data:
         self.ragged = bool((L < T).any())
         self.n = len(idx)
         if self.ragged:
-            m = (torch.arange(T, device=device)[None, :] < self.L[:, None]).unsqueeze(-1)
+            m = step_mask(self.L, T).unsqueeze(-1)
             self.X = torch.where(m, self.X, torch.zeros((), dtype=dtype, device=device))
             self.Y = torch.where(m, self.Y, torch.zeros((), dtype=dtype, device=device))
 
@@ -138,8 +145,7 @@ class _Data:
     def variance(self) -> float:
         """Total variance of the outputs over valid steps (sum over output dimensions)."""
         if self.ragged:
-            m = torch.arange(self.Y.shape[1], device=self.Y.device)[None, :] < self.L[:, None]
-            Yv = self.Y[m]
+            Yv = self.Y[step_mask(self.L, self.Y.shape[1])]
         else:
             Yv = self.Y.reshape(-1, self.Y.shape[2])
         return float(Yv.to(torch.float64).var(dim=0, unbiased=False).sum())
@@ -170,169 +176,302 @@ def relative_mse(module: torch.nn.Module, data: _Data, variance: float, chunk_st
     return total / max(count, 1) / variance
 
 
+# ----------------------------------------------------------------------------- settings
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of a BPTT run, shared by :func:`refine`, :func:`train_bptt` and
+    :func:`~spectral_rnn.compare.run_comparison`.
+
+    ``max_epochs``, ``lr`` (Adam step), ``batch_size`` (sequences), ``clip`` (max gradient norm);
+    ``val_fraction``: share of the sequences held out for validation and early stopping (0:
+    select on the training loss); ``patience``: epochs without validation improvement before
+    stopping; ``lr_patience``: such epochs before the learning rate is halved (default
+    ``patience // 3``); ``max_restarts``: recoveries from a divergent minibatch (back to the best
+    weights, half the learning rate) before the run stops as diverged; ``time_budget``: stop after
+    this many seconds of training; ``device``, ``dtype``: where and in what precision to train;
+    ``progress``: a progress bar over epochs; ``monitor(module, elapsed)`` is called at the start,
+    after every epoch and every ``monitor_every`` seconds, its own time not counted.
+
+    The defaults suit fine-tuning from a good start (:func:`refine`: small steps, large
+    batches); :data:`BPTT_DEFAULTS` those of training from random initialisation.
+    ``config.replace(lr=1e-3)`` gives a modified copy.
+    """
+
+    max_epochs: int = 100
+    lr: float = 3e-4
+    batch_size: int = 1024
+    val_fraction: float = 0.1
+    patience: int = 10
+    lr_patience: int | None = None
+    clip: float = 1.0
+    max_restarts: int = 3
+    time_budget: float | None = None
+    device: str = "cpu"
+    dtype: torch.dtype | str = torch.float32
+    progress: bool = False
+    monitor: Callable[[torch.nn.Module, float], None] | None = None
+    monitor_every: float | None = None
+
+    def replace(self, **changes) -> "TrainConfig":
+        """A copy with some settings changed (unknown names: :class:`InputError`)."""
+        unknown = sorted(set(changes) - {f.name for f in fields(self)})
+        if unknown:
+            raise InputError(f"unknown training setting(s) {', '.join(unknown)} "
+                             f"(settings: {', '.join(f.name for f in fields(self))})")
+        return dataclasses.replace(self, **changes)
+
+    def checked(self) -> "TrainConfig":
+        """A copy with every setting validated (:class:`InputError` on a bad one)."""
+        return dataclasses.replace(
+            self,
+            max_epochs=check_positive_int(self.max_epochs, "max_epochs"),
+            lr=check_real(self.lr, "lr", low=0.0, low_open=True),
+            batch_size=check_positive_int(self.batch_size, "batch_size"),
+            val_fraction=check_real(self.val_fraction, "val_fraction", low=0.0, high=1.0, high_open=True),
+            patience=check_positive_int(self.patience, "patience"),
+            lr_patience=None if self.lr_patience is None else check_positive_int(self.lr_patience, "lr_patience"),
+            clip=check_real(self.clip, "clip", low=0.0, low_open=True, finite=False),
+            max_restarts=check_nonnegative_int(self.max_restarts, "max_restarts"),
+            time_budget=None if self.time_budget is None else check_real(
+                self.time_budget, "time_budget", low=0.0, low_open=True, finite=False),
+            dtype=check_dtype(self.dtype),
+            monitor_every=None if self.monitor_every is None else check_real(self.monitor_every, "monitor_every",
+                                                                             low=0.0),
+        )
+
+
+#: the settings :func:`train_bptt` starts from (training from random initialisation)
+BPTT_DEFAULTS = TrainConfig(lr=3e-3, batch_size=128)
+
+
+def _config(config: TrainConfig | None, default: TrainConfig, overrides: dict) -> TrainConfig:
+    """``config`` (or ``default``) with the keyword settings given to a public function applied."""
+    base = default if config is None else config
+    if not isinstance(base, TrainConfig):
+        raise InputError(f"config must be a TrainConfig, got {type(base).__name__}")
+    return base.replace(**overrides).checked()
+
+
+# ----------------------------------------------------------------------------- policies
+
+
+class EarlyStopping:
+    """Keeps the best validation loss, its epoch and its weights; asks to stop after
+    ``patience`` evaluations without improvement."""
+
+    def __init__(self, patience: int) -> None:
+        self.patience = patience
+        self.best = math.inf
+        self.best_epoch = 0
+        self.stale = 0
+        self.state: dict | None = None
+
+    def start(self, loss: float, module: torch.nn.Module) -> None:
+        """The starting point (epoch 0): the weights to return if nothing beats them."""
+        self.best = loss if math.isfinite(loss) else math.inf
+        self.state = copy.deepcopy(module.state_dict())
+
+    def update(self, epoch: int, loss: float, module: torch.nn.Module) -> bool:
+        """Record an epoch's validation loss; returns whether it improved on the best."""
+        if loss < self.best:
+            self.best, self.best_epoch, self.stale = loss, epoch, 0
+            self.state = copy.deepcopy(module.state_dict())
+            return True
+        self.stale += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.stale >= self.patience
+
+    def restore(self, module: torch.nn.Module) -> None:
+        """Load the best weights into ``module``."""
+        module.load_state_dict(self.state)
+
+
+class LrPlateau:
+    """Multiplies the learning rate by ``factor`` after ``patience`` evaluations without improvement."""
+
+    def __init__(self, patience: int, factor: float = 0.5) -> None:
+        self.patience, self.factor, self.stale = patience, factor, 0
+
+    def update(self, improved: bool, optimizer: torch.optim.Optimizer) -> bool:
+        """Returns whether the rate was lowered."""
+        if improved:
+            self.stale = 0
+            return False
+        self.stale += 1
+        if self.stale < self.patience:
+            return False
+        for g in optimizer.param_groups:
+            g["lr"] *= self.factor
+        self.stale = 0
+        return True
+
+
+class DivergenceRecovery:
+    """A minibatch with a non-finite loss or gradient: back to the best weights with a fresh
+    optimiser (same class and settings, weight decay included) at ``factor`` times the
+    learning rate; the ``max_restarts + 1``-th time, give up."""
+
+    def __init__(self, max_restarts: int, factor: float = 0.5) -> None:
+        self.max_restarts, self.factor, self.count = max_restarts, factor, 0
+
+    def recover(self, module: torch.nn.Module, best: EarlyStopping,
+                optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer | None:
+        """The optimiser to go on with, or ``None``: stop, the run diverged."""
+        self.count += 1
+        if self.count > self.max_restarts:
+            return None
+        best.restore(module)
+        return type(optimizer)(module.parameters(),
+                               **{**optimizer.defaults, "lr": optimizer.param_groups[0]["lr"] * self.factor})
+
+
+class TrainingClock:
+    """Seconds of training since the start, the time spent in ``monitor`` calls excluded.
+
+    ``monitor(module, elapsed)`` runs through :meth:`monitor` (always) and :meth:`tick`
+    (when ``every`` seconds have passed since the last call); ``timer``: the clock read.
+    """
+
+    def __init__(self, monitor: Callable[[torch.nn.Module, float], None] | None = None,
+                 every: float | None = None, timer: Callable[[], float] = time.perf_counter) -> None:
+        self._monitor, self.every, self.timer = monitor, every, timer
+        self.excluded = 0.0
+        self.t0 = timer()
+        self.last = 0.0
+
+    def elapsed(self) -> float:
+        return self.timer() - self.t0 - self.excluded
+
+    def monitor(self, module: torch.nn.Module) -> None:
+        if self._monitor is not None:
+            t = self.timer()
+            self._monitor(module, self.elapsed())
+            self.excluded += self.timer() - t
+        self.last = self.elapsed()
+
+    def tick(self, module: torch.nn.Module) -> None:
+        if self._monitor is not None and self.every is not None and self.elapsed() - self.last >= self.every:
+            self.monitor(module)
+
+    def over(self, budget: float | None) -> bool:
+        return budget is not None and self.elapsed() >= budget
+
+
 # ----------------------------------------------------------------------------- the loop
 
 
+def _train_epoch(module, train: _Data, variance: float, opt, cfg: TrainConfig, rng, stopper: EarlyStopping,
+                 recovery: DivergenceRecovery, clock: TrainingClock):
+    """One pass over shuffled minibatches. Returns ``(mean training loss, optimiser, stop reason or "")``."""
+    module.train()
+    perm = rng.permutation(train.n)
+    tot, nb = 0.0, 0
+    for i in range(0, train.n, cfg.batch_size):
+        x, y, lt, nv = train.batch(np.sort(perm[i : i + cfg.batch_size]))
+        opt.zero_grad(set_to_none=True)
+        err = module(x, lt) - y
+        loss = (err * err).sum() / (nv * variance)
+        lv = float(loss.detach())
+        ok = math.isfinite(lv)
+        if ok:
+            loss.backward()
+            ok = bool(torch.isfinite(torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.clip)))
+        if not ok:
+            opt = recovery.recover(module, stopper, opt)
+            if opt is None:
+                return tot / max(nb, 1), None, "diverged"
+            continue
+        opt.step()
+        tot += lv
+        nb += 1
+        if clock.over(cfg.time_budget):
+            return tot / max(nb, 1), opt, "time_budget"
+        clock.tick(module)
+    return tot / max(nb, 1), opt, ""
+
+
 def fit_module(
-    module: PolynomialRNN,
+    module: torch.nn.Module,
     train: _Data,
     val: _Data | None,
     variance: float,
-    max_epochs: int = 100,
-    lr: float = 1e-3,
-    batch_size: int = 128,
-    patience: int = 10,
-    clip: float = 1.0,
-    lr_patience: int | None = None,
-    max_restarts: int = 3,
+    config: TrainConfig | None = None,
     rng: np.random.Generator | None = None,
-    time_budget: float | None = None,
-    progress: bool = False,
-    monitor: Callable[[PolynomialRNN, float], None] | None = None,
-    monitor_every: float | None = None,
     desc: str = "bptt",
+    **settings,
 ) -> History:
     """Train ``module`` in place (ends holding the best validation weights); return the history.
 
-    A minibatch with a non-finite loss or gradient sends the weights back to the best
-    ones so far, with a fresh optimiser at half the learning rate; after
-    ``max_restarts`` such recoveries the next one stops the run (``diverged``).
-
-    ``monitor(module, elapsed)``, when given, is called at the start, after every
-    epoch and every ``monitor_every`` seconds of training; the time it takes is not
-    counted in ``elapsed`` nor in the history's times, nor against ``time_budget``.
+    ``config`` (:class:`TrainConfig`, default :data:`BPTT_DEFAULTS`; keyword ``settings``
+    override it). The loop is Adam on minibatches with the policies :class:`EarlyStopping`,
+    :class:`LrPlateau`, :class:`DivergenceRecovery` and :class:`TrainingClock` (monitor time
+    is not counted in the history's times nor against ``time_budget``).
     """
-    max_epochs = check_positive_int(max_epochs, "max_epochs")
-    batch_size = check_positive_int(batch_size, "batch_size")
-    patience = check_positive_int(patience, "patience")
-    lr = check_real(lr, "lr", low=0.0, low_open=True)
-    clip = check_real(clip, "clip", low=0.0, low_open=True, finite=False)
-    max_restarts = check_nonnegative_int(max_restarts, "max_restarts")
-    if lr_patience is not None:
-        lr_patience = check_positive_int(lr_patience, "lr_patience")
-    if time_budget is not None:
-        time_budget = check_real(time_budget, "time_budget", low=0.0, low_open=True, finite=False)
-    if monitor_every is not None:
-        monitor_every = check_real(monitor_every, "monitor_every", low=0.0)
+    cfg = _config(config, BPTT_DEFAULTS, settings)
     rng = check_random_state(rng)
-    lr_patience = max(1, patience // 3) if lr_patience is None else lr_patience
-    opt = torch.optim.Adam(module.parameters(), lr=lr)
+    opt = torch.optim.Adam(module.parameters(), lr=cfg.lr)
+    stopper = EarlyStopping(cfg.patience)
+    plateau = LrPlateau(max(1, cfg.patience // 3) if cfg.lr_patience is None else cfg.lr_patience)
+    recovery = DivergenceRecovery(cfg.max_restarts)
+    clock = TrainingClock(cfg.monitor, cfg.monitor_every)
     hist = History()
-
-    excluded = 0.0  # seconds spent in monitor calls
-    t_start = time.perf_counter()
-
-    def elapsed() -> float:
-        return time.perf_counter() - t_start - excluded
-
-    def call_monitor() -> None:
-        nonlocal excluded
-        if monitor is not None:
-            t0 = time.perf_counter()
-            monitor(module, elapsed())
-            excluded += time.perf_counter() - t0
 
     def evaluate() -> float:
         return relative_mse(module, val if val is not None and val.n > 0 else train, variance)
 
-    call_monitor()
-    best_state = copy.deepcopy(module.state_dict())
+    def record(epoch: int, train_loss: float, v: float) -> None:
+        hist.epoch.append(epoch), hist.train_loss.append(train_loss), hist.val_loss.append(v)
+        hist.time.append(clock.elapsed()), hist.lr.append(opt.param_groups[0]["lr"])
+
+    clock.monitor(module)
     v0 = evaluate()
-    best = v0 if math.isfinite(v0) else math.inf
-    hist.epoch.append(0), hist.train_loss.append(math.nan), hist.val_loss.append(v0)
-    hist.time.append(elapsed()), hist.lr.append(lr)
-    hist.best_val_loss, hist.best_epoch = best, 0
-    stale = stale_lr = 0
-    last_monitor = 0.0
+    stopper.start(v0, module)
+    record(0, math.nan, v0)
     bar = None
-    if progress:
+    if cfg.progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=max_epochs, desc=desc, unit="epoch", leave=False)
-    stop = ""
+        bar = tqdm(total=cfg.max_epochs, desc=desc, unit="epoch", leave=False)
+    stop = "" if math.isfinite(v0) else "diverged"
     try:
-        if not math.isfinite(v0):
-            stop = "diverged"
-        for epoch in range(1, max_epochs + 1):
+        for epoch in range(1, cfg.max_epochs + 1):
             if stop:
                 break
-            module.train()
-            perm = rng.permutation(train.n)
-            tot, nb = 0.0, 0
-            for i in range(0, train.n, batch_size):
-                x, y, lt, nv = train.batch(np.sort(perm[i : i + batch_size]))
-                opt.zero_grad(set_to_none=True)
-                err = module(x, lt) - y
-                loss = (err * err).sum() / (nv * variance)
-                lv = float(loss.detach())
-                ok = math.isfinite(lv)
-                if ok:
-                    loss.backward()
-                    gn = torch.nn.utils.clip_grad_norm_(module.parameters(), clip)
-                    ok = bool(torch.isfinite(gn))
-                if not ok:  # divergence: back to the best weights with half the step, or give up
-                    hist.divergences += 1
-                    if hist.divergences > max_restarts:
-                        stop = "diverged"
-                        break
-                    module.load_state_dict(best_state)
-                    lr_now = opt.param_groups[0]["lr"] * 0.5
-                    opt = torch.optim.Adam(module.parameters(), lr=lr_now)
-                    continue
-                opt.step()
-                tot += lv
-                nb += 1
-                now = elapsed()
-                if time_budget is not None and now >= time_budget:
-                    stop = "time_budget"
-                    break
-                if monitor is not None and monitor_every is not None and now - last_monitor >= monitor_every:
-                    call_monitor()
-                    last_monitor = elapsed()
+            train_loss, new_opt, stop = _train_epoch(module, train, variance, opt, cfg, rng, stopper, recovery, clock)
             module.eval()
             if stop == "diverged":
-                hist.diverged = True
                 break
+            opt = new_opt
             v = evaluate()
-            hist.epoch.append(epoch), hist.train_loss.append(tot / max(nb, 1)), hist.val_loss.append(v)
-            hist.time.append(elapsed()), hist.lr.append(opt.param_groups[0]["lr"])
+            record(epoch, train_loss, v)
             if not math.isfinite(v):
-                hist.diverged = True
                 stop = "diverged"
                 break
-            if v < best:
-                best, stale, stale_lr = v, 0, 0
-                best_state = copy.deepcopy(module.state_dict())
-                hist.best_epoch, hist.best_val_loss = epoch, v
-            else:
-                stale += 1
-                stale_lr += 1
-                if stale_lr >= lr_patience:
-                    for g in opt.param_groups:
-                        g["lr"] *= 0.5
-                    stale_lr = 0
-            call_monitor()
-            last_monitor = elapsed()
+            plateau.update(stopper.update(epoch, v, module), opt)
+            clock.monitor(module)
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(train=f"{hist.train_loss[-1]:.3g}", val=f"{v:.3g}")
+                bar.set_postfix(train=f"{train_loss:.3g}", val=f"{v:.3g}")
             if stop:
                 break
-            if stale >= patience:
+            if stopper.should_stop:
                 stop = "early_stopping"
-                break
-            if time_budget is not None and elapsed() >= time_budget:
+            elif clock.over(cfg.time_budget):
                 stop = "time_budget"
-                break
-        else:
-            stop = "max_epochs"
+        stop = stop or "max_epochs"
     finally:
         if bar is not None:
             bar.close()
-    hist.stop_reason = stop or "max_epochs"
-    if stop == "diverged":
-        hist.diverged = True
-    module.load_state_dict(best_state)
+    hist.stop_reason = stop
+    hist.diverged = stop == "diverged"
+    hist.divergences = recovery.count
+    hist.best_epoch, hist.best_val_loss = stopper.best_epoch, stopper.best
+    stopper.restore(module)
     module.eval()
     return hist
 
@@ -340,18 +479,16 @@ def fit_module(
 # ----------------------------------------------------------------------------- public API
 
 
-def _prepare(X, Y, lengths, val_fraction, random_state, device, dtype, d_x=None, d_y=None):
-    dtype = check_dtype(dtype)
+def _prepare(X, Y, lengths, cfg: TrainConfig, rng: np.random.Generator, d_x=None, d_y=None):
     X, Y, lengths = check_xy(X, Y, lengths, d_x, d_y)
-    rng = check_random_state(random_state)
-    dev = resolve_device(device)
-    tr, va = _split(X.shape[0], val_fraction, rng)
-    train = _Data(X, Y, lengths, tr, dev, dtype)
-    val = _Data(X, Y, lengths, va, dev, dtype) if len(va) else None
+    dev = resolve_device(cfg.device)
+    tr, va = _split(X.shape[0], cfg.val_fraction, rng)
+    train = _Data(X, Y, lengths, tr, dev, cfg.dtype)
+    val = _Data(X, Y, lengths, va, dev, cfg.dtype) if len(va) else None
     var = train.variance()
     if not var > 0:
         raise InputError("the training outputs have zero variance")
-    return train, val, var, rng, dev
+    return train, val, var, dev
 
 
 def refine(
@@ -359,47 +496,29 @@ def refine(
     X: object,
     Y: object,
     lengths: object = None,
-    max_epochs: int = 100,
-    lr: float = 3e-4,
-    batch_size: int = 1024,
-    val_fraction: float = 0.1,
-    patience: int = 10,
-    clip: float = 1.0,
-    max_restarts: int = 3,
+    config: TrainConfig | None = None,
+    *,
     random_state: int | np.random.Generator | None = None,
-    device: str = "cpu",
-    dtype: torch.dtype = torch.float32,
-    progress: bool = False,
-    time_budget: float | None = None,
-    monitor: Callable[[PolynomialRNN, float], None] | None = None,
-    monitor_every: float | None = None,
     stabilize_start: bool = True,
+    **settings,
 ):
     """Refine a fitted model by backpropagation through time.
 
     Parameters
     ----------
-    model: an :class:`IORNN` or :class:`BRNN` (e.g. ``SpectralIORNN(...).fit(X, Y).model_``).
+    model: a model of a registered kind (e.g. ``SpectralIORNN(...).fit(X, Y).model_``).
     X, Y, lengths: training data, ``(n_sequences, T, d_x)``, ``(n_sequences, T, d_y)``, ``(n_sequences,)``.
-    max_epochs, lr, batch_size (sequences), clip (max gradient norm): Adam BPTT settings.
-        The defaults suit fine-tuning from a good start (small steps, large batches:
-        on the planted model of docs/method.md ('Planted models') they reach a lower error sooner than
-        lr=1e-3 with 256-sequence batches).
-    val_fraction: share of the sequences held out for validation and early stopping
-        (0: select on the training loss).
-    patience: epochs without validation improvement before stopping (the learning
-        rate is halved after ``patience // 3`` such epochs).
-    max_restarts: recoveries from a divergent minibatch (back to the best weights, half
-        the learning rate) before the run stops as diverged.
+    config: the training settings (:class:`TrainConfig`; default ``TrainConfig()``, whose
+        small steps and large batches suit fine-tuning from a good start: on the planted model
+        of docs/method.md ('Planted models') they reach a lower error sooner than lr=1e-3 with
+        256-sequence batches). Any setting may also be given by keyword (``lr=1e-3``,
+        ``max_epochs=50``, ``time_budget=10``, ``monitor=...``), overriding ``config``.
     random_state: seed of the split and the minibatch order.
-    device, dtype: where and in what precision to train.
-    progress: show a progress bar over epochs.
-    time_budget: stop after this many seconds of training.
-    monitor, monitor_every: see :func:`fit_module`.
     stabilize_start: first run :func:`spectral_rnn.stability.stabilize` on the start model
         and all of ``X`` (training and validation sequences): a polynomial start whose
         recursion diverges there gets ``U`` (``V``) shrunk, and training starts from that;
         ``history.stabilization`` holds the report (``history.stabilized``: it was shrunk).
+        Its time counts against ``time_budget``.
 
     Returns
     -------
@@ -417,27 +536,23 @@ def refine(
     RuntimeWarning: training diverged before any epoch improved on the start; the
         (stabilised) start is returned.
     """
-    from .models import BRNN, IORNN
-
-    if not isinstance(model, (IORNN, BRNN)):
-        raise InputError(f"refine expects an IORNN or a BRNN, got {type(model).__name__}")
-    train, val, var, rng, dev = _prepare(X, Y, lengths, val_fraction, random_state, device, dtype, model.d_x, model.d_y)
+    kind_of(model, "refine")
+    cfg = _config(config, TrainConfig(), settings)
+    rng = check_random_state(random_state)
+    train, val, var, dev = _prepare(X, Y, lengths, cfg, rng, model.d_x, model.d_y)
     report, t_stab = None, 0.0
     if stabilize_start:
         t0 = time.perf_counter()
         model, report = stabilize(model, X, lengths, device=dev)
         t_stab = time.perf_counter() - t0
-        if time_budget is not None:
-            time_budget = max(time_budget - t_stab, 1e-3)
-    module = to_torch(model, dtype=check_dtype(dtype), device=dev)
-    hist = fit_module(module, train, val, var, max_epochs=max_epochs, lr=lr, batch_size=batch_size,
-                      patience=patience, clip=clip, max_restarts=max_restarts, rng=rng,
-                      time_budget=time_budget, progress=progress,
-                      monitor=monitor, monitor_every=monitor_every, desc="refine")
+        if cfg.time_budget is not None:
+            cfg = cfg.replace(time_budget=max(cfg.time_budget - t_stab, 1e-3))
+    module = model.to_torch(dtype=cfg.dtype, device=dev)
+    hist = fit_module(module, train, val, var, cfg, rng, desc="refine")
     hist.stabilization, hist.stabilization_seconds = report, t_stab
     if hist.best_epoch == 0:
         if not math.isfinite(hist.val_loss[0]):
-            how = "in " + str(dtype).replace("torch.", "") if stabilize_start else "with stabilize_start=False"
+            how = "in " + str(cfg.dtype).replace("torch.", "") if stabilize_start else "with stabilize_start=False"
             raise DivergenceError(
                 f"refinement cannot start: the start model diverges on these data ({how}); "
                 "use stabilize_start=True, or dtype=torch.float64"
@@ -462,19 +577,16 @@ def random_module(
     random_state: int | np.random.Generator | None = None,
     device: str = "cpu",
     dtype: torch.dtype = torch.float32,
+    kind: str | None = None,
 ) -> PolynomialRNN | TorchRNN:
-    """A module with PyTorch's standard RNN initialisation times ``init_scale``: a
-    :class:`TorchRNN` (``torch.nn.RNN`` + ``nn.Linear``) for tanh, else a :class:`PolynomialRNN`."""
+    """A module of model kind ``kind`` (default ``"brnn"`` if ``bidirectional`` else ``"iornn"``)
+    with PyTorch's standard RNN initialisation times ``init_scale``: a :class:`TorchRNN`
+    (``torch.nn.RNN`` + ``nn.Linear``) for tanh, else a :class:`PolynomialRNN`."""
     init_scale = check_real(init_scale, "init_scale", low=0.0, low_open=True)
-    f = as_activation(activation)
+    spec = resolve_kind(kind, bidirectional)
     rng = check_random_state(random_state)
     gen = torch.Generator(device="cpu").manual_seed(int(rng.integers(2**62)))
-    if isinstance(f, Tanh):
-        mod = TorchRNN(d_x, hidden_size, d_y, bidirectional=bidirectional, dtype=dtype)
-    elif isinstance(f, Polynomial):
-        mod = PolynomialRNN(d_x, hidden_size, d_y, f.coefficients, bidirectional=bidirectional, dtype=dtype)
-    else:  # pragma: no cover - no other activation class yet
-        raise InputError(f"no PyTorch module for activation {f.to_string()!r}")
+    mod = spec.new_module(d_x, hidden_size, d_y, activation, check_dtype(dtype))
     mod.reset_parameters(init_scale, generator=gen)
     return mod.to(resolve_device(device))
 
@@ -487,38 +599,29 @@ def train_bptt(
     activation: ActivationLike = (0.0, 1.0, 0.5),
     bidirectional: bool = False,
     init_scale: float = 1.0,
-    max_epochs: int = 100,
-    lr: float = 3e-3,
-    batch_size: int = 128,
-    val_fraction: float = 0.1,
-    patience: int = 10,
-    clip: float = 1.0,
-    max_restarts: int = 3,
+    config: TrainConfig | None = None,
+    *,
     random_state: int | np.random.Generator | None = None,
-    device: str = "cpu",
-    dtype: torch.dtype = torch.float32,
-    progress: bool = False,
-    time_budget: float | None = None,
-    monitor: Callable[[PolynomialRNN, float], None] | None = None,
-    monitor_every: float | None = None,
+    kind: str | None = None,
+    **settings,
 ):
     """The baseline: the same architecture trained by BPTT from random initialisation.
 
     Weights start as :class:`torch.nn.RNN` / :class:`torch.nn.Linear` start them,
     ``U(-1/sqrt(fan), 1/sqrt(fan))``, multiplied by ``init_scale``; ``hidden_size`` is
-    per direction when ``bidirectional``. The loop and the other parameters are those
-    of :func:`refine`. With ``activation="tanh"`` the module is PyTorch's own
+    per chain (per direction when ``bidirectional``); ``kind``: a registered model kind
+    (default ``"iornn"``, ``"brnn"`` with ``bidirectional``). ``config`` and the keyword
+    settings are those of :func:`refine`, starting from :data:`BPTT_DEFAULTS` (lr 3e-3,
+    128-sequence batches). With ``activation="tanh"`` the module is PyTorch's own
     ``torch.nn.RNN(nonlinearity="tanh", bias=False)`` plus a bias-free ``nn.Linear`` read-out
     (:class:`TorchRNN`), and ``init_scale=1`` is exactly its default initialisation.
     Returns ``(model, history)``.
     """
     hidden_size = check_positive_int(hidden_size, "hidden_size")
+    cfg = _config(config, BPTT_DEFAULTS, settings)
     rng = check_random_state(random_state)
-    train, val, var, rng, dev = _prepare(X, Y, lengths, val_fraction, rng, device, dtype)
+    train, val, var, dev = _prepare(X, Y, lengths, cfg, rng)
     module = random_module(train.X.shape[2], hidden_size, train.Y.shape[2], activation, bidirectional,
-                           init_scale, rng, dev, dtype)
-    hist = fit_module(module, train, val, var, max_epochs=max_epochs, lr=lr, batch_size=batch_size,
-                      patience=patience, clip=clip, max_restarts=max_restarts, rng=rng,
-                      time_budget=time_budget, progress=progress,
-                      monitor=monitor, monitor_every=monitor_every, desc="bptt")
+                           init_scale, rng, dev, cfg.dtype, kind)
+    hist = fit_module(module, train, val, var, cfg, rng, desc="bptt")
     return from_torch(module), hist

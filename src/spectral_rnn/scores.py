@@ -49,6 +49,7 @@ import numpy as np
 import torch
 
 from ._checks import IllConditionedError, InputError
+from ._params import Params
 
 __all__ = [
     "StepScores",
@@ -206,7 +207,7 @@ def innovation_stats(chunks, d: int, max_sample: int = 200_000, n_total: int | N
 
 
 # --------------------------------------------------------------------------- 1-D laws
-class MarginalLaw:
+class MarginalLaw(Params):
     """Law of each coordinate of a whitened variable, coordinates independent.
 
     ``fit(stats)`` returns a fitted copy (``stats``: :class:`InnovationStats`);

@@ -35,9 +35,20 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ._checks import DivergenceError, InputError, as_sequences, check_finite, check_lengths, check_xy, resolve_device
+from ._checks import (
+    DivergenceError,
+    InputError,
+    as_sequences,
+    check_finite,
+    check_lengths,
+    check_xy,
+    resolve_device,
+)
 from ._heap import trim_heap
 from .activations import Activation, Polynomial
+from .chain import DIVERGENCE_LIMIT
+from .metrics import prediction_error
+from .models import RNNModel
 
 __all__ = ["StabilityReport", "stabilize", "bound_certifies"]
 
@@ -148,35 +159,41 @@ def bound_certifies(f: Activation, drive_max: float, W: np.ndarray, limit: float
 
 
 class _Chain:
-    """One chain of a model on given inputs: drives in chunks of sequences, masks."""
+    """One chain of a model on given inputs: drives in chunks of sequences, masks.
 
-    def __init__(self, Xt, valid, A, W, f, reverse, limit, chunk_rows):
-        self.Xt, self.valid, self.W, self.f, self.reverse, self.limit = Xt, valid, W, f, reverse, limit
+    The inputs stay where the caller keeps them (a NumPy array, float32 or float64, possibly
+    memory-mapped); each chunk of ``chunk_rows`` sequences is copied to ``device`` in float64
+    when it is needed, so the check holds one chunk, not a float64 copy of all the data.
+    """
+
+    def __init__(self, X: np.ndarray, lengths: np.ndarray | None, A: torch.Tensor, W: torch.Tensor,
+                 f: Activation, reverse: bool, limit: float, chunk_rows: int) -> None:
+        self.X, self.lengths, self.W, self.f, self.reverse, self.limit = X, lengths, W, f, reverse, limit
         self.A = A
         self.chunk_rows = chunk_rows
-        n = Xt.shape[0]
+        n = X.shape[0]
         self.chunks = [slice(i, min(n, i + chunk_rows)) for i in range(0, n, chunk_rows)]
 
-    def drive(self, rows) -> torch.Tensor:
-        """``A x_t`` (rows, T, d_h) for a slice or an index tensor of sequences, padding zeroed."""
-        if isinstance(rows, slice):
-            x = self.Xt[rows]
-        else:
-            idx = rows.cpu().numpy()
-            x = self.Xt.oindex[idx] if hasattr(self.Xt, "oindex") else self.Xt[idx]
+    def drive(self, rows) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(A x_t for the sequences rows, their valid-step mask or None)`` on the device."""
+        idx = rows if isinstance(rows, slice) else rows.cpu().numpy()
+        dev = self.A.device
         trim_heap()
-        x = np.asarray(x)
+        Xc = self.X.oindex[idx] if (not isinstance(idx, slice) and hasattr(self.X, "oindex")) else self.X[idx]
         with warnings.catch_warnings():  # a read-only memory map: only read
             warnings.simplefilter("ignore", UserWarning)
-            x = torch.as_tensor(x).to(self.A.device, torch.float64)
-        if self.valid is not None:
-            x = x.masked_fill(~self.valid[rows].unsqueeze(-1), 0.0)
-        return x @ self.A.T
+            Xc = torch.as_tensor(np.asarray(Xc)).to(dev, torch.float64)
+        valid = None
+        if self.lengths is not None:
+            L = torch.as_tensor(self.lengths[idx], device=dev)
+            valid = torch.arange(Xc.shape[1], device=dev)[None, :] < L[:, None]
+            Xc = Xc.masked_fill(~valid.unsqueeze(-1), 0.0)
+        return Xc @ self.A.T, valid
 
     def drive_max(self) -> float:
         m = 0.0
         for rows in self.chunks:
-            m = max(m, float(self.drive(rows).abs().amax())) if self.Xt.shape[1] else m
+            m = max(m, float(self.drive(rows)[0].abs().amax())) if self.X.shape[1] else m
         return m
 
     def run(self, factor: float, rows=None, stop_early: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -188,8 +205,8 @@ class _Chain:
             chunks = self.chunks
         peaks, bads = [], []
         for r in chunks:
-            v = None if self.valid is None else self.valid[r]
-            p, b = _peaks(self.drive(r), W, self.f, v, self.reverse, self.limit, stop_early)
+            drive, v = self.drive(r)
+            p, b = _peaks(drive, W, self.f, v, self.reverse, self.limit, stop_early)
             peaks.append(p)
             bads.append(b)
             if stop_early and bool(b.any()):
@@ -197,7 +214,7 @@ class _Chain:
         return torch.cat(peaks), torch.cat(bads)
 
 
-def _stabilize_chain(ch: _Chain, margin: float, rtol: float, name: str, wname: str):
+def _stabilize_chain(ch: _Chain, margin: float, rtol: float, name: str, wname: str, iname: str):
     """(factor, method, peak_before, peak_after, diverged) for one chain (``diverged``: a
     per-sequence flag tensor, or ``None`` when nothing diverged)."""
     if ch.f.bounded:
@@ -213,7 +230,7 @@ def _stabilize_chain(ch: _Chain, margin: float, rtol: float, name: str, wname: s
     if bool(bad0.any()):
         i = int(torch.nonzero(bad0)[0, 0])
         raise DivergenceError(
-            f"the {name} diverges on sequence {i} even with {wname} = 0: f({'A1' if wname == 'U' else 'B1'} x_t) "
+            f"the {name} diverges on sequence {i} even with {wname} = 0: f({iname} x_t) "
             f"exceeds {ch.limit:.0e}, so the input weights are too large for these inputs; no scaling of "
             f"{wname} can make this model stable"
         )
@@ -265,13 +282,7 @@ def _relative_mse(model, X, Y, lengths) -> float:
         P = model.predict(X, lengths)
     except DivergenceError:
         return math.inf
-    n, T = X.shape[:2]
-    mask = np.ones((n, T), dtype=bool) if lengths is None else np.arange(T)[None, :] < lengths[:, None]
-    Yv = Y[mask]
-    var = float(np.sum(np.var(Yv, axis=0)))
-    if not var > 0:
-        raise InputError("the outputs have zero variance")
-    return float(np.sum((P[mask] - Yv) ** 2) / mask.sum() / var)
+    return prediction_error(Y, P, lengths)
 
 
 def stabilize(
@@ -312,9 +323,7 @@ def stabilize(
     DivergenceError: even ``U = 0`` diverges on ``X`` (the input weights are too large).
     InputError: bad inputs.
     """
-    from .models import BRNN, DIVERGENCE_LIMIT, IORNN
-
-    if not isinstance(model, (IORNN, BRNN)):
+    if not isinstance(model, RNNModel):
         raise InputError(f"stabilize expects an IORNN or a BRNN, got {type(model).__name__}")
     if not (0 < margin <= 1):
         raise InputError(f"margin must lie in (0, 1], got {margin!r}")
@@ -323,34 +332,25 @@ def stabilize(
     limit = DIVERGENCE_LIMIT if limit is None else float(limit)
     if not limit > 0:
         raise InputError(f"limit must be positive, got {limit!r}")
-    # the inputs stay where they are (an array, a memory map): each chunk of sequences is read
-    # and converted to float64 when its drive is needed, so no whole float64 copy is made
-    Xt = as_sequences(X, "inputs", dim=model.d_x)
-    n, T = Xt.shape[:2]
-    lengths_c = check_lengths(lengths, n, T)
-    check_finite(Xt, lengths_c, "inputs")
+    X = as_sequences(X, "inputs", dim=model.d_x)  # no copy of float32 / float64 data
+    lengths = check_lengths(lengths, X.shape[0], X.shape[1])
+    check_finite(X, lengths, "inputs")
     dev = resolve_device(device)
-    W = {k: torch.as_tensor(getattr(model, k), dtype=torch.float64, device=dev) for k in model._names}
-    valid = None if lengths_c is None else (torch.arange(T, device=dev)[None, :]
-                                            < torch.as_tensor(lengths_c, device=dev)[:, None])
-    rows = max(1, min(int(chunk_steps), max(256, (1 << 21) // Xt.shape[2])) // max(T, 1))  # <= 2M numbers read
-    chains = [("forward chain", "U", _Chain(Xt, valid, W["A1"], W["U"], model.activation, False, limit, rows))]
-    if isinstance(model, BRNN):
-        chains.append(("backward chain", "V",
-                       _Chain(Xt, valid, W["B1"], W["V"], model.backward_activation, True, limit, rows)))
-    results = [_stabilize_chain(ch, margin, rtol, name, wname) for name, wname, ch in chains]
+    W = {k: torch.as_tensor(v, dtype=torch.float64, device=dev) for k, v in model.parameters().items()}
+    n, T = X.shape[:2]
+    rows = max(1, min(int(chunk_steps), max(256, (1 << 21) // X.shape[2])) // max(T, 1))  # <= 2M numbers read
+    results = [
+        _stabilize_chain(_Chain(X, lengths, W[c.input], W[c.recurrent], getattr(model, c.activation), c.reverse, limit,
+                                rows), margin, rtol, "backward chain" if c.reverse else "forward chain", c.recurrent,
+                         c.input)
+        for c in model.chains
+    ]
     factors = [r[0] for r in results]
     changed = any(f != 1.0 for f in factors)
     methods = [r[1] for r in results]
     method = "shrunk" if "shrunk" in methods else ("simulation" if "simulation" in methods else methods[0])
     if changed:
-        params = model.parameters()
-        params["U"] = params["U"] * factors[0]
-        if isinstance(model, BRNN):
-            params["V"] = params["V"] * factors[1]
-            out = BRNN(**params, activation=model.activation, backward_activation=model.backward_activation)
-        else:
-            out = IORNN(**params, activation=model.activation)
+        out = model.replace(**{c.recurrent: getattr(model, c.recurrent) * f for c, f in zip(model.chains, factors)})
     else:
         out = model
     report = StabilityReport(

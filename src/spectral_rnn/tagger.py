@@ -25,7 +25,6 @@ finite one before the softmax.
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import os
@@ -41,6 +40,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ._checks import InputError
 from .features import WordFeaturizer, pad_sequences
+from .refine import DivergenceRecovery, EarlyStopping
 
 __all__ = [
     "SequenceClassifier",
@@ -371,39 +371,36 @@ def train_classifier(
     def make_opt(rate: float) -> torch.optim.Optimizer:
         return torch.optim.Adam(module.parameters(), lr=rate, weight_decay=weight_decay)
 
-    cur_lr = float(lr)
-    opt = make_opt(cur_lr)
+    opt = make_opt(float(lr))
     train_clock = 0.0
     step = 0
     loss_sum, loss_n = 0.0, 0
-    best_acc, best_state, since_best = -1.0, None, 0
+    # the policies of spectral_rnn.refine: the best development accuracy (as its negative, a loss)
+    # and its weights, stopping after more than `patience` evaluations without improvement
+    stopper, recovery = EarlyStopping(patience + 1), DivergenceRecovery(max_restarts)
 
     def evaluate() -> bool:
         """Evaluate on dev, record, keep the best; returns True to stop early."""
-        nonlocal best_acc, best_state, since_best, loss_sum, loss_n
+        nonlocal loss_sum, loss_n
         t0 = time.perf_counter()
         acc, dloss = _acc_loss(module, Xd, Yd, Ld)
-        finite = math.isfinite(dloss)
         hist.time.append(train_clock)
         hist.step.append(step)
         hist.epoch.append(step / steps_per_epoch)
         hist.train_loss.append(loss_sum / loss_n if loss_n else float("nan"))
         hist.dev_accuracy.append(acc)
         hist.dev_loss.append(dloss)
-        hist.lr.append(cur_lr)
+        hist.lr.append(opt.param_groups[0]["lr"])
         loss_sum, loss_n = 0.0, 0
-        if finite and acc > best_acc:
-            best_acc, best_state, since_best = acc, copy.deepcopy(module.state_dict()), 0
+        if stopper.update(len(hist.time) - 1, -acc if math.isfinite(dloss) else math.inf, module):
             hist.best = len(hist.time) - 1
-        else:
-            since_best += 1
         hist.eval_time += time.perf_counter() - t0
         if callback is not None:
             callback(hist)
-        return since_best > patience
+        return stopper.should_stop
 
     evaluate()
-    if best_state is None:  # the start itself is not finite: nothing safe to return to
+    if stopper.state is None:  # the start itself is not finite: nothing safe to return to
         raise InputError("the starting module gives non-finite outputs on the development set")
     next_eval = eval_every_s
     stop = ""
@@ -431,14 +428,18 @@ def train_classifier(
                 loss_sum += float(loss.detach())
                 loss_n += 1
             else:
-                hist.divergences += 1
-                module.load_state_dict(best_state)
-                cur_lr /= 2
-                opt = make_opt(cur_lr)
+                new_opt = recovery.recover(module, stopper, opt)
+                hist.divergences = recovery.count
+                if new_opt is None:
+                    stopper.restore(module)
+                    for g in opt.param_groups:  # the history shows every halving, the last one too
+                        g["lr"] *= recovery.factor
+                    stop = "diverged"
+                else:
+                    opt = new_opt
             step += 1
             train_clock += time.perf_counter() - t0
-            if hist.divergences > max_restarts:
-                stop = "diverged"
+            if stop:
                 break
             if budget_s is not None and train_clock >= budget_s:
                 stop = "time_budget"
@@ -455,7 +456,7 @@ def train_classifier(
     if stop != "early_stopping" and hist.step[-1] != step:
         evaluate()
     hist.stop_reason = stop
-    module.load_state_dict(best_state)
+    stopper.restore(module)
     module.eval()
     return hist
 

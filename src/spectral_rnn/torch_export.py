@@ -15,7 +15,10 @@ further (:mod:`spectral_rnn.refine`) and deployed like any other module:
   directions: a BRNN with unequal sizes is refused.
 * a **polynomial** model becomes a :class:`PolynomialRNN` (below).
 
-:func:`from_torch` turns either module back into an :class:`IORNN` / :class:`BRNN`.
+:func:`spectral_rnn.kinds.from_torch` turns either module back into the model of its kind.
+This module knows no model class: it maps *chains* (:class:`ChainWeights`: input, recurrent and
+output weights, an activation, a direction) to modules and back; the model classes
+(:mod:`spectral_rnn.models`) and the kind registry (:mod:`spectral_rnn.kinds`) sit above it.
 
 :class:`TorchRNN` layout (``torch.nn.RNN`` names)::
 
@@ -37,11 +40,8 @@ are buffers ``coefficients`` and ``coefficients_reverse`` (saved in the state di
 not trained).
 
 Speed: the input projection of all steps is one matrix product; only the
-recurrence runs in the Python time loop, inside a custom autograd function whose
-forward runs without graph recording and whose backward is a hand-written loop of two
-tensor operations per step (the derivative of the activation is evaluated for all
-steps at once). On two CPU cores this is about 2x faster per training step than
-letting autograd record the loop; ``torch.jit.script`` of the loop gave no
+recurrence runs in the Python time loop, the kernel :func:`spectral_rnn.chain.run_chain`
+with its hand-written backward. ``torch.jit.script`` of the loop gave no
 measurable gain and ``torch.compile`` was slower to start than it saved on these
 short runs, so neither is used (see ``benchmarks/bench_vs_backprop.py --profile``).
 """
@@ -54,114 +54,17 @@ import numpy as np
 import torch
 from torch import nn
 
+from dataclasses import dataclass
+
 from ._checks import InputError, check_dtype, check_positive_int
-from .activations import Polynomial, Tanh
+from .activations import Activation, Polynomial, Tanh
+from .chain import run_chain, step_mask
 
 #: parameter dtypes a PolynomialRNN may hold
 _MODULE_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
-__all__ = ["PolynomialRNN", "TorchRNN", "to_torch", "from_torch", "run_polynomial_chain"]
-
-
-class _ChainFunction(torch.autograd.Function):
-    """``h_t = m_t f(drive_t + W h_{prev})`` over time, with a hand-written backward.
-
-    ``drive`` (n, T, d_h); ``W`` (d_h, d_h); ``mask`` (n, T, 1) float or ``None``;
-    ``coefs`` Python floats; ``reverse`` runs from the last step to the first.
-    """
-
-    @staticmethod
-    def forward(ctx, drive, W, mask, coefs, reverse):  # type: ignore[override]
-        n, T, dh = drive.shape
-        f = Polynomial(coefs)
-        Wt = W.t()
-        h = drive.new_zeros((n, dh))
-        steps = range(T - 1, -1, -1) if reverse else range(T)
-        pre = [None] * T
-        states = [None] * T
-        for t in steps:
-            u = torch.addmm(drive[:, t], h, Wt)
-            h = f(u)
-            if mask is not None:
-                h = h * mask[:, t]
-            pre[t] = u
-            states[t] = h
-        H = torch.stack(states, dim=1)
-        Upre = torch.stack(pre, dim=1)
-        ctx.save_for_backward(Upre, H, W, mask)
-        ctx.coefs = coefs
-        ctx.reverse = reverse
-        return H
-
-    @staticmethod
-    def backward(ctx, grad_H):  # type: ignore[override]
-        Upre, H, W, mask = ctx.saved_tensors
-        coefs, reverse = ctx.coefs, ctx.reverse
-        n, T, dh = H.shape
-        fp = Polynomial(coefs).derivative()(Upre)  # f'(u_t) for every step at once
-        if mask is not None:
-            fp = fp * mask
-        grad_H = grad_H.contiguous()
-        G = [None] * T
-        g = None
-        # the chain runs forward (reverse=False) or backward in time; its gradient the other way
-        steps = range(T) if reverse else range(T - 1, -1, -1)
-        for t in steps:
-            gh = grad_H[:, t] if g is None else torch.addmm(grad_H[:, t], g, W)
-            g = gh * fp[:, t]
-            G[t] = g
-        Gd = torch.stack(G, dim=1)
-        grad_W = None
-        if ctx.needs_input_grad[1] and T > 1:
-            # u_t = drive_t + W h_prev(t): h_prev is h_{t-1} (forward) or h_{t+1} (reverse)
-            if reverse:
-                gu, hp = Gd[:, :-1], H[:, 1:]
-            else:
-                gu, hp = Gd[:, 1:], H[:, :-1]
-            grad_W = gu.reshape(-1, dh).t() @ hp.reshape(-1, dh)
-        elif ctx.needs_input_grad[1]:
-            grad_W = torch.zeros_like(W)
-        return Gd, grad_W, None, None, None
-
-
-def _chain_autograd(drive, W, mask, coefs, reverse):
-    """Reference implementation recorded by autograd (supports double backward)."""
-    n, T, dh = drive.shape
-    f = Polynomial(coefs)
-    h = drive.new_zeros((n, dh))
-    states = [None] * T
-    for t in (range(T - 1, -1, -1) if reverse else range(T)):
-        h = f(torch.addmm(drive[:, t], h, W.t()))
-        if mask is not None:
-            h = h * mask[:, t]
-        states[t] = h
-    return torch.stack(states, dim=1)
-
-
-def run_polynomial_chain(
-    drive: torch.Tensor,
-    W: torch.Tensor,
-    coefficients: list[float] | tuple[float, ...],
-    mask: torch.Tensor | None = None,
-    reverse: bool = False,
-    custom_backward: bool = True,
-) -> torch.Tensor:
-    """States of ``h_t = f(drive_t + W h_prev)`` for all steps, ``(n, T, d_h)``.
-
-    ``mask`` (n, T, 1), 1 on valid steps and 0 on padding: states are zero on padding,
-    so a reverse chain starts at each sequence's own last step. ``custom_backward``
-    uses the fast hand-written backward (first derivatives only); ``False`` records the
-    loop with autograd (slower, supports higher derivatives).
-    """
-    coefs = [float(c) for c in coefficients]
-    if drive.shape[1] == 0:
-        return drive.new_zeros(drive.shape)
-    if custom_backward and torch.is_grad_enabled() and (drive.requires_grad or W.requires_grad):
-        return _ChainFunction.apply(drive, W, mask, coefs, reverse)
-    if not torch.is_grad_enabled() or not (drive.requires_grad or W.requires_grad):
-        with torch.no_grad():
-            return _chain_autograd(drive, W, mask, coefs, reverse)
-    return _chain_autograd(drive, W, mask, coefs, reverse)
+__all__ = ["PolynomialRNN", "TorchRNN", "to_torch", "ChainWeights", "module_of_chains", "chains_of_module",
+           "new_module"]
 
 
 def _sizes(input_size: int, hidden_size: int, output_size: int) -> tuple[int, int, int]:
@@ -170,7 +73,15 @@ def _sizes(input_size: int, hidden_size: int, output_size: int) -> tuple[int, in
             check_positive_int(output_size, "output_size"))
 
 
-class PolynomialRNN(nn.Module):
+class _ChainModule(nn.Module):
+    """What the modules of this file share: the model kind they hold."""
+
+    #: the registered model kind this module holds (:mod:`spectral_rnn.kinds`; set by ``to_torch``,
+    #: ``None``: the kind whose chain layout matches)
+    model_kind: str | None = None
+
+
+class PolynomialRNN(_ChainModule):
     """Single-layer RNN with a polynomial activation, unidirectional or bidirectional.
 
     ``h_t = f(W_ih x_t + W_hh h_{t-1})``, ``y_t = W_out h_t`` (plus, bidirectional,
@@ -244,26 +155,18 @@ class PolynomialRNN(nn.Module):
                 bound = 1.0 / math.sqrt(self.hidden_size_reverse)
             p.uniform_(-bound * scale, bound * scale, generator=generator)
 
-    def _mask(self, x: torch.Tensor, lengths) -> torch.Tensor | None:
-        if lengths is None:
-            return None
-        lengths = torch.as_tensor(lengths, device=x.device)
-        T = x.shape[1]
-        if bool((lengths >= T).all()):
-            return None
-        return (torch.arange(T, device=x.device)[None, :] < lengths[:, None]).unsqueeze(-1).to(x.dtype)
-
     def hidden_states(self, x: torch.Tensor, lengths=None):
         """Forward states ``(n, T, d_h)`` (and backward states, bidirectional)."""
-        mask = self._mask(x, lengths)
-        if mask is not None:
-            x = torch.where(mask.bool(), x, torch.zeros((), dtype=x.dtype, device=x.device))
-        H = run_polynomial_chain(x @ self.weight_ih_l0.t(), self.weight_hh_l0, self.coefficients.tolist(),
-                                 mask, False, self.custom_backward)
+        valid = step_mask(lengths, x.shape[1], x.device)
+        if valid is not None:
+            x = torch.where(valid[..., None], x, torch.zeros((), dtype=x.dtype, device=x.device))
+        f = Polynomial(self.coefficients.tolist())
+        H = run_chain(x @ self.weight_ih_l0.t(), self.weight_hh_l0, f, valid, False, None, self.custom_backward)
         if not self.bidirectional:
             return H
-        Z = run_polynomial_chain(x @ self.weight_ih_l0_reverse.t(), self.weight_hh_l0_reverse,
-                                 self.coefficients_reverse.tolist(), mask, True, self.custom_backward)
+        g = Polynomial(self.coefficients_reverse.tolist())
+        Z = run_chain(x @ self.weight_ih_l0_reverse.t(), self.weight_hh_l0_reverse, g, valid, True, None,
+                      self.custom_backward)
         return H, Z
 
     def forward(self, x: torch.Tensor, lengths=None) -> torch.Tensor:
@@ -276,7 +179,7 @@ class PolynomialRNN(nn.Module):
         return H @ self.weight_out.t() + Z @ self.weight_out_reverse.t()
 
 
-class TorchRNN(nn.Module):
+class TorchRNN(_ChainModule):
     """PyTorch's own single-layer tanh RNN plus a linear read-out, no biases.
 
     ``h_t = tanh(W_ih x_t + W_hh h_{t-1})`` (and, bidirectional, the reverse chain),
@@ -377,69 +280,87 @@ class TorchRNN(nn.Module):
         return self.readout(self._run(x, lengths))
 
 
-def _poly_module(model, dtype, device, custom_backward, bidir):
-    mod = PolynomialRNN(
-        model.d_x, model.d_h, model.d_y, model.activation.coefficients, bidirectional=bidir,
-        coefficients_reverse=model.backward_activation.coefficients if bidir else None,
-        hidden_size_reverse=model.B1.shape[0] if bidir else None,
-        custom_backward=custom_backward, dtype=dtype, device=device,
-    )
-    with torch.no_grad():
-        mod.weight_ih_l0.copy_(torch.as_tensor(model.A1))
-        mod.weight_hh_l0.copy_(torch.as_tensor(model.U))
-        mod.weight_out.copy_(torch.as_tensor(model.A2.T))
-        if bidir:
-            mod.weight_ih_l0_reverse.copy_(torch.as_tensor(model.B1))
-            mod.weight_hh_l0_reverse.copy_(torch.as_tensor(model.V))
-            mod.weight_out_reverse.copy_(torch.as_tensor(model.B2.T))
-    return mod
+@dataclass(frozen=True)
+class ChainWeights:
+    """One chain's weights as a model holds them: ``input`` (d_h, d_x), ``recurrent`` (d_h, d_h),
+    ``output`` (d_h, d_y) (NumPy arrays), its ``activation``, and ``reverse`` (runs backwards)."""
+
+    input: np.ndarray
+    recurrent: np.ndarray
+    output: np.ndarray
+    activation: Activation
+    reverse: bool = False
 
 
-def _tanh_module(model, dtype, device, bidir):
-    if bidir and model.B1.shape[0] != model.d_h:
-        raise InputError(
-            f"torch.nn.RNN needs as many backward as forward units; this BRNN has {model.d_h} forward and "
-            f"{model.B1.shape[0]} backward units, so it cannot be exported to nn.RNN"
-        )
-    mod = TorchRNN(model.d_x, model.d_h, model.d_y, bidirectional=bidir, dtype=dtype, device=device)
+def _check_layout(reverse: list[bool]) -> bool:
+    """Whether the chain directions fit these modules (one forward chain, then maybe one
+    reverse chain); returns ``bidirectional``."""
+    if reverse not in ([False], [False, True]):
+        raise InputError(f"no PyTorch module for chains running {reverse} (reversed?): the modules hold one "
+                         "forward chain and at most one backward chain")
+    return len(reverse) == 2
+
+
+def new_module(d_x: int, d_h: int, d_y: int, activation: Activation, reverse: list[bool],
+               dtype: torch.dtype = torch.float32, device: str | torch.device | None = None,
+               custom_backward: bool = True, hidden_size_reverse: int | None = None,
+               activation_reverse: Activation | None = None) -> "TorchRNN | PolynomialRNN":
+    """An untrained module for chains with these directions: a :class:`TorchRNN` for tanh, a
+    :class:`PolynomialRNN` for a polynomial (weights as the module's constructor leaves them)."""
+    bidir = _check_layout(list(reverse))
+    g = activation if activation_reverse is None else activation_reverse
+    if isinstance(activation, Tanh) and isinstance(g, Tanh):
+        if bidir and hidden_size_reverse not in (None, d_h):
+            raise InputError(
+                f"torch.nn.RNN needs as many backward as forward units; this model has {d_h} forward and "
+                f"{hidden_size_reverse} backward units, so it cannot be exported to nn.RNN"
+            )
+        return TorchRNN(d_x, d_h, d_y, bidirectional=bidir, dtype=dtype, device=device)
+    if isinstance(activation, Polynomial) and isinstance(g, Polynomial):
+        return PolynomialRNN(d_x, d_h, d_y, activation.coefficients, bidirectional=bidir,
+                             coefficients_reverse=g.coefficients if bidir else None,
+                             hidden_size_reverse=hidden_size_reverse if bidir else None,
+                             custom_backward=custom_backward, dtype=dtype, device=device)
+    names = ", ".join(repr(f.to_string()) for f in ((activation, g) if bidir else (activation,)))
+    raise InputError(f"no PyTorch module for activations {names}: export needs all tanh or all polynomial chains")
+
+
+def module_of_chains(chains: list[ChainWeights], dtype: torch.dtype = torch.float32,
+                     device: str | torch.device | None = None, custom_backward: bool = True
+                     ) -> "TorchRNN | PolynomialRNN":
+    """The module computing ``sum_c A2_c^T h^c_t`` for these chains (layout in the module docstring)."""
+    dtype = check_dtype(dtype, _MODULE_DTYPES)
+    first, last = chains[0], chains[-1]
+    mod = new_module(first.input.shape[1], first.input.shape[0], first.output.shape[1], first.activation,
+                     [c.reverse for c in chains], dtype, device, custom_backward,
+                     last.input.shape[0] if len(chains) > 1 else None, last.activation if len(chains) > 1 else None)
+    sfx = ["", "_reverse"]
     with torch.no_grad():
-        mod.rnn.weight_ih_l0.copy_(torch.as_tensor(model.A1))
-        mod.rnn.weight_hh_l0.copy_(torch.as_tensor(model.U))
-        out = model.A2.T
-        if bidir:
-            mod.rnn.weight_ih_l0_reverse.copy_(torch.as_tensor(model.B1))
-            mod.rnn.weight_hh_l0_reverse.copy_(torch.as_tensor(model.V))
-            out = np.concatenate([model.A2.T, model.B2.T], axis=1)
-        mod.readout.weight.copy_(torch.as_tensor(out))
+        if isinstance(mod, TorchRNN):
+            for c, x in zip(chains, sfx):
+                getattr(mod.rnn, "weight_ih_l0" + x).copy_(torch.as_tensor(c.input))
+                getattr(mod.rnn, "weight_hh_l0" + x).copy_(torch.as_tensor(c.recurrent))
+            mod.readout.weight.copy_(torch.as_tensor(np.concatenate([c.output.T for c in chains], axis=1)))
+        else:
+            for c, x in zip(chains, sfx):
+                getattr(mod, "weight_ih_l0" + x).copy_(torch.as_tensor(c.input))
+                getattr(mod, "weight_hh_l0" + x).copy_(torch.as_tensor(c.recurrent))
+                getattr(mod, "weight_out" + x).copy_(torch.as_tensor(c.output.T))
     return mod
 
 
 def to_torch(model, dtype: torch.dtype = torch.float32, device: str | torch.device | None = None,
              custom_backward: bool = True) -> "TorchRNN | PolynomialRNN":
-    """A module computing ``model.predict`` (an :class:`IORNN` or :class:`BRNN`).
+    """A module computing ``model.predict`` (any registered model kind: ``model.to_torch``).
 
     Tanh activations (both chains, for a BRNN): a :class:`TorchRNN` built on
     ``torch.nn.RNN``; polynomial ones: a :class:`PolynomialRNN` (``custom_backward``
     applies to it only). A BRNN mixing tanh and a polynomial has no such module
     (:class:`InputError`).
     """
-    from .models import BRNN, IORNN
-
-    if not isinstance(model, (IORNN, BRNN)):
-        raise InputError(f"to_torch expects an IORNN or a BRNN, got {type(model).__name__}")
-    dtype = check_dtype(dtype, _MODULE_DTYPES)
-    if device is not None:
-        from ._checks import resolve_device
-
-        device = resolve_device(device)
-    bidir = isinstance(model, BRNN)
-    acts = model._activations()
-    if all(isinstance(f, Tanh) for f in acts):
-        return _tanh_module(model, dtype, device, bidir)
-    if all(isinstance(f, Polynomial) for f in acts):
-        return _poly_module(model, dtype, device, custom_backward, bidir)
-    names = ", ".join(repr(f.to_string()) for f in acts)
-    raise InputError(f"no PyTorch module for activations {names}: export needs all tanh or all polynomial chains")
+    if not callable(getattr(model, "to_torch", None)) or not hasattr(model, "chains"):
+        raise InputError(f"to_torch expects a model (IORNN, BRNN, ...), got {type(model).__name__}")
+    return model.to_torch(dtype=dtype, device=device, custom_backward=custom_backward)
 
 
 def _numpy(t: torch.Tensor, name: str) -> np.ndarray:
@@ -449,42 +370,29 @@ def _numpy(t: torch.Tensor, name: str) -> np.ndarray:
     return arr
 
 
-def _from_torch_rnn(module: TorchRNN):
-    from .models import BRNN, IORNN
-
-    rnn = module.rnn
-    if (rnn.nonlinearity != "tanh" or rnn.num_layers != 1 or rnn.bias or not rnn.batch_first
-            or getattr(rnn, "proj_size", 0)):
-        raise InputError("from_torch expects TorchRNN.rnn to be a one-layer bias-free batch-first tanh nn.RNN")
-    if module.readout.bias is not None:
-        raise InputError("from_torch expects a bias-free read-out")
-    A1 = _numpy(rnn.weight_ih_l0, "rnn.weight_ih_l0")
-    U = _numpy(rnn.weight_hh_l0, "rnn.weight_hh_l0")
-    W = _numpy(module.readout.weight, "readout.weight")
-    d_h = A1.shape[0]
-    if not rnn.bidirectional:
-        return IORNN(A1, U, W.T, "tanh")
-    return BRNN(A1, U, W[:, :d_h].T, _numpy(rnn.weight_ih_l0_reverse, "rnn.weight_ih_l0_reverse"),
-                _numpy(rnn.weight_hh_l0_reverse, "rnn.weight_hh_l0_reverse"), W[:, d_h:].T, "tanh")
-
-
-def from_torch(module: "TorchRNN | PolynomialRNN"):
-    """The :class:`IORNN` or :class:`BRNN` with the module's weights (float64 copies)."""
-    from .models import BRNN, IORNN
-
+def chains_of_module(module: "TorchRNN | PolynomialRNN") -> list[ChainWeights]:
+    """The chains a module holds (float64 copies): one, or two for a bidirectional module."""
     if isinstance(module, TorchRNN):
-        return _from_torch_rnn(module)
+        rnn = module.rnn
+        if (rnn.nonlinearity != "tanh" or rnn.num_layers != 1 or rnn.bias or not rnn.batch_first
+                or getattr(rnn, "proj_size", 0)):
+            raise InputError("from_torch expects TorchRNN.rnn to be a one-layer bias-free batch-first tanh nn.RNN")
+        if module.readout.bias is not None:
+            raise InputError("from_torch expects a bias-free read-out")
+        W = _numpy(module.readout.weight, "readout.weight")
+        d_h = rnn.hidden_size
+        sfx = ["", "_reverse"][: 2 if rnn.bidirectional else 1]
+        return [ChainWeights(_numpy(getattr(rnn, "weight_ih_l0" + x), "rnn.weight_ih_l0" + x),
+                             _numpy(getattr(rnn, "weight_hh_l0" + x), "rnn.weight_hh_l0" + x),
+                             W[:, i * d_h:(i + 1) * d_h].T, Tanh(), bool(i)) for i, x in enumerate(sfx)]
     if not isinstance(module, PolynomialRNN):
         raise InputError(f"from_torch expects a TorchRNN or a PolynomialRNN, got {type(module).__name__}")
-
-    def get(name):
-        return _numpy(getattr(module, name), name)
-
-    coefs = module.coefficients.detach().cpu().to(torch.float64).tolist()
-    if not module.bidirectional:
-        return IORNN(get("weight_ih_l0"), get("weight_hh_l0"), get("weight_out").T, coefs)
-    return BRNN(
-        get("weight_ih_l0"), get("weight_hh_l0"), get("weight_out").T,
-        get("weight_ih_l0_reverse"), get("weight_hh_l0_reverse"), get("weight_out_reverse").T,
-        coefs, module.coefficients_reverse.detach().cpu().to(torch.float64).tolist(),
-    )
+    sfx = ["", "_reverse"][: 2 if module.bidirectional else 1]
+    out = []
+    for i, x in enumerate(sfx):
+        coefs = getattr(module, "coefficients" + x).detach().cpu().to(torch.float64).tolist()
+        out.append(ChainWeights(_numpy(getattr(module, "weight_ih_l0" + x), "weight_ih_l0" + x),
+                                _numpy(getattr(module, "weight_hh_l0" + x), "weight_hh_l0" + x),
+                                _numpy(getattr(module, "weight_out" + x), "weight_out" + x).T,
+                                Polynomial(coefs), bool(i)))
+    return out
