@@ -162,7 +162,8 @@ class _SpectralBase(Params):
 
         ``lengths`` (n_sequences,) marks ragged sequences; steps past it are ignored.
         ``X`` and ``Y`` may be numpy arrays (memory maps included: a float32 source is converted
-        one chunk at a time) or Zarr arrays; or ``fit(chunks)`` with a re-iterable source of
+        one chunk at a time), Zarr arrays, or Dask arrays (each pass then runs as one Dask task per
+        block of sequences on the active scheduler); or ``fit(chunks)`` with a re-iterable source of
         ``(X_c, Y_c, lengths_c)`` chunks of whole sequences (:mod:`spectral_rnn.sources`). Only a
         chunk of the data and the sums are held in memory. Returns ``self``.
         """
