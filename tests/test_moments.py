@@ -8,6 +8,9 @@ import pytest
 
 from _helpers import ragged
 from spectral_rnn import IORNN, GaussianAR1, StepStream, cross_moment
+from spectral_rnn.recurrence import instrument_moments
+
+FIELDS = ("phi", "phi_ax", "phi_lag", "r")
 
 
 def planted_tensor(m):
@@ -88,13 +91,13 @@ def test_one_long_sequence_cut_in_time():
     outs = []
     for chunk in (1 << 16, 1000, 257, 2):
         st = StepStream(X, Y, None, proc, chunk_steps=chunk)
-        im = st.instrument_moments(A_hat, Wp, score_order=1)
+        (im,) = instrument_moments(st, [(A_hat, Wp, 1, "past")])
         outs.append((st.sketch(Theta, Omega), st.project(Q), im))
     for sk, pr, im in outs[1:]:
         np.testing.assert_allclose(sk, outs[0][0], rtol=1e-10, atol=1e-13)
         np.testing.assert_allclose(pr, outs[0][1], rtol=1e-10, atol=1e-13)
-        for k in im:
-            np.testing.assert_allclose(im[k], outs[0][2][k], rtol=1e-10, atol=1e-13)
+        for k in FIELDS:
+            np.testing.assert_allclose(getattr(im, k), getattr(outs[0][2], k), rtol=1e-10, atol=1e-13)
 
 
 def _per_sequence_mean(fn, X, Y, lengths):
@@ -140,16 +143,17 @@ def test_instrument_moments_ragged_and_chunks():
     for order in (1, 2):
         want = {}
         for i, L in enumerate(lengths):
-            im = StepStream(X[i : i + 1, :L], Y[i : i + 1, :L], None, proc).instrument_moments(A_hat, Wp, order)
-            for k, v in im.items():
-                want[k] = want.get(k, 0.0) + L * v
+            (im,) = instrument_moments(StepStream(X[i : i + 1, :L], Y[i : i + 1, :L], None, proc),
+                                       [(A_hat, Wp, order, "past")])
+            for k in FIELDS:
+                want[k] = want.get(k, 0.0) + L * getattr(im, k)
         for chunk in (1 << 16, 5, 1):
-            got = StepStream(Xp, Yp, lengths, proc, chunk_steps=chunk).instrument_moments(A_hat, Wp, order)
-            assert set(got) >= {"phi", "phi_x", "phi_lag", "r"}
+            (got,) = instrument_moments(StepStream(Xp, Yp, lengths, proc, chunk_steps=chunk),
+                                        [(A_hat, Wp, order, "past")])
             for k in want:
-                np.testing.assert_allclose(got[k], want[k] / lengths.sum(), rtol=1e-10, atol=1e-13)
+                np.testing.assert_allclose(getattr(got, k), want[k] / lengths.sum(), rtol=1e-10, atol=1e-13)
     # E[phi] starts with the constant instrument 1
-    assert got["phi"][0] == pytest.approx(1.0)
+    assert got.phi[0] == pytest.approx(1.0)
 
 
 def _rel_err_planted(N, seed):

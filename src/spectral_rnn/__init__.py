@@ -5,7 +5,7 @@ Where things are:
 * the law of the inputs: :mod:`spectral_rnn.processes`; its score functions: :mod:`spectral_rnn.scores`
 * the moment tensor ``E[y_t (x) S_2(x_t | x_{t-1})]`` and its streamed contractions: :mod:`spectral_rnn.moments`
 * its decomposition (Jennrich + ALS): :mod:`spectral_rnn.decomposition`
-* the scales and the recurrent matrix U (instrument equations): :mod:`spectral_rnn.estimators`
+* the scales and the recurrent matrix U (instrument equations): :mod:`spectral_rnn.recurrence`
 """
 
 import sys

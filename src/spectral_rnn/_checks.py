@@ -78,6 +78,13 @@ def _target_dtype(dtype: np.dtype) -> np.dtype:
     return np.dtype(np.float32) if dtype.itemsize <= 2 else np.dtype(np.float64)
 
 
+def _is_lazy_array(X: object) -> bool:
+    """An array-like that is read by slices (a Zarr array, an HDF5 data set), not a numpy array,
+    a tensor or a nesting of lists."""
+    return (not isinstance(X, (np.ndarray, torch.Tensor, list, tuple)) and hasattr(X, "shape")
+            and hasattr(X, "dtype") and hasattr(X, "__getitem__") and (type(X).__module__.split(".")[0] in ("zarr", "h5py", "dask") or type(X).__name__ == "ChunkedSequences"))
+
+
 def as_sequences(X: object, name: str = "X", dim: int | None = None) -> np.ndarray:
     """Return ``X`` as a float array of shape ``(n_sequences, T, d)`` that torch can read.
 
@@ -91,6 +98,14 @@ def as_sequences(X: object, name: str = "X", dim: int | None = None) -> np.ndarr
     array, a ragged nesting or a last dimension different from ``dim``. Finite values
     are checked by :func:`check_finite` on the valid steps only (padding is never read).
     """
+    if _is_lazy_array(X):  # a Zarr array or another array read by slices: never read whole here
+        if np.dtype(X.dtype).kind != "f":
+            raise InputError(f"{name} must hold floating-point numbers when stored out of memory, got dtype {X.dtype}")
+        if len(X.shape) != 3 or 0 in X.shape:
+            raise InputError(f"{name} must have shape (n_sequences, T, d), got shape {tuple(X.shape)}")
+        if dim is not None and X.shape[2] != dim:
+            raise InputError(f"{name} has last dimension {X.shape[2]}, expected {dim}")
+        return X
     if isinstance(X, torch.Tensor):
         X = X.detach().cpu()
         if X.dtype in (torch.float16, torch.bfloat16):
@@ -159,6 +174,10 @@ def valid_mask(lengths: np.ndarray | None, n_sequences: int, T: int) -> np.ndarr
     return np.arange(T)[None, :] < lengths[:, None]
 
 
+#: Dask arrays (by name, with the limit) already found finite
+_DASK_CHECKED: set = set()
+
+
 def check_finite(
     arr: np.ndarray, lengths: np.ndarray | None, name: str, block_steps: int = 1 << 16, limit: float | None = None
 ) -> None:
@@ -172,8 +191,26 @@ def check_finite(
     axes = tuple(range(2, arr.ndim))
     if limit is not None and arr.dtype.kind == "f" and float(np.finfo(arr.dtype).max) <= limit:
         limit = None  # no finite value of this dtype exceeds it
+    if type(arr).__module__.split(".")[0] == "dask":  # one Dask reduction; blocks only if it finds something
+        import dask
+
+        key = (arr.name, limit)
+        if key in _DASK_CHECKED:  # a Dask array's name is a token of its contents: checked once per fit
+            return
+        hi, lo = (float(v) for v in dask.compute(arr.max(), arr.min()))
+        if np.isfinite(hi) and np.isfinite(lo) and (limit is None or max(hi, -lo) <= limit):
+            _DASK_CHECKED.add(key)
+            _DASK_CHECKED.add((arr.name, None))
+            return
     for i in range(0, n, per):
         block = arr[i : i + per]
+        if not isinstance(block, np.ndarray):
+            block = np.asarray(block)
+        if block.dtype.kind == "f" and block.size:
+            # fast path: two reductions and no temporary; NaN propagates through min and max
+            hi, lo = float(block.max()), float(block.min())
+            if np.isfinite(hi) and np.isfinite(lo) and (limit is None or max(hi, -lo) <= limit):
+                continue
         valid = None if lengths is None else valid_mask(lengths[i : i + per], block.shape[0], T)
         bad = ~np.isfinite(block).all(axis=axes)
         if valid is not None:

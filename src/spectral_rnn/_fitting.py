@@ -3,15 +3,29 @@ leaving out extreme sequences, the hint added to a refusal, the output pseudo-in
 
 from __future__ import annotations
 
+import mmap
+
 import numpy as np
 
 from ._checks import IllConditionedError, InputError, valid_mask
 from .processes import MarkovProcess
 
-__all__ = ["MAX_COND", "drop_extreme_sequences", "output_pinv"]
+__all__ = ["MAX_COND", "drop_extreme_sequences", "output_pinv", "read_by_slices"]
 
 #: condition number above which a linear system of the estimator is declared singular
 MAX_COND = 1e8
+
+
+def read_by_slices(X: object) -> bool:
+    """Whether ``X`` is data read by slices (a memory map, a Zarr or Dask array, chunks), not an array in memory."""
+    if not isinstance(X, np.ndarray):
+        return True
+    base = X
+    while base is not None:
+        if isinstance(base, (np.memmap, mmap.mmap)):
+            return True
+        base = getattr(base, "base", None)
+    return False
 
 
 def drop_extreme_sequences(
@@ -26,6 +40,9 @@ def drop_extreme_sequences(
     """
     if factor is None:
         return X, Y, lengths, 0
+    if read_by_slices(X):
+        raise InputError("outlier_factor copies the sequences it keeps into memory: it is not available for data "
+                         "read by slices (a memory map, a Zarr array or chunks); leave such sequences out upstream")
     if not factor > 1:
         raise InputError(f"outlier_factor must be a number above 1, got {factor!r}")
     per = np.empty(X.shape[0])

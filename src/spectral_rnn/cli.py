@@ -13,6 +13,7 @@ during the (slow) imports is reported like any other.
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -145,7 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     f = sub.add_parser("fit", help="fit a model to a data set by the spectral method",
                        description="Fit an IO-RNN (or a BRNN) to DATA.npz and write the model file.")
-    f.add_argument("data", metavar="DATA.npz", help="data file with 'inputs', 'outputs' and optional 'lengths'")
+    f.add_argument("data", metavar="DATA", help="data: an .npz file with 'inputs', 'outputs' and optional 'lengths'; "
+                   "a directory of X.npy, Y.npy and optional lengths.npy (memory-mapped); or a Zarr store with "
+                   "arrays inputs, outputs and optional lengths")
     f.add_argument("--hidden-size", type=_positive_int, required=True, help="hidden units d_h (per direction for a BRNN)")
     f.add_argument("--activation", type=_activation, required=True, help=act_help)
     f.add_argument("--out", required=True, metavar="MODEL.safetensors", help="model file to write")
@@ -168,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--robust", choices=("auto", "on", "off"), default="auto",
                    help="averaging of the moment passes: auto (default: plain means, median of means when a few "
                         "extreme steps dominate), on (always median of means), off (plain means; refuse such data)")
+    f.add_argument("--threads", type=_positive_int, default=None,
+                   help="threads of torch and the BLAS pool during the fit (default: the CPUs other jobs leave free)")
     f.add_argument("--refine", action="store_true",
                    help="refine the spectral estimate by backpropagation through time (Adam, early stopping on a "
                         "validation split) and write the refined model")
@@ -290,13 +295,19 @@ def _cmd_fit(a: argparse.Namespace) -> int:
     if kind.estimator is None:
         raise InputError(f"no spectral estimator fits models of kind {kind.name!r} yet")
     Estimator = getattr(estimators, kind.estimator)
-    X, Y, lengths = load_data(a.data)
+    if os.path.isdir(a.data):  # a directory of .npy files (memory-mapped) or a Zarr store: read by slices
+        from .sources import open_data_dir
+
+        X, Y, lengths = open_data_dir(a.data)
+    else:
+        X, Y, lengths = load_data(a.data)
     if Y is None:
         raise InputError(f"{a.data} has no array 'outputs': fitting needs inputs and outputs")
     # the bar (tqdm, shown once a fit passes 1 s) goes to a terminal only, not into logs
     est = Estimator(hidden_size=a.hidden_size, activation=a.activation, device=a.device,
                     random_state=a.seed, progress=sys.stderr.isatty(), outlier_factor=a.outlier_factor,
-                    scores=a.scores, first_step=a.first_step, min_gap=a.min_gap, robust=a.robust)
+                    scores=a.scores, first_step=a.first_step, min_gap=a.min_gap, robust=a.robust,
+                    n_threads=a.threads)
     t0 = time.perf_counter()
     est.fit(X, Y, lengths)
     seconds = time.perf_counter() - t0

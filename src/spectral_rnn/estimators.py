@@ -11,7 +11,8 @@ streamed pass over the data:
 3. project the moment tensor onto that span, ``T(I, Q, Q)``, and decompose it
    (:mod:`spectral_rnn.decomposition`): unit directions of A1 and ``w_j = mu_j s_j^2 a2_j``;
 4. solve the instrument equations for the scales, signs and ``U``
-   (:func:`solve_scales_and_recurrence`).
+   (:mod:`spectral_rnn.recurrence`: one pass for the instrument moments, then
+   :func:`~spectral_rnn.recurrence.solve_scales_and_recurrence`).
 """
 
 from __future__ import annotations
@@ -45,9 +46,14 @@ from .models import BRNN, IORNN
 from .moments import CHUNK_STEPS, StepStream
 from .odd_route import fit_brnn_odd, fit_iornn_odd, uses_odd_route
 from .processes import AR1Process, MarkovProcess
+from .recurrence import instrument_moments, solve_scales_and_recurrence
 from .scores import MarginalLaw
+from ._dask import is_dask
+from ._heap import trimming
+from .sources import is_chunk_source, open_chunks
 from .stability import stabilize
-from ._fitting import MAX_COND, _score_hint, drop_extreme_sequences, output_pinv
+from .threads import limit_threads, resolve_threads
+from ._fitting import MAX_COND, _score_hint, drop_extreme_sequences, output_pinv, read_by_slices
 
 __all__ = ["SpectralIORNN", "SpectralBRNN", "solve_scales_and_recurrence", "check_activation", "output_pinv"]
 
@@ -76,58 +82,6 @@ def check_activation(f: Polynomial) -> None:
             f"activation {f.to_string()!r}: a cubic needs c2 != 0 here; the scale equations use the second-order "
             "score and are homogeneous without it (odd cubic activations are not supported)"
         )
-
-
-def solve_scales_and_recurrence(
-    mom: dict[str, np.ndarray], A_hat: np.ndarray, W: np.ndarray, f: Polynomial
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Scales, signs and recurrent matrix from the instrument moments (docs/method.md, section 'Scales and U').
-
-    ``mom``: output of :meth:`StepStream.instrument_moments`; ``A_hat`` (d_h, d_x)
-    unit directions; ``W`` (d_h, d_y) with ``w_j = mu_j s_j^2 a2_j``.
-    Quadratic ``f``: per unit j, ``2 c2 s_j (r_j - E[phi x^T] a_j) - 2 c2 E[phi ytil_{t-1}^T] ut_j = c1 E[phi]``,
-    linear in ``(s_j, ut_j)`` with ``ut_jk = mu_k s_k^2 U_jk`` and ``mu_j = 2 c2``.
-    Cubic ``f`` (second-order score): ``mu_j r_j - 6 c3 s_j E[phi x^T] a_j - 6 c3 E[phi ytil_{t-1}^T] ut_j = 2 c2 E[phi]``,
-    linear in ``(mu_j, s_j, ut_j)``.
-    Returns ``(A1, U, A2, mu)``.
-    """
-    d_h = A_hat.shape[0]
-    c1, c2, c3 = f.coef(1), f.coef(2), f.coef(3)
-    phi, phi_x, phi_lag, r = mom["phi"], mom["phi_x"], mom["phi_lag"], mom["r"]
-    scale = np.empty(d_h)
-    mu = np.empty(d_h)
-    Ut = np.empty((d_h, d_h))
-    for j in range(d_h):
-        px = phi_x @ A_hat[j]
-        if f.degree == 2:
-            D = np.column_stack([2 * c2 * (r[:, j] - px), -2 * c2 * phi_lag])
-            rhs = c1 * phi
-        else:
-            D = np.column_stack([r[:, j], -6 * c3 * px, -6 * c3 * phi_lag])
-            rhs = 2 * c2 * phi
-        # equilibrate the columns (unknowns) to unit norm, so the units of the inputs and outputs
-        # do not decide whether the system counts as singular (the least-squares solution is unchanged)
-        cs = np.linalg.norm(D, axis=0)
-        cs = np.where(cs > 0, cs, 1.0)
-        De = D / cs
-        sv = np.linalg.svd(De, compute_uv=False)
-        if sv[-1] <= sv[0] / MAX_COND:
-            raise IllConditionedError(
-                f"the instrument equations of hidden unit {j} are singular (condition {sv[0] / max(sv[-1], 1e-300):.3g}): "
-                "the inputs do not excite the recurrence enough to identify U"
-            )
-        sol = np.linalg.lstsq(De, rhs, rcond=None)[0] / cs
-        if f.degree == 2:
-            mu[j], scale[j], Ut[j] = 2 * c2, sol[0], sol[1:]
-        else:
-            mu[j], scale[j], Ut[j] = sol[0], sol[1], sol[2:]
-    gain = mu * scale**2  # mu_j s_j^2
-    if np.any(np.abs(gain) <= 1e-12 * np.max(np.abs(gain))) or not np.all(np.isfinite(gain)):
-        raise IllConditionedError("a hidden unit's scale came out (near) zero: the model is not identified from these data")
-    A1 = scale[:, None] * A_hat
-    U = Ut / gain[None, :]
-    A2 = W / gain[:, None]
-    return A1, U, A2, mu
 
 
 class _HeavyTailError(IllConditionedError):
@@ -176,6 +130,7 @@ class _SpectralBase(Params):
         tail_check: bool = True,
         robust: str = "auto",
         robust_blocks: int = 16,
+        n_threads: int | None = None,
     ) -> None:
         self.hidden_size = hidden_size
         self.activation = activation
@@ -194,20 +149,37 @@ class _SpectralBase(Params):
         self.tail_check = tail_check
         self.robust = robust
         self.robust_blocks = robust_blocks
+        self.n_threads = n_threads
 
     # the recipe both estimators follow; subclasses fill in _fit_components
     _two_sided = False
     _chains = 1
+    _project_lags: tuple[int, ...] = ()
 
     @atomic_fit
-    def fit(self, X: object, Y: object, lengths: object = None):
+    def fit(self, X: object, Y: object = None, lengths: object = None):
         """Fit from inputs ``X`` (n_sequences, T, d_x) and outputs ``Y`` (n_sequences, T, d_y).
 
         ``lengths`` (n_sequences,) marks ragged sequences; steps past it are ignored.
-        Returns ``self``.
+        ``X`` and ``Y`` may be numpy arrays (memory maps included: a float32 source is converted
+        one chunk at a time), Zarr arrays, or Dask arrays (each pass then runs as one Dask task per
+        block of sequences on the active scheduler); or ``fit(chunks)`` with a re-iterable source of
+        ``(X_c, Y_c, lengths_c)`` chunks of whole sequences (:mod:`spectral_rnn.sources`). Only a
+        chunk of the data and the sums are held in memory. Returns ``self``.
         """
-        if uses_odd_route(self.activation):  # tanh, odd polynomials: the third-order route
-            return self._fit_odd(X, Y, lengths)
+        if Y is None:
+            if not is_chunk_source(X):
+                raise InputError("fit needs outputs Y, unless X is a source of (X, Y, lengths) chunks")
+            if lengths is not None:
+                raise InputError("with a source of chunks, the lengths come with each chunk")
+            X, Y, lengths = open_chunks(X)
+        with limit_threads(resolve_threads(self.n_threads)), trimming(read_by_slices(X)):
+            if uses_odd_route(self.activation):  # tanh, odd polynomials: the third-order route
+                return self._fit_odd(X, Y, lengths)
+            return self._fit_polynomial(X, Y, lengths)
+
+    def _fit_polynomial(self, X: object, Y: object, lengths: object):
+        """The polynomial route of :meth:`fit` (degrees 2 and 3)."""
         t_start = time.perf_counter()
         f = as_polynomial(self.activation)
         check_activation(f)
@@ -238,25 +210,35 @@ class _SpectralBase(Params):
         sketched = n_components + decomposer.oversample < X.shape[2]
         n_passes = self._n_passes + sketched
         bar = _Progress(self.progress, n_passes * n_steps, "spectral fit")
-        def make_stream(blocks: int | None) -> StepStream:
+        def make_stream(blocks: int | None, dual: bool = False) -> StepStream:
             return StepStream(X, Y, lengths, proc, two_sided=self._two_sided, device=device, dtype=dtype,
-                              chunk_steps=chunk_steps, progress=bar, blocks=blocks)
+                              chunk_steps=chunk_steps, progress=bar, blocks=blocks, dual=dual)
 
         robust_used = robust == "on"
+        # robust="auto" without a sketch: the project pass keeps the median of means beside the plain
+        # means, so a fall-back to median of means needs no second pass (the sketch draws random
+        # directions, so a sketched fit redraws them and repeats both passes instead)
+        dual = robust == "auto" and not sketched and not is_dask(X)
         try:
-            stream = make_stream(robust_blocks if robust_used else None)
+            stream = make_stream(robust_blocks if (robust_used or dual) else None, dual=dual)
             t0 = time.perf_counter()
             try:
                 try:
                     dec = self._decompose(stream, decomposer, n_components, sketched, rng, min_gap,
-                                          None if robust_used else max_peak_share)
+                                          None if robust_used else max_peak_share, self._project_lags)
                 except _HeavyTailError:
                     if robust != "auto":
                         raise
                     # a few extreme steps dominate the means: median of means over blocks instead
                     robust_used = True
-                    stream = make_stream(robust_blocks)
-                    dec = self._decompose(stream, decomposer, n_components, sketched, rng, min_gap, None)
+                    if dual:
+                        stream.use_blocks()
+                        dec = decomposer.decompose_projected(stream.projected_, np.eye(X.shape[2]), n_components,
+                                                             random_state=rng, min_gap=min_gap)
+                    else:
+                        stream = make_stream(robust_blocks)
+                        dec = self._decompose(stream, decomposer, n_components, sketched, rng, min_gap, None,
+                                              self._project_lags)
             except IllConditionedError as exc:
                 raise IllConditionedError(str(exc) + _score_hint(proc)) from None
             timings["decomposition"] = time.perf_counter() - t0
@@ -333,8 +315,10 @@ class _SpectralBase(Params):
 
     @staticmethod
     def _decompose(stream: StepStream, decomposer: CPDecomposer, n_components: int, sketched: bool,
-                   rng: np.random.Generator, min_gap: float, max_peak_share: float):
-        """Input span (a sketch pass, or the identity when d_x is small), projected tensor pass, decomposition."""
+                   rng: np.random.Generator, min_gap: float, max_peak_share: float,
+                   lags: tuple[int, ...] = ()):
+        """Input span (a sketch pass, or the identity when d_x is small), projected tensor pass (which
+        also accumulates the lag cross-moments ``lags`` the BRNN needs), decomposition."""
         d_x, d_y = stream.X.shape[2], stream.Y.shape[2]
         if sketched:
             k = n_components + decomposer.oversample
@@ -342,7 +326,7 @@ class _SpectralBase(Params):
             Q = np.linalg.svd(M, full_matrices=False)[0][:, :k]
         else:
             Q = np.eye(d_x)
-        Tp = stream.project(Q)
+        Tp = stream.project(Q, lags=lags)
         if max_peak_share is not None and stream.peak_share > max(max_peak_share, 200.0 / stream.n_steps):
             share = f"one step carries {stream.peak_share:.1%} of it"
             if stream.peak_cause == "outputs":
@@ -419,6 +403,9 @@ class SpectralIORNN(_SpectralBase):
     outlier_factor: ``None`` (default) uses every sequence; a number (e.g. 100) leaves out
         the sequences whose largest |output| exceeds that many times the median over
         sequences (see :func:`drop_extreme_sequences`); ``n_dropped_`` counts them.
+    n_threads: threads of torch's intra-op pool and of the BLAS pool during ``fit`` (both are
+        restored afterwards); ``None`` (default): the CPUs not kept busy by other jobs (see
+        :func:`~spectral_rnn.threads.resolve_threads`), so a fit on a shared machine does not stall.
 
     Fitted attributes: ``model_`` (:class:`IORNN`), ``A1_``, ``U_``, ``A2_``,
     ``n_dropped_``, ``process_``, ``scores_``, ``scores_reason_``, ``mu_`` (E[f''(z_j)] per unit),
@@ -434,9 +421,9 @@ class SpectralIORNN(_SpectralBase):
 
     def _fit_components(self, stream: StepStream, dec, f: Polynomial) -> tuple[IORNN, dict]:
         Wpinv = output_pinv(dec.W)
-        mom = stream.instrument_moments(dec.A, Wpinv, score_order=f.degree - 1)
-        A1, U, A2, mu = solve_scales_and_recurrence(mom, dec.A, dec.W, f)
-        return IORNN(A1, U, A2, f), {"mu_": mu}
+        (mom,) = instrument_moments(stream, [(dec.A, Wpinv, f.degree - 1, "past")])
+        est = solve_scales_and_recurrence(mom, dec.A, dec.W, f)
+        return IORNN(est.A1, est.U, est.A2, f), {"mu_": est.mu}
 
 
 
@@ -461,7 +448,8 @@ class SpectralBRNN(_SpectralBase):
 
     _two_sided = True
     _chains = 2
-    _n_passes = 4
+    _n_passes = 2
+    _project_lags = (1, -1)
 
     def _fit_odd(self, X, Y, lengths):
         return fit_brnn_odd(self, X, Y, lengths)
@@ -481,8 +469,9 @@ class SpectralBRNN(_SpectralBase):
                 f"(past shares {np.array2string(np.sort(share)[::-1], precision=2)}): the data may come from a "
                 "unidirectional RNN, or the recurrences are too weak to tell the directions apart"
             )
-        mom_f = stream.instrument_moments(dec.A[fwd], Wpinv[:, fwd], score_order=f.degree - 1, direction="past")
-        mom_b = stream.instrument_moments(dec.A[bwd], Wpinv[:, bwd], score_order=f.degree - 1, direction="future")
-        A1, U, A2, mu_f = solve_scales_and_recurrence(mom_f, dec.A[fwd], dec.W[fwd], f)
-        B1, V, B2, mu_b = solve_scales_and_recurrence(mom_b, dec.A[bwd], dec.W[bwd], f)
-        return BRNN(A1, U, A2, B1, V, B2, f), {"mu_": np.concatenate([mu_f, mu_b]), "separation_": share}
+        mom_f, mom_b = instrument_moments(stream, [
+            (dec.A[fwd], Wpinv[:, fwd], f.degree - 1, "past"), (dec.A[bwd], Wpinv[:, bwd], f.degree - 1, "future")])
+        fw = solve_scales_and_recurrence(mom_f, dec.A[fwd], dec.W[fwd], f)
+        bw = solve_scales_and_recurrence(mom_b, dec.A[bwd], dec.W[bwd], f)
+        return BRNN(fw.A1, fw.U, fw.A2, bw.A1, bw.U, bw.A2, f), {"mu_": np.concatenate([fw.mu, bw.mu]),
+                                                                   "separation_": share}

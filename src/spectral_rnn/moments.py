@@ -14,8 +14,8 @@ on CPU or GPU:
   a matrix whose range is the span of the A1 rows; cost ``O(N d_x p k)``.
 * :meth:`StepStream.project` -- ``T(I, Q, Q)`` for an orthonormal ``Q (d_x, k)``:
   a ``(d_y, k, k)`` tensor; cost ``O(N k^2 d_y)``.
-* :meth:`StepStream.instrument_moments` -- the moments of the instrument equations
-  that give the scales and U (docs/method.md, "Scales and U").
+* the moments of the instrument equations that give the scales and U (docs/method.md,
+  "Scales and U") are a pass of :mod:`spectral_rnn.recurrence` over the same windows.
 * :meth:`StepStream.first_order` and :meth:`StepStream.project3` -- the first-order moment
   and the projected third-order tensor of the route for odd activations (tanh).
 * :func:`cross_moment` -- the dense tensor, for small problems and tests only.
@@ -27,12 +27,15 @@ Every pass sees the valid steps of one chunk at a time through a :class:`Window`
 
 from __future__ import annotations
 
+import warnings
 from functools import cached_property
 
 import numpy as np
 import torch
 
-from ._checks import iter_windows
+from ._checks import InputError, iter_windows
+from ._dask import compute_blocks, is_dask
+from ._heap import trim_heap as _trim_heap
 from .processes import MarkovProcess
 from .scores import StepScores
 
@@ -40,34 +43,58 @@ __all__ = ["StepStream", "Window", "cross_moment"]
 
 #: default number of time steps held in memory at once
 CHUNK_STEPS = 1 << 16
+#: at most this many numbers (steps x (d_x + d_y)) in one chunk's window of inputs and outputs
+CHUNK_ENTRIES = 1 << 21
 
 
 class _Sums(dict):
     """Running sums of per-chunk tensors, kept in float64 whatever the compute dtype.
 
-    With ``blocks=True`` every chunk is a block: :meth:`end_block` turns the chunk's sums
-    into its means, and :meth:`means` returns the elementwise median of the block means
-    (median of means) instead of the overall mean."""
+    With ``blocks=True`` the sums of each block (one or more consecutive chunks) are kept
+    apart: :meth:`end_block` turns the block's sums into its means, and :meth:`means`
+    returns the elementwise median of the block means (median of means) instead of the
+    overall mean. Entries added by :meth:`keep_max` are reduced by a maximum over all
+    chunks instead (never by block)."""
 
     def __init__(self, blocks: bool = False) -> None:
         super().__init__()
         self.blocks = blocks
         self.parts: list[dict] = []
+        self.maxima: dict = {}
 
     def add(self, name: object, val: torch.Tensor) -> None:
         val = val.to(torch.float64)
         self[name] = val if name not in self else self[name] + val
 
+    def keep_max(self, name: object, val: torch.Tensor) -> None:
+        """Keep the vector ``val`` if its first entry is the largest seen under ``name``."""
+        val = val.to(torch.float64)
+        if name not in self.maxima or float(val[0]) > float(self.maxima[name][0]):
+            self.maxima[name] = val
+
     def end_block(self, n: int) -> None:
         if self.blocks and n > 0:
             self.parts.append({k: v / n for k, v in self.items()})
+            if self.total is not None:  # both: the plain sums go on
+                for k, v in self.items():
+                    self.total[k] = v if k not in self.total else self.total[k] + v
             self.clear()
 
+    #: with ``total`` a dict, the block sums are also added up: :meth:`means` then gives both
+    total: dict | None = None
+
+    def plain_means(self, n: int) -> dict:
+        """The plain means of sums kept both ways (``total``)."""
+        out = {k: v.cpu().numpy() for k, v in self.maxima.items()}
+        out.update({k: (v / n).cpu().numpy() for k, v in self.total.items()})
+        return out
+
     def means(self, n: int) -> dict:
+        out = {k: v.cpu().numpy() for k, v in self.maxima.items()}
         if not self.blocks:
-            return {k: (v / n).cpu().numpy() for k, v in self.items()}
+            out.update({k: (v / n).cpu().numpy() for k, v in self.items()})
+            return out
         keys = {k for part in self.parts for k in part}
-        out = {}
         for k in keys:
             vals = [part[k] for part in self.parts if k in part]
             out[k] = torch.stack(vals).median(dim=0).values.cpu().numpy() if len(vals) > 2 else \
@@ -94,11 +121,11 @@ class Window:
     def _shift(self, A: torch.Tensor, k: int) -> torch.Tensor:
         """``A`` at step ``t - k`` for every valid step ``t`` (zero outside the sequence:
         padding is zeroed before a window is made)."""
-        out = torch.zeros_like(A)
-        if k > 0:
-            out[:, k:] = A[:, :-k]
-        else:
-            out[:, :k] = A[:, -k:]
+        n, W = A.shape[:2]
+        if abs(k) >= W:
+            return self._take(torch.zeros_like(A))
+        pad = A.new_zeros((n, abs(k)) + tuple(A.shape[2:]))
+        out = torch.cat([pad, A[:, :-k]], dim=1) if k > 0 else torch.cat([A[:, -k:], pad], dim=1)
         return self._take(out)
 
     def _take(self, A: torch.Tensor) -> torch.Tensor:
@@ -154,7 +181,8 @@ class Window:
     def s_lag(self, k: int) -> torch.Tensor:
         """The score of ``x_{t-k}`` at every valid step ``t`` (zero where that step does not exist)."""
         s = self._score_window.s
-        if self._lengths is not None:  # the score is meaningless on padding
+        if self._lengths is not None and bool((self._lengths < self._t0 + s.shape[1]).any()):
+            # the score is meaningless on padding
             t = torch.arange(self._t0, self._t0 + s.shape[1], device=s.device)
             s = s * (t[None, :] < self._lengths[:, None]).unsqueeze(-1)
         return self._shift(s, k)
@@ -182,6 +210,8 @@ class StepStream:
     blocks: ``None`` (default): every pass returns means over all valid steps; a number B:
         median of means, the elementwise median of the means over B blocks of consecutive
         steps (robust to a few extreme steps, such as a sequence close to diverging).
+    dual: with ``blocks``, passes return plain means but keep the median of means of the
+        last pass too, so that :meth:`use_blocks` can switch to it without a second pass.
     """
 
     def __init__(
@@ -196,6 +226,7 @@ class StepStream:
         chunk_steps: int = CHUNK_STEPS,
         progress=None,
         blocks: int | None = None,
+        dual: bool = False,
     ) -> None:
         self.X, self.Y, self.lengths, self.process = X, Y, lengths, process
         self.two_sided = two_sided
@@ -204,23 +235,44 @@ class StepStream:
         n, T, _ = X.shape
         self.n_steps = int(n * T if lengths is None else np.sum(lengths))
         self.blocks = blocks
+        self.dual = bool(dual and blocks)
+        self._block_means: dict = {}
         if blocks:  # median of means: each chunk a block of about N / blocks steps
             chunk_steps = min(chunk_steps, max(1, -(-self.n_steps // blocks)))
         self.chunk_steps = chunk_steps
+        self.block_steps = chunk_steps
+        # chunks are capped so one window of inputs and outputs holds at most CHUNK_ENTRIES numbers
+        width = X.shape[2] + (0 if Y is None else Y.shape[2])
+        self.window_steps = min(chunk_steps, max(256, CHUNK_ENTRIES // max(1, width)))
+        self._basis: np.ndarray | None = None
+        self.lag_cross: dict = {}
 
     def _to(self, A: np.ndarray) -> torch.Tensor:
+        """A chunk as a tensor of the compute dtype on the device (a float32 source is converted
+        here, one chunk at a time; a read-only memory map is only read)."""
         if isinstance(A, torch.Tensor):
             return A.to(self.device, self.dtype)
+        A = np.asarray(A)
+        if not A.flags.writeable:  # torch warns on read-only arrays; the passes never write into a chunk
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                return torch.as_tensor(A).to(self.device, self.dtype, non_blocking=True)
         return torch.as_tensor(A).to(self.device, self.dtype, non_blocking=True)
 
     def _sums(self) -> _Sums:
         return _Sums(blocks=bool(self.blocks))
 
     def windows(self, sums: _Sums | None = None):
-        """Yield a :class:`Window` per chunk (valid, owned steps only); after each chunk,
-        ``sums.end_block`` closes the chunk's block (median of means)."""
+        """Yield a :class:`Window` per chunk (valid, owned steps only). With blocks (median of
+        means), ``sums.end_block`` closes each block: the longest run of consecutive chunks
+        of at most ``block_steps`` steps (one chunk when chunks are not capped for memory)."""
         n, T, _ = self.X.shape
-        for rows, w0, w1, o0, o1 in iter_windows(n, T, self.chunk_steps, before=2, after=2):
+        block_n, block_nominal = 0, 0
+        for rows, w0, w1, o0, o1 in iter_windows(n, T, self.window_steps, before=2, after=2):
+            nominal = (rows.stop - rows.start) * (o1 - o0)
+            if sums is not None and block_nominal and block_nominal + nominal > self.block_steps:
+                sums.end_block(block_n)
+                block_n, block_nominal = 0, 0
             Xw = self._to(self.X[rows, w0:w1])
             Yw = None if self.Y is None else self._to(self.Y[rows, w0:w1])
             W = w1 - w0
@@ -241,12 +293,60 @@ class StepStream:
                 Lw = torch.full((Xw.shape[0],), T, device=self.device)
             win = Window(self, Xw, Yw, mask, Lw, w0)
             yield win
-            if sums is not None:
-                sums.end_block(win.n)
+            del Xw, Yw, mask, Lw
+            _trim_heap()
+            block_n += win.n
+            block_nominal += nominal
             if self.progress is not None:
                 self.progress(win.n)
+        if sums is not None:
+            sums.end_block(block_n)
 
     # ------------------------------------------------------------------ passes
+    def reduce(self, fn, *args, blocks: bool = True) -> dict:
+        """One pass: ``fn(window, *args)`` maps each chunk to partial sums (a dict of tensors);
+        they are summed (keys starting ``"max:"``: the vector with the largest first entry is
+        kept) and the means over all valid steps returned as numpy arrays (median of means over
+        blocks when the stream has ``blocks`` and ``blocks=True``)."""
+        if is_dask(self.X):
+            return self._reduce_dask(fn, args, blocks)
+        sums = self._sums() if blocks else _Sums()
+        if blocks and self.dual:  # plain means returned, median of means kept for use_blocks
+            sums = _Sums(blocks=True)
+            sums.total = {}
+        for w in self.windows(sums):
+            _accumulate(sums, fn(w, *args))
+        if blocks and self.dual:
+            self._block_means = sums.means(self.n_steps)
+            return sums.plain_means(self.n_steps)
+        return sums.means(self.n_steps)
+
+    def use_blocks(self) -> None:
+        """Switch a ``dual`` stream to median of means: the last pass's results (:meth:`project`'s
+        tensor, peak and lag moments) are replaced by their median-of-means versions, computed in
+        the same pass, and later passes return medians of means."""
+        self.dual = False
+        m = self._block_means
+        self.projected_ = self._project_result(m, self._last_Q, self._last_lags)
+
+    def _reduce_dask(self, fn, args: tuple, blocks: bool) -> dict:
+        """:meth:`reduce` over Dask arrays: one task per block of sequences (:func:`_dask_block_sums`), the
+        partial sums added here. Median-of-means blocks do not span Dask blocks."""
+        if self.device.type != "cpu":
+            raise InputError("Dask inputs are fitted on the CPU (device='cpu'); each worker holds its blocks")
+        cfg = {"process": self.process, "two_sided": self.two_sided, "dtype": self.dtype,
+               "chunk_steps": self.chunk_steps, "block_steps": self.block_steps,
+               "blocks": self.blocks if blocks else None}
+        parts = compute_blocks(_dask_block_sums, self.X, self.Y, self.lengths, fn, args, cfg)
+        sums = _Sums(blocks=bool(cfg["blocks"]))
+        for part in parts:
+            for k, v in part["sums"].items():
+                sums.add(k, v)
+            sums.parts.extend(part["parts"])
+            for k, v in part["maxima"].items():
+                sums.keep_max(k, v)
+        return sums.means(self.n_steps)
+
     def sketch(self, Theta: np.ndarray, Omega: np.ndarray) -> np.ndarray:
         """``T(theta_a, I, omega_b)`` for every column pair of ``Theta`` (d_y, p) and ``Omega`` (d_x, k).
 
@@ -254,118 +354,64 @@ class StepStream:
         ``E[(theta_a . y) S_2 omega_b]`` with ``S_2 omega = (omega . s) s - sum_k kappa_k (b_k . omega) b_k``,
         a random vector in the span of the A1 rows. All pairs (not ``k`` of them) mix the
         components well enough that the top singular vectors find weak units too; cost ``O(N d_x p k)``.
+        Per chunk: :func:`sketch_chunk`.
         """
-        Th, Om = self._to(Theta), self._to(Omega)
-        sums = self._sums()
-        basis = None
-        for w in self.windows(sums):
-            sc = w.scores
-            yt = w.y @ Th  # (m, p)
-            sums.add("acc", torch.einsum("ta,tb,ti->iab", yt, sc.s @ Om, sc.s))
-            sums.add("yk", yt.T @ sc.kappa)  # (p, K)
-            basis = sc.basis
-        m = sums.means(self.n_steps)
-        B = basis.cpu().to(torch.float64).numpy()
+        m = self.reduce(sketch_chunk, self._to(Theta), self._to(Omega))
+        B = self._basis_np()
         corr = np.einsum("ak,ki,kb->iab", m["yk"], B, B @ Omega)
-        return (m["acc"] - corr).reshape(Om.shape[0], -1)
+        return m["acc"] - corr.reshape(Omega.shape[0], -1)
 
-    def project(self, Q: np.ndarray) -> np.ndarray:
-        """``T(I, Q, Q)`` for ``Q`` (d_x, k): returns (d_y, k, k).
+    def project(self, Q: np.ndarray, lags: tuple[int, ...] = ()) -> np.ndarray:
+        """``T(I, Q, Q)`` for ``Q`` (d_x, k): returns (d_y, k, k). Per chunk: :func:`project_chunk`.
 
         Also sets ``peak_share``: the largest share of ``sum_t ||y_t|| ||Q^T S_2 Q||_t`` (a bound
         on each step's weight in the tensor) that a single time step carries, a measure of how
         much a few extreme steps dominate the estimate (about ``1/N`` for light tails), and
         ``peak_cause``: ``"outputs"`` or ``"inputs"``, whichever factor of that step is further
-        above its average."""
-        Qt = self._to(Q)
-        sums = self._sums()
-        peak, peak_y, peak_s = 0.0, 0.0, 0.0
-        basis = None
-        for w in self.windows(sums):
-            sc = w.scores
-            BQ2 = ((sc.basis @ Qt) ** 2).sum(1)  # (K,) ||Q^T b_k||^2
-            sq = sc.s @ Qt  # (m, k)
-            sums.add("acc", torch.einsum("ti,ta,tb->iab", w.y, sq, sq))  # no (m, k, k) temporary
-            sums.add("yk", w.y.T @ sc.kappa)  # (d_y, K)
-            ynorm = w.y.norm(dim=1)
-            spart = (sq * sq).sum(1) + sc.kappa.abs() @ BQ2  # bounds ||Q^T S_2 Q||
-            mass = ynorm * spart  # each step's weight in the tensor
-            sums.add("mass", mass.sum())
-            sums.add("ynorm", ynorm.sum())
-            sums.add("spart", spart.sum())
-            if mass.numel():  # a chunk may hold only padding
-                i = int(mass.argmax())
-                if float(mass[i]) > peak:
-                    peak, peak_y, peak_s = float(mass[i]), float(ynorm[i]), float(spart[i])
-            basis = sc.basis
-        m = sums.means(self.n_steps)
-        self.peak_share = peak / max(float(m["mass"]) * self.n_steps, 1e-300)
-        y_ratio = peak_y / max(float(m["ynorm"]), 1e-300)
-        s_ratio = peak_s / max(float(m["spart"]), 1e-300)
+        above its average. With ``lags``, the same pass also sets ``lag_cross``: for each lag
+        ``k``, ``E[y_t (x) S_1(x_{t-k})]`` (d_y, d_x), from which :meth:`lag_score_moments`
+        follows by a product with ``Wpinv`` (no further pass)."""
+        m = self.reduce(project_chunk, self._to(Q), tuple(lags))
+        self._last_Q, self._last_lags = Q, tuple(lags)
+        return self._project_result(m, Q, tuple(lags))
+
+    def _project_result(self, m: dict, Q: np.ndarray, lags: tuple[int, ...]) -> np.ndarray:
+        """:meth:`project`'s tensor from the means of its pass (and its peak and lag attributes)."""
+        k = Q.shape[1]
+        iu, ju = np.triu_indices(k)
+        acc = np.empty((m["acc"].shape[0], k, k))
+        acc[:, iu, ju] = m["acc"]
+        acc[:, ju, iu] = m["acc"]
+        peak = m.get("max:peak", np.zeros(3))
+        self.peak_share = float(peak[0]) / max(float(m["mass"]) * self.n_steps, 1e-300)
+        y_ratio = float(peak[1]) / max(float(m["ynorm"]), 1e-300)
+        s_ratio = float(peak[2]) / max(float(m["spart"]), 1e-300)
         self.peak_cause = "outputs" if y_ratio >= s_ratio else "inputs"
         self.peak_ratios = (y_ratio, s_ratio)
-        BQ = basis.cpu().to(torch.float64).numpy() @ Q
-        return m["acc"] - np.einsum("ik,ka,kb->iab", m["yk"], BQ, BQ)
-
-    def instrument_moments(
-        self, A_hat: np.ndarray, Wpinv: np.ndarray, score_order: int, direction: str = "past"
-    ) -> dict[str, np.ndarray]:
-        """Moments of the instrument equations for the scales and the recurrent matrix.
-
-        ``A_hat`` (d_h, d_x): unit input directions; ``Wpinv`` (d_y, d_h): so that
-        ``ytil_t = y_t @ Wpinv``; ``score_order``: 1 (quadratic activation) or 2 (cubic).
-        ``direction="past"``: instruments ``phi_t = [1, x_{t-1}, x_{t-2}, (A_hat x_{t-1})^2]``
-        and lagged outputs ``ytil_{t-1}``; ``"future"`` mirrors them in time (BRNN
-        backward chain). Returns ``phi`` = E[phi] (m,), ``phi_x`` = E[phi x_t^T] (m, d_x),
-        ``phi_lag`` = E[phi ytil_lag^T] (m, d_h), ``r`` (m, d_h) with column j
-        ``E[phi ytil_{t,j} S(a_j, ..., a_j)]`` for the score of that order.
-        """
-        Ah, Wp = self._to(A_hat), self._to(Wpinv)
-        sums = self._sums()
-        for w in self.windows(sums):
-            if direction == "past":
-                x1, x2, ylag = w.x_prev, w.x_prev2, w.y_prev
-            elif direction == "future":
-                x1, x2, ylag = w.x_next, w.x_next2, w.y_next
-            else:
-                raise ValueError("direction must be 'past' or 'future'")
-            phi = torch.cat([torch.ones_like(x1[:, :1]), x1, x2, (x1 @ Ah.T) ** 2], dim=1)
-            yt = w.y @ Wp  # (m, d_h)
-            if score_order == 1:
-                sc = w.s @ Ah.T  # (m, d_h): S_1(a_j) = s . a_j
-            elif score_order == 2:
-                sc = w.scores.s2_quad(Ah)  # S_2(a_j, a_j)
-            else:
-                raise ValueError("score_order must be 1 or 2")
-            sums.add("phi", phi.sum(0))
-            sums.add("phi_x", phi.T @ w.x)
-            sums.add("phi_lag", phi.T @ (ylag @ Wp))
-            sums.add("r", phi.T @ (yt * sc))
-        return sums.means(self.n_steps)
+        self.lag_cross = {lag: m[("lag", lag)] for lag in lags}
+        BQ = self._basis_np() @ Q
+        return acc - np.einsum("ik,ka,kb->iab", m["yk"], BQ, BQ)
 
     def lag_score_moments(self, Wpinv: np.ndarray, lags: tuple[int, ...] = (1, -1)) -> dict[int, np.ndarray]:
         """``E[ytil_t (x) S_1(x_{t-k})]`` for each lag ``k`` in ``lags``: (d_h, d_x) each,
         with ``ytil_t = y_t @ Wpinv``. With the two-sided score this is the mean
         derivative of ``ytil_t`` in ``x_{t-k}`` (Stein): zero for units that do not
-        see that input, which tells forward from backward units."""
-        Wp = self._to(Wpinv)
-        sums = self._sums()
-        for w in self.windows(sums):
-            yt = w.y @ Wp
-            for k in lags:
-                sums.add(k, yt.T @ w.s_lag(k))
-        return sums.means(self.n_steps)
+        see that input, which tells forward from backward units. Uses ``lag_cross`` when a
+        :meth:`project` (or :meth:`project3`) pass already computed these lags; otherwise one pass."""
+        cached = getattr(self, "lag_cross", {})
+        if all(k in cached for k in lags):
+            return {k: Wpinv.T @ cached[k] for k in lags}
+        m = self.reduce(lag_chunk, tuple(lags))
+        self.lag_cross = {k: m[("lag", k)] for k in lags}
+        return {k: Wpinv.T @ self.lag_cross[k] for k in lags}
 
     # ------------------------------------------------------------------ third-order route (odd activations)
     def first_order(self) -> np.ndarray:
         """``E[y_t (x) S_1(x_t | ...)]`` (d_y, d_x) ``= sum_j E[f'(z_j)] a2_j (x) a1_j`` (Stein, first order):
         its row and column spaces are the output and input spans of the hidden units. Cost ``O(N d_y d_x)``."""
-        sums = _Sums()
-        for w in self.windows():
-            sums.add("M", w.y.T @ w.s)
-        return sums.means(self.n_steps)["M"]
+        return self.reduce(first_order_chunk, blocks=False)["M"]
 
-    def project3(self, P: np.ndarray, Q: np.ndarray) -> np.ndarray:
+    def project3(self, P: np.ndarray, Q: np.ndarray, lags: tuple[int, ...] = ()) -> np.ndarray:
         """``T3(P, Q, Q, Q)`` (p, k, k, k) of the third-order tensor
         ``T3 = E[y_t (x) S_3(x_t | ...)] = sum_j E[f^(3)(z_j)] a2_j (x) a1_j (x) a1_j (x) a1_j``,
         for ``P`` (d_y, p) and ``Q`` (d_x, k), never forming ``T3``.
@@ -373,36 +419,147 @@ class StepStream:
         With ``u = Q^T s``, ``c_K = Q^T b_K``: ``S_3(Q, Q, Q) = u^(x)3 - sum_K kappa_K sym3(u (x) c_K (x) c_K)
         + sum_K tau_K c_K^(x)3``; the pass accumulates ``sum_t (P^T y_t) (x) u_t^(x)3``,
         ``sum_t (P^T y_t) (x) u_t (x) kappa_t`` and ``sum_t (P^T y_t) (x) tau_t``, combined with the
-        constant basis at the end. Cost ``O(N (d_y p + d_x k + p k^3 + p k K))``. Raises
+        constant basis at the end. Cost ``O(N (d_y p + d_x k + p k^3 + p k K))``. With ``lags``, the same
+        pass sets ``lag_cross`` (see :meth:`project`). Raises
         :class:`~spectral_rnn.InputError` if the scores have no third order.
         """
-        Pt, Qt = self._to(P), self._to(Q)
-        sums = _Sums()
-        basis = None
-        for w in self.windows():
-            sc = w.scores
-            sc.require_third()
-            yp = w.y @ Pt  # (m, p)
-            u = sc.s @ Qt  # (m, k)
-            k = u.shape[1]
-            uu = (u[:, :, None] * u[:, None, :]).reshape(-1, k * k)
-            sums.add("uuu", (yp.T @ (uu[:, :, None] * u[:, None, :]).reshape(-1, k**3)).reshape(-1, k, k, k))
-            sums.add("uk", (yp.T @ (u[:, :, None] * sc.kappa[:, None, :]).reshape(u.shape[0], -1)).reshape(
-                yp.shape[1], k, -1))
-            if sc.tau is not None:
-                sums.add("tau", yp.T @ sc.tau)
-            basis = sc.basis
-        if basis is None:
+        m = self.reduce(project3_chunk, self._to(P), self._to(Q), tuple(lags), blocks=False)
+        if not m:
             raise ValueError("no valid steps")
-        m = sums.means(self.n_steps)
-        C = basis.cpu().to(torch.float64).numpy() @ Q  # (K, k)
-        uk = m["uk"]
+        self.lag_cross = {lag: m[("lag", lag)] for lag in lags}
+        C = self._basis_np() @ Q  # (K, k)
+        k = Q.shape[1]
+        uuu = m["uuu"].reshape(-1, k, k, k)
+        uk = m["uk"].reshape(uuu.shape[0], k, -1)
         corr = (np.einsum("paK,Kb,Kc->pabc", uk, C, C) + np.einsum("pbK,Ka,Kc->pabc", uk, C, C)
                 + np.einsum("pcK,Ka,Kb->pabc", uk, C, C))
-        out = m["uuu"] - corr
+        out = uuu - corr
         if "tau" in m:
             out = out + np.einsum("pK,Ka,Kb,Kc->pabc", m["tau"], C, C, C)
         return out
+
+    def _basis_np(self) -> np.ndarray:
+        """The constant basis ``B`` (K, d_x) of the process's scores, float64 numpy (from the
+        scores of the first few steps of the first sequence)."""
+        if self._basis is None:
+            T = self.X.shape[1]
+            t = min(T, 3) if self.lengths is None else int(min(T, 3, max(1, self.lengths[0])))
+            probe = self._to(self.X[0:1, :t])
+            L = torch.full((1,), t, device=self.device)
+            self._basis = self.process.score_terms(probe, L, t0=0, two_sided=self.two_sided).basis.cpu().to(
+                torch.float64).numpy()
+        return self._basis
+
+
+def _dask_block_sums(X: np.ndarray, Y: np.ndarray | None, lengths: np.ndarray | None, fn, args: tuple,
+                     cfg: dict) -> dict:
+    """One Dask task: the pass ``fn`` over one block of whole sequences, returned as raw sums
+    (not means), closed median-of-means blocks and maxima, to be added on the client."""
+    st = StepStream(X, Y, lengths, cfg["process"], two_sided=cfg["two_sided"], dtype=cfg["dtype"],
+                    chunk_steps=cfg["chunk_steps"])
+    if cfg["blocks"]:
+        st.blocks, st.block_steps = cfg["blocks"], cfg["block_steps"]
+        st.window_steps = min(st.window_steps, cfg["block_steps"])
+    sums = st._sums() if cfg["blocks"] else _Sums()
+    for w in st.windows(sums):
+        _accumulate(sums, fn(w, *args))
+    return {"sums": dict(sums), "parts": sums.parts, "maxima": sums.maxima}
+
+
+# ---------------------------------------------------------------------- per-chunk functions
+# Each maps one chunk (a Window of valid steps) to partial sums, a dict of tensors on the
+# chunk's device; the reduction is a sum over chunks (keys "max:...": the vector with the
+# largest first entry). They read each quantity of a chunk once (scores included: the
+# Window caches them) and form no (m, d, d) array: second-order scores enter only through
+# ``S_2(v, w) = (s.v)(s.w) - sum_k kappa_k (b_k.v)(b_k.w)``.
+
+#: largest number of entries of a per-chunk temporary (rows x columns); larger ones are
+#: built and contracted in blocks of rows
+TEMP_ENTRIES = 1 << 21
+
+
+def _row_blocks(m: int, width: int):
+    step = max(1, TEMP_ENTRIES // max(1, width))
+    for i in range(0, m, step):
+        yield slice(i, min(m, i + step))
+
+
+def _accumulate(sums: "_Sums", part: dict) -> None:
+    for name, val in part.items():
+        if isinstance(name, str) and name.startswith("max:"):
+            sums.keep_max(name, val)
+        else:
+            sums.add(name, val)
+
+
+def sketch_chunk(w: Window, Th: torch.Tensor, Om: torch.Tensor) -> dict:
+    """Partial sums of :meth:`StepStream.sketch`: ``acc`` (d_x, p k) = ``sum_t s_t ((Th^T y_t) (x) (Om^T s_t))``,
+    ``yk`` (p, K) = ``sum_t (Th^T y_t) kappa_t^T``."""
+    sc = w.scores
+    yt = w.y @ Th  # (m, p)
+    so = sc.s @ Om  # (m, k)
+    p, k = yt.shape[1], so.shape[1]
+    acc = sc.s.new_zeros((sc.s.shape[1], p * k))
+    for b in _row_blocks(yt.shape[0], p * k):
+        acc += sc.s[b].T @ (yt[b, :, None] * so[b, None, :]).reshape(-1, p * k)
+    return {"acc": acc, "yk": yt.T @ sc.kappa}
+
+
+def project_chunk(w: Window, Qt: torch.Tensor, lags: tuple[int, ...] = ()) -> dict:
+    """Partial sums of :meth:`StepStream.project`: ``acc`` (d_y, k(k+1)/2) = ``sum_t y_t (u_a u_b)_{a<=b}``
+    with ``u = Q^T s_t``; ``yk`` (d_y, K); the mass sums and the heaviest step (``max:peak``:
+    its mass, ``||y_t||`` and ``||Q^T S_2 Q||`` bound); ``("lag", k)`` (d_y, d_x) = ``sum_t y_t s_{t-k}^T``."""
+    sc = w.scores
+    y = w.y
+    sq = sc.s @ Qt  # (m, k)
+    k = sq.shape[1]
+    # columns (a, b >= a) in row-major upper-triangle order; s (x) s is formed one row of the
+    # triangle at a time (an (m, k - a) temporary) and contracted with y by one product each
+    acc = torch.cat([y.T @ (sq[:, a:] * sq[:, a:a + 1]) for a in range(k)], dim=1)
+    BQ2 = ((sc.basis @ Qt) ** 2).sum(1)  # (K,) ||Q^T b_k||^2
+    ynorm = y.norm(dim=1)
+    spart = (sq * sq).sum(1) + sc.kappa.abs() @ BQ2  # bounds ||Q^T S_2 Q||
+    mass = ynorm * spart  # each step's weight in the tensor
+    out = {"acc": acc, "yk": y.T @ sc.kappa, "mass": mass.sum(), "ynorm": ynorm.sum(), "spart": spart.sum()}
+    if mass.numel():  # a chunk may hold only padding
+        i = int(mass.argmax())
+        out["max:peak"] = torch.stack([mass[i], ynorm[i], spart[i]])
+    for lag in lags:
+        out[("lag", lag)] = y.T @ w.s_lag(lag)
+    return out
+
+
+def lag_chunk(w: Window, lags: tuple[int, ...]) -> dict:
+    """``("lag", k)`` (d_y, d_x) = ``sum_t y_t s_{t-k}^T`` for each lag ``k``."""
+    return {("lag", lag): w.y.T @ w.s_lag(lag) for lag in lags}
+
+
+def first_order_chunk(w: Window) -> dict:
+    """``M`` (d_y, d_x) = ``sum_t y_t s_t^T``."""
+    return {"M": w.y.T @ w.s}
+
+
+def project3_chunk(w: Window, Pt: torch.Tensor, Qt: torch.Tensor, lags: tuple[int, ...] = ()) -> dict:
+    """Partial sums of :meth:`StepStream.project3` (``uuu`` (p, k^3), ``uk`` (p, k K), ``tau`` (p, K))
+    and the lag cross-moments of :func:`lag_chunk`."""
+    sc = w.scores
+    sc.require_third()
+    yp = w.y @ Pt  # (m, p)
+    u = sc.s @ Qt  # (m, k)
+    k, K = u.shape[1], sc.kappa.shape[1]
+    uuu = yp.new_zeros((yp.shape[1], k**3))
+    uk = yp.new_zeros((yp.shape[1], k * K))
+    for b in _row_blocks(u.shape[0], k**3 + k * K):
+        ub = u[b]
+        uu = (ub[:, :, None] * ub[:, None, :]).reshape(-1, k * k)
+        uuu += yp[b].T @ (uu[:, :, None] * ub[:, None, :]).reshape(-1, k**3)
+        uk += yp[b].T @ (ub[:, :, None] * sc.kappa[b][:, None, :]).reshape(-1, k * K)
+    out = {"uuu": uuu, "uk": uk}
+    if sc.tau is not None:
+        out["tau"] = yp.T @ sc.tau
+    for lag in lags:
+        out[("lag", lag)] = w.y.T @ w.s_lag(lag)
+    return out
 
 
 def cross_moment(

@@ -366,7 +366,7 @@ def _fit_odd(est, X, Y, lengths, bidirectional: bool):
             f"{gap:.3g}): the hidden size is too large for these data, or there are too few samples" + _score_hint(proc))
     P, Q = Pl[:, :k], Qr[:k].T
     try:
-        T4 = stream.project3(P, Q)
+        T4 = stream.project3(P, Q, lags=(1, -1) if bidirectional else ())  # the BRNN's lag moments too
     except InputError as exc:
         raise InputError(f"{exc}: the route for odd activations (tanh) needs it; use scores='auto', 'gaussian', "
                          "'score-matching' or 'student-t'") from None

@@ -35,6 +35,8 @@ from ._checks import (
     check_random_state,
     iter_windows,
 )
+from ._dask import compute_blocks, is_dask
+from ._heap import trim_heap as _trim_heap
 from ._params import Params, atomic_fit
 from .scores import (
     GaussianLaw,
@@ -268,8 +270,10 @@ class AR1Process(Params):
         if rad >= 1:
             raise InputError(f"the autoregression is not stable (spectral radius {rad:.3g}); give initial_mean and initial_cov")
         m0 = np.linalg.solve(np.eye(d) - F, b)
-        # discrete Lyapunov: S0 = F S0 F^T + S  <=>  (I - F (x) F) vec S0 = vec S
-        S0 = np.linalg.solve(np.eye(d * d) - np.kron(F, F), S.reshape(-1)).reshape(d, d)
+        # discrete Lyapunov S0 = F S0 F^T + S, in O(d^3) (bilinear transform; never the d^2 x d^2 system)
+        from scipy.linalg import solve_discrete_lyapunov
+
+        S0 = solve_discrete_lyapunov(F, S)
         return m0, 0.5 * (S0 + S0.T)
 
     # --------------------------------------------------------------------- fit
@@ -277,8 +281,9 @@ class AR1Process(Params):
     def _pairs(X: np.ndarray, lengths: np.ndarray | None, chunk_steps: int):
         """Yield ``(prev, cur, first)``: the transitions ``(x_{t-1}, x_t)`` (m, d) and the first steps of each chunk."""
         n, T, d = X.shape
+        chunk_steps = min(chunk_steps, max(256, (1 << 21) // d))  # at most 2M numbers per chunk
         for rows, w0, w1, o0, o1 in iter_windows(n, T, chunk_steps, before=1):
-            xw = X[rows, w0:w1].astype(np.float64, copy=False)
+            xw = np.asarray(X[rows, w0:w1], dtype=np.float64)  # a float32 or lazy source: this chunk only
             first = xw[:, 0] if (w0 == 0 and o0 == 0) else xw[:0, 0]
             if lengths is None and w0 == 0 and (o0, o1) == (0, w1 - w0):  # a whole block of sequences
                 yield xw[:, :-1].reshape(-1, d), xw[:, 1:].reshape(-1, d), first
@@ -301,26 +306,17 @@ class AR1Process(Params):
         n, T, d = X.shape
         lengths = check_lengths(lengths, n, T)
         check_finite(X, lengths, "inputs")
-        # sums in centred coordinates (centre: the mean of the first chunk's steps), so offsets do
-        # not make the normal equations ill-conditioned
-        centre = None
-        Z = np.zeros((d + 1, d + 1))  # sum of [x_{t-1}; 1][x_{t-1}; 1]^T
-        C = np.zeros((d + 1, d))  # sum of [x_{t-1}; 1] x_t^T
-        Sxx = np.zeros((d, d))  # sum of x_t x_t^T
-        n_pairs = 0
-        for prev, cur, _ in self._pairs(X, lengths, chunk_steps):
-            if cur.shape[0] == 0:
-                continue
-            if centre is None:
-                centre = cur.mean(axis=0)
-                ctr = torch.as_tensor(centre)
-            # torch: its small-k matrix products are several times faster than numpy's here
-            prev, cur = torch.as_tensor(prev) - ctr, torch.as_tensor(cur) - ctr
-            Zp = torch.cat([prev, torch.ones((prev.shape[0], 1), dtype=prev.dtype)], dim=1)
-            Z += (Zp.T @ Zp).numpy()
-            C += (Zp.T @ cur).numpy()
-            Sxx += (cur.T @ cur).numpy()
-            n_pairs += cur.shape[0]
+        # sums in centred coordinates (centre: the mean of the first steps), so offsets do not make
+        # the normal equations ill-conditioned
+        centre = np.asarray(X[: max(1, min(n, chunk_steps // T)), : max(1, min(T, chunk_steps))], dtype=np.float64)
+        if lengths is not None:
+            centre = centre[np.arange(centre.shape[1])[None, :] < lengths[: centre.shape[0], None]]
+        centre = centre.reshape(-1, d).mean(axis=0)
+        if is_dask(X):  # one Dask task per block of sequences, sums added here
+            parts = compute_blocks(_ls_block_sums, X, None, lengths, centre, chunk_steps)
+        else:
+            parts = [_ls_block_sums(X, None, lengths, centre, chunk_steps)]
+        Z, C, Sxx, n_pairs = (sum(p[i] for p in parts) for i in range(4))
         if n_pairs < 2 * (d + 1):
             raise InputError(
                 f"too few transitions to fit the input process: {n_pairs} pairs (x_{{t-1}}, x_t) for input dimension {d}; "
@@ -368,9 +364,8 @@ class AR1Process(Params):
             )
 
     def _fit_first_law(self, X: np.ndarray, lengths: np.ndarray | None, n: int, d: int) -> None:
-        x1 = X[:, 0].astype(np.float64)
         own_ok = n >= 10 * (d + 1)
-        m_own, S_own = (x1.mean(axis=0), np.cov(x1, rowvar=False).reshape(d, d)) if n >= 2 else (None, None)
+        m_own, S_own = _first_step_moments(X, d) if n >= 2 else (None, None)
         try:
             stat = self._stationary()
         except InputError:
@@ -426,9 +421,9 @@ class AR1Process(Params):
         if isinstance(law, GaussianLaw) or n < MIN_FIRST_STEPS:
             self.first_law_ = GaussianLaw()
         else:
-            w0 = (torch.as_tensor(X[:, 0], dtype=torch.float64) - torch.as_tensor(self.initial_mean_)) \
-                @ torch.as_tensor(self.whiten0_).T
-            self.first_law_ = law.fit(innovation_stats([w0], d))
+            m0, W0 = torch.as_tensor(self.initial_mean_), torch.as_tensor(self.whiten0_)
+            w0 = ((torch.as_tensor(x1) - m0) @ W0.T for x1 in _first_steps(X))  # block by block
+            self.first_law_ = law.fit(innovation_stats(w0, d, n_total=n))
         self._cache = {}
 
     @staticmethod
@@ -436,7 +431,7 @@ class AR1Process(Params):
         """Inputs that take very few values (an indicator, a category code) have no score."""
         n, T, d = X.shape
         valid = np.ones((n, T), dtype=bool) if lengths is None else np.arange(T)[None, :] < lengths[:n, None]
-        values = X[valid]
+        values = np.asarray(X)[valid]
         for j in range(d):
             if len(np.unique(values[:, j])) <= 3:
                 raise IllConditionedError(
@@ -498,6 +493,9 @@ class AR1Process(Params):
                 "F": to(self.F_), "b": to(self.intercept_), "m0": to(self.initial_mean_),
                 "W": to(W), "W0": to(W0), "WF": to(W @ self.F_), "P": to(W.T @ W), "PF": to(W.T @ W @ self.F_),
                 "one": to(np.vstack([W, W0])), "two": to(np.vstack([W, W0, -(W @ self.F_)])),
+                # one product per window gives M^T (x_t - F x_{t-1} - b): M = P (Gaussian: the score) or W^T
+                "GP": to(np.hstack([W.T @ W, -self.F_.T @ W.T @ W])), "bP": to(self.intercept_ @ W.T @ W),
+                "GW": to(np.hstack([W.T, -self.F_.T @ W.T])), "bW": to(self.intercept_ @ W.T),
             }
         return self._cache[key]
 
@@ -529,16 +527,23 @@ class AR1Process(Params):
         p = self._params(X.device, X.dtype)
         X = X.contiguous()
         flat = lambda A: A.reshape(-1, A.shape[-1])  # noqa: E731  2-D products are much faster than batched ones
-        resid = X - p["b"]  # becomes x_t - F x_{t-1} - b
-        resid[:, 1:] -= (flat(X[:, :-1]) @ p["F"].T).view(n, Wd - 1, d)
+        gaussian = isinstance(self.law_, GaussianLaw)
+        # v_t = M^T (x_t - F x_{t-1} - b) from one product [x_t M, -x_t F^T M] and a shift in time
+        Z = (flat(X) @ (p["GP"] if gaussian else p["GW"])).view(n, Wd, 2 * d)
+        v = Z[..., :d] - (p["bP"] if gaussian else p["bW"])
+        v[:, 1:] += Z[:, :-1, d:]
         zero = torch.zeros((), dtype=X.dtype, device=X.device)
-        if isinstance(self.law_, GaussianLaw):  # the closed form: psi = w, kappa = 1, s = P r directly
+        if gaussian:  # the closed form: psi = w, kappa = 1, s = P r directly
             psi, kap, tau = None, torch.ones((), dtype=X.dtype, device=X.device).expand(n, Wd, d), None
-            s = (flat(resid) @ p["P"]).view(n, Wd, d)
+            s = v
+            if two_sided:
+                nxt = (flat(v) @ p["F"]).view(n, Wd, d)[:, 1:]  # (P r_{t+1})^T F = r_{t+1}^T P F
         else:
-            w = (flat(resid) @ p["W"].T).view(n, Wd, d)
+            w = v
             psi, kap, tau = self.law_.terms(w)
             s = (flat(psi) @ p["W"]).view(n, Wd, d)  # W^T psi, row form
+            if two_sided:
+                nxt = (flat(psi[:, 1:]) @ p["WF"]).view(n, Wd - 1, d)
         has_tau = tau is not None
         if t0 == 0:
             w0 = (X[:, 0] - p["m0"]) @ p["W0"].T
@@ -567,15 +572,65 @@ class AR1Process(Params):
         else:
             last = lengths[:, None].to(X.device) - 1
         has_next = (t_abs[None, :-1] < last).unsqueeze(-1)  # (n, W-1, 1)
-        if psi is None:  # Gaussian: (W F)^T W r = F^T P r
-            nxt = (flat(resid[:, 1:]) @ p["PF"]).view(n, Wd - 1, d)
+        if bool(has_next.all()):  # no sequence ends inside the window: no masking needed
+            s[:, :-1] -= nxt
+            kappa[:, :-1, 2 * d:] = kap[:, 1:]
+            if tau is not None:
+                tau_all[:, :-1, 2 * d:] = tau[:, 1:]
         else:
-            nxt = (flat(psi[:, 1:]) @ p["WF"]).view(n, Wd - 1, d)
-        s[:, :-1] -= torch.where(has_next, nxt, zero)
-        kappa[:, :-1, 2 * d:] = torch.where(has_next, kap[:, 1:], zero)
-        if tau is not None:
-            tau_all[:, :-1, 2 * d:] = torch.where(has_next, tau[:, 1:], zero)
+            s[:, :-1] -= torch.where(has_next, nxt, zero)
+            kappa[:, :-1, 2 * d:] = torch.where(has_next, kap[:, 1:], zero)
+            if tau is not None:
+                tau_all[:, :-1, 2 * d:] = torch.where(has_next, tau[:, 1:], zero)
         return StepScores(s, kappa, p["two"], tau_all, self.law_.has_third and self.first_law_.has_third)
+
+
+def _first_steps(X, block: int = 1 << 16):
+    """The first input of every sequence, ``(m, d)`` float64 blocks of ``block`` sequences (a
+    source read by slices is never read whole)."""
+    for i in range(0, X.shape[0], block):
+        yield np.asarray(X[i:i + block, 0], dtype=np.float64)
+
+
+def _first_step_moments(X, d: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and covariance (``n - 1`` normalisation) of the first inputs, in one streamed pass
+    (sums centred at the first block's mean)."""
+    c, n, s1, s2 = None, 0, np.zeros(d), np.zeros((d, d))
+    for x1 in _first_steps(X):
+        if c is None:
+            c = x1.mean(axis=0)
+        z = x1 - c
+        n += z.shape[0]
+        s1 += z.sum(axis=0)
+        s2 += z.T @ z
+    m = s1 / n
+    return c + m, (s2 - n * np.outer(m, m)) / (n - 1)
+
+
+def _ls_block_sums(X, _Y, lengths: np.ndarray | None, centre: np.ndarray, chunk_steps: int):
+    """The least-squares sums of the autoregression over a block of sequences, in coordinates
+    centred at ``centre``: ``(Z, C, Sxx, n_pairs)`` with ``Z = sum [x_{t-1}; 1][x_{t-1}; 1]^T``,
+    ``C = sum [x_{t-1}; 1] x_t^T``, ``Sxx = sum x_t x_t^T`` over all transitions. A pure function of
+    the block: blocks are summed (serially, or as Dask tasks)."""
+    d = X.shape[2]
+    Z = np.zeros((d + 1, d + 1))
+    C = np.zeros((d + 1, d))
+    Sxx = np.zeros((d, d))
+    n_pairs = 0
+    ctr = torch.as_tensor(centre)
+    for prev, cur, _ in AR1Process._pairs(X, lengths, chunk_steps):
+        _trim_heap()
+        if cur.shape[0] == 0:
+            continue
+        # torch: its small-k matrix products are several times faster than numpy's here
+        prev, cur = torch.as_tensor(prev) - ctr, torch.as_tensor(cur) - ctr
+        Zp = torch.cat([prev, torch.ones((prev.shape[0], 1), dtype=prev.dtype)], dim=1)
+        G = Zp.T @ torch.cat([Zp, cur], dim=1)  # one product: [Z | C]
+        Z += G[:, : d + 1].numpy()
+        C += G[:, d + 1:].numpy()
+        Sxx += (cur.T @ cur).numpy()
+        n_pairs += cur.shape[0]
+    return Z, C, Sxx, n_pairs
 
 
 class GaussianAR1(AR1Process):

@@ -29,6 +29,7 @@ it is shrunk further by ``margin`` until it passes).
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,6 +44,7 @@ from ._checks import (
     check_xy,
     resolve_device,
 )
+from ._heap import trim_heap
 from .activations import Activation, Polynomial
 from .chain import DIVERGENCE_LIMIT
 from .metrics import prediction_error
@@ -176,7 +178,11 @@ class _Chain:
         """``(A x_t for the sequences rows, their valid-step mask or None)`` on the device."""
         idx = rows if isinstance(rows, slice) else rows.cpu().numpy()
         dev = self.A.device
-        Xc = torch.as_tensor(self.X[idx]).to(dev, torch.float64)
+        trim_heap()
+        Xc = self.X.oindex[idx] if (not isinstance(idx, slice) and hasattr(self.X, "oindex")) else self.X[idx]
+        with warnings.catch_warnings():  # a read-only memory map: only read
+            warnings.simplefilter("ignore", UserWarning)
+            Xc = torch.as_tensor(np.asarray(Xc)).to(dev, torch.float64)
         valid = None
         if self.lengths is not None:
             L = torch.as_tensor(self.lengths[idx], device=dev)
@@ -332,7 +338,7 @@ def stabilize(
     dev = resolve_device(device)
     W = {k: torch.as_tensor(v, dtype=torch.float64, device=dev) for k, v in model.parameters().items()}
     n, T = X.shape[:2]
-    rows = max(1, int(chunk_steps) // max(T, 1))
+    rows = max(1, min(int(chunk_steps), max(256, (1 << 21) // X.shape[2])) // max(T, 1))  # <= 2M numbers read
     results = [
         _stabilize_chain(_Chain(X, lengths, W[c.input], W[c.recurrent], getattr(model, c.activation), c.reverse, limit,
                                 rows), margin, rtol, "backward chain" if c.reverse else "forward chain", c.recurrent,
