@@ -34,7 +34,6 @@ def test_dask_threads_equal_in_memory(planted):
         assert _rel(getattr(got, k + "_"), getattr(ref, k + "_")) < 1e-10
 
 
-@pytest.mark.slow
 def test_dask_local_cluster_equals_in_memory(planted):
     distributed = pytest.importorskip("distributed")
     X, Y, _ = planted

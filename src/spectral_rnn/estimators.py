@@ -53,7 +53,7 @@ from ._heap import trimming
 from .sources import is_chunk_source, open_chunks
 from .stability import stabilize
 from .threads import limit_threads, resolve_threads
-from ._fitting import MAX_COND, _score_hint, drop_extreme_sequences, output_pinv, read_by_slices
+from ._fitting import _score_hint, drop_extreme_sequences, output_pinv, read_by_slices
 
 __all__ = ["SpectralIORNN", "SpectralBRNN", "solve_scales_and_recurrence", "check_activation", "output_pinv"]
 

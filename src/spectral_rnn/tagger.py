@@ -625,11 +625,11 @@ def train_tagger(
     elif module.input_size != featurizer.n_features or module.n_classes != len(tags):
         raise InputError(f"module takes {module.input_size} features to {module.n_classes} classes; "
                          f"the data have {featurizer.n_features} features and {len(tags)} tags")
-    cb = None
-    if log is not None:
-        def cb(h: TrainHistory) -> None:
-            log(f"  {h.time[-1]:6.1f} s  epoch {h.epoch[-1]:5.2f}  dev accuracy {h.dev_accuracy[-1]:.4f}")
-    hist = train_classifier(module, Xt, yt, Xd, yd, budget_s=train_budget, seed=seed, callback=cb, **train_kw)
+    def cb(h: TrainHistory) -> None:
+        log(f"  {h.time[-1]:6.1f} s  epoch {h.epoch[-1]:5.2f}  dev accuracy {h.dev_accuracy[-1]:.4f}")
+
+    hist = train_classifier(module, Xt, yt, Xd, yd, budget_s=train_budget, seed=seed,
+                            callback=cb if log is not None else None, **train_kw)
     config = {"budget_s": budget_s, "seed": seed, "module": _module_config(module), **start_cfg,
               "best_dev_accuracy": hist.best_dev_accuracy, "stop_reason": hist.stop_reason}
     return Tagger(featurizer, tags, module, config), hist
