@@ -33,14 +33,9 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
 
-
-def _status_mb(key: str) -> float:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) / 1024.0
-    return float("nan")
+from bench_spectral import _status_mb  # noqa: E402  (a memory figure of this process, MB)
 
 
 def worker(cfg: dict) -> dict:
