@@ -142,3 +142,16 @@ def test_bad_arguments(planted):
         stabilize(planted.model, planted.X[..., :3])
     with pytest.raises(InputError):
         stabilize(planted.model, planted.X, Y=planted.Y[:, :4])
+
+
+def test_diverged_sequences_counts_each_sequence_once(planted):
+    """The count in the report is the number of distinct sequences whose recursion diverges at
+    the original scale (checked one by one with predict), whatever the chunking of the check."""
+    X, truth = planted.X, planted.model
+    k = next(k for k in (2, 3, 4, 6, 8, 12) if diverges(scaled(truth, k), X))
+    big = scaled(truth, k)
+    expected = sum(diverges(big, X[i : i + 1]) for i in range(X.shape[0]))
+    assert expected > 0
+    for chunk_steps in (1 << 18, 70):  # one chunk, and chunks of 7 sequences
+        _, rep = stabilize(big, X, chunk_steps=chunk_steps)
+        assert rep.diverged_sequences == expected

@@ -196,46 +196,50 @@ class _Chain:
             m = max(m, float(self.drive(rows)[0].abs().amax())) if self.X.shape[1] else m
         return m
 
-    def run(self, factor: float, rows=None, stop_early: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-sequence peaks and divergence flags at ``factor * W`` (on ``rows``: an index tensor)."""
+    def run(self, factor: float, rows=None, stop_early: bool = False) -> tuple[float, torch.Tensor]:
+        """``(largest |h_t|, indices of the sequences that diverged)`` at ``factor * W``, over all
+        sequences or over ``rows`` (an index tensor). Only a running maximum and the (few)
+        diverging indices are kept, so the memory does not grow with the number of sequences."""
         W = self.W * factor
         if rows is not None:
             chunks = [rows[i : i + self.chunk_rows] for i in range(0, len(rows), self.chunk_rows)]
         else:
             chunks = self.chunks
-        peaks, bads = [], []
+        peak, bads = 0.0, [torch.zeros(0, dtype=torch.long)]
         for r in chunks:
             drive, v = self.drive(r)
             p, b = _peaks(drive, W, self.f, v, self.reverse, self.limit, stop_early)
-            peaks.append(p)
-            bads.append(b)
-            if stop_early and bool(b.any()):
-                break
-        return torch.cat(peaks), torch.cat(bads)
+            if p.numel():
+                peak = max(peak, float(p.max()))
+            if bool(b.any()):
+                local = torch.nonzero(b).flatten().cpu()
+                bads.append(local + r.start if isinstance(r, slice) else r.cpu()[local])
+                if stop_early:
+                    break
+        return peak, torch.cat(bads)
 
 
 def _stabilize_chain(ch: _Chain, margin: float, rtol: float, name: str, wname: str, iname: str):
-    """(factor, method, peak_before, peak_after, diverged) for one chain (``diverged``: a
-    per-sequence flag tensor, or ``None`` when nothing diverged)."""
+    """(factor, method, peak_before, peak_after, diverged) for one chain (``diverged``: the
+    indices of the sequences that diverged at the original scale, or ``None`` when none did)."""
     if ch.f.bounded:
         return 1.0, "bounded activation", math.nan, math.nan, None
     r = bound_certifies(ch.f, ch.drive_max(), ch.W.cpu().numpy(), ch.limit)
     if math.isfinite(r):
         return 1.0, "bound", r, r, None
     peak, bad = ch.run(1.0)
-    if not bool(bad.any()):
-        p = float(peak.max()) if peak.numel() else 0.0
-        return 1.0, "simulation", p, p, None
-    peak0, bad0 = ch.run(0.0)
-    if bool(bad0.any()):
-        i = int(torch.nonzero(bad0)[0, 0])
+    if not len(bad):
+        return 1.0, "simulation", peak, peak, None
+    _, bad0 = ch.run(0.0)
+    if len(bad0):
+        i = int(bad0.min())
         raise DivergenceError(
             f"the {name} diverges on sequence {i} even with {wname} = 0: f({iname} x_t) "
             f"exceeds {ch.limit:.0e}, so the input weights are too large for these inputs; no scaling of "
             f"{wname} can make this model stable"
         )
     # bisection on the sequences that diverged (checked on all of them afterwards)
-    suspects = torch.nonzero(bad).flatten()
+    suspects = bad
     hi_bound = 1.0
     for _ in range(20):
         lo, hi = 0.0, hi_bound
@@ -244,16 +248,15 @@ def _stabilize_chain(ch: _Chain, margin: float, rtol: float, name: str, wname: s
                 break
             mid = 0.5 * (lo + hi)
             _, b = ch.run(mid, suspects, stop_early=True)
-            if bool(b.any()):
+            if len(b):
                 hi = mid
             else:
                 lo = mid
         factor = margin * lo
         for _ in range(50):
-            peak_f, bad_f = ch.run(factor)
-            if not bool(bad_f.any()):
-                return factor, "shrunk", math.inf, float(peak_f.max()), bad
-            new = torch.nonzero(bad_f).flatten()
+            peak_f, new = ch.run(factor)
+            if not len(new):
+                return factor, "shrunk", math.inf, peak_f, bad
             if len(torch.unique(torch.cat([suspects, new]))) > len(suspects):
                 break  # other sequences diverge here: bisect again with them
             factor *= margin
@@ -267,14 +270,10 @@ def _stabilize_chain(ch: _Chain, margin: float, rtol: float, name: str, wname: s
 # ----------------------------------------------------------------------------- public
 
 
-def _count_union(flags: list) -> int:
-    flags = [f for f in flags if f is not None]
-    if not flags:
-        return 0
-    out = flags[0]
-    for f in flags[1:]:
-        out = out | f
-    return int(out.sum())
+def _count_union(diverged: list) -> int:
+    """How many distinct sequences diverged in any chain (``diverged``: index tensors or None)."""
+    idx = [d for d in diverged if d is not None]
+    return int(torch.unique(torch.cat(idx)).numel()) if idx else 0
 
 
 def _relative_mse(model, X, Y, lengths) -> float:
