@@ -88,6 +88,15 @@ def world(tmp_path_factory):
             fh.write(blob)
         table[name] = p
 
+    def corrupted(table, prefix, ext, blob, n, flips):
+        """``n`` truncated and ``n`` bit-flipped copies of ``blob`` (``flips`` bytes each)."""
+        for i in range(n):
+            raw(table, f"{prefix}trunc{i}.{ext}", blob[: int(rng.integers(1, len(blob)))])
+            flipped = bytearray(blob)
+            for j in rng.integers(0, len(blob), flips):
+                flipped[j] ^= int(rng.integers(1, 256))
+            raw(table, f"{prefix}flip{i}.{ext}", bytes(flipped))
+
     # valid files in unusual dtypes, orders and layouts
     npz("longdouble", inputs=X.astype(np.longdouble), outputs=Y.astype(np.longdouble))
     npz("bigendian", inputs=X.astype(">f8"), outputs=Y.astype(">f4"))
@@ -126,13 +135,7 @@ def world(tmp_path_factory):
     data["pickle"] = str(inp / "pickle.npz")
     np.save(str(inp / "single.npy"), X)
     data["npy"] = str(inp / "single.npy")
-    blob = open(good, "rb").read()
-    for i in range(4):
-        raw(data, f"trunc{i}.npz", blob[: int(rng.integers(1, len(blob)))])
-        flipped = bytearray(blob)
-        for j in rng.integers(0, len(blob), 20):
-            flipped[j] ^= int(rng.integers(1, 256))
-        raw(data, f"flip{i}.npz", bytes(flipped))
+    corrupted(data, "", "npz", open(good, "rb").read(), 4, 20)
     raw(data, "random.npz", rng.bytes(2000))
     raw(data, "zero.npz", b"")
     raw(data, "text.npz", b"inputs,outputs\n1,2\n")
@@ -161,13 +164,7 @@ def world(tmp_path_factory):
     st("f16", {k: v.astype(np.float16) for k, v in W.items()}, meta)
     st("wrong_dx", {**W, "A1": np.zeros((2, 3))}, meta)
     st("shape", {**W, "U": np.zeros((2, 3))}, meta)
-    mblob = open(truth, "rb").read()
-    for i in range(3):
-        raw(models, f"mtrunc{i}.safetensors", mblob[: int(rng.integers(1, len(mblob)))])
-        flipped = bytearray(mblob)
-        for j in rng.integers(0, len(mblob), 8):
-            flipped[j] ^= int(rng.integers(1, 256))
-        raw(models, f"mflip{i}.safetensors", bytes(flipped))
+    corrupted(models, "m", "safetensors", open(truth, "rb").read(), 3, 8)
     raw(models, "mrandom.safetensors", rng.bytes(500))
     raw(models, "hugeheader.safetensors", (2**62).to_bytes(8, "little") + b"{}")
     models["npz"] = good

@@ -36,6 +36,15 @@ def toy():
 
 
 @pytest.fixture(scope="module")
+def toy_arrays(toy):
+    """The toy corpus as features and label arrays: (featurizer, tag set, Xt, Xd, yt, yd)."""
+    sents, tags, dev_s, dev_t = toy
+    feat = WordFeaturizer(dim=8, suffix_dim=4).fit(sents)
+    ts = sorted({t for s in tags for t in s})
+    return feat, ts, feat.transform(sents), feat.transform(dev_s), encode_tags(tags, ts), encode_tags(dev_t, ts)
+
+
+@pytest.fixture(scope="module")
 def trained(toy):
     sents, tags, dev_s, dev_t = toy
     feat = WordFeaturizer(dim=8, suffix_dim=4, min_suffix_count=2)
@@ -76,12 +85,8 @@ def test_bidirectional_packing_matches_single_sequences():
         assert np.allclose(predict_proba(m, [s])[0], p, atol=1e-6)
 
 
-def test_given_weights_are_trained_as_they_are_and_random_init_redraws(toy):
-    sents, tags, dev_s, dev_t = toy
-    feat = WordFeaturizer(dim=8, suffix_dim=4).fit(sents)
-    ts = sorted({t for s in tags for t in s})
-    Xt, Xd = feat.transform(sents), feat.transform(dev_s)
-    yt, yd = encode_tags(tags, ts), encode_tags(dev_t, ts)
+def test_given_weights_are_trained_as_they_are_and_random_init_redraws(toy_arrays):
+    feat, ts, Xt, Xd, yt, yd = toy_arrays
     rnn = torch.nn.RNN(feat.n_features, 6, batch_first=True, bidirectional=True, nonlinearity="tanh")
     readout = torch.nn.Linear(12, len(ts))
     with torch.no_grad():
@@ -102,13 +107,10 @@ def test_given_weights_are_trained_as_they_are_and_random_init_redraws(toy):
     assert accuracy(m, Xd, yd) >= before
 
 
-def test_bias_free_rnn_and_readout_as_exported(toy, tmp_path):
+def test_bias_free_rnn_and_readout_as_exported(toy, toy_arrays, tmp_path):
     """The layout of spectral_rnn.torch_export's tanh export: nn.RNN(bias=False), Linear(bias=False)."""
-    sents, tags, dev_s, dev_t = toy
-    feat = WordFeaturizer(dim=8, suffix_dim=4).fit(sents)
-    ts = sorted({t for s in tags for t in s})
-    Xt, Xd = feat.transform(sents), feat.transform(dev_s)
-    yt, yd = encode_tags(tags, ts), encode_tags(dev_t, ts)
+    dev_s = toy[2]
+    feat, ts, Xt, Xd, yt, yd = toy_arrays
     rnn = torch.nn.RNN(feat.n_features, 5, nonlinearity="tanh", bias=False, batch_first=True, bidirectional=True)
     readout = torch.nn.Linear(10, len(ts), bias=False)
     m = SequenceClassifier(rnn, readout)
@@ -124,12 +126,8 @@ def test_bias_free_rnn_and_readout_as_exported(toy, tmp_path):
     assert not m2.rnn.bias and m2.readout.bias is not None
 
 
-def test_divergence_restores_best_weights_and_halves_lr(toy, monkeypatch):
-    sents, tags, dev_s, dev_t = toy
-    feat = WordFeaturizer(dim=8, suffix_dim=4).fit(sents)
-    ts = sorted({t for s in tags for t in s})
-    Xt, Xd = feat.transform(sents), feat.transform(dev_s)
-    yt, yd = encode_tags(tags, ts), encode_tags(dev_t, ts)
+def test_divergence_restores_best_weights_and_halves_lr(toy_arrays, monkeypatch):
+    feat, ts, Xt, Xd, yt, yd = toy_arrays
     m = make_classifier("rnn", feat.n_features, 6, len(ts), seed=0)
     calls = {"n": 0}
     orig = torch.nn.functional.cross_entropy
