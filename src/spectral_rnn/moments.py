@@ -102,6 +102,17 @@ class _Sums(dict):
         return out
 
 
+def _lagged(source: str, k: int) -> cached_property:
+    """A cached :class:`Window` attribute: the window array ``source`` (``"_X"`` or ``"_Y"``)
+    at step ``t - k`` for every valid, owned step ``t``, shape (m, d)."""
+
+    def get(self: "Window") -> torch.Tensor:
+        A = getattr(self, source)
+        return self._take(A) if k == 0 else self._shift(A, k)
+
+    return cached_property(get)
+
+
 class Window:
     """The valid steps of one chunk, flattened to ``m`` rows.
 
@@ -134,37 +145,14 @@ class Window:
             return A.reshape((-1,) + A.shape[2:])
         return A[self._mask]
 
-    @cached_property
-    def x(self) -> torch.Tensor:
-        return self._take(self._X)
-
-    @cached_property
-    def x_prev(self) -> torch.Tensor:
-        return self._shift(self._X, 1)
-
-    @cached_property
-    def x_prev2(self) -> torch.Tensor:
-        return self._shift(self._X, 2)
-
-    @cached_property
-    def y(self) -> torch.Tensor:
-        return self._take(self._Y)
-
-    @cached_property
-    def y_prev(self) -> torch.Tensor:
-        return self._shift(self._Y, 1)
-
-    @cached_property
-    def x_next(self) -> torch.Tensor:
-        return self._shift(self._X, -1)
-
-    @cached_property
-    def x_next2(self) -> torch.Tensor:
-        return self._shift(self._X, -2)
-
-    @cached_property
-    def y_next(self) -> torch.Tensor:
-        return self._shift(self._Y, -1)
+    x = _lagged("_X", 0)
+    x_prev = _lagged("_X", 1)
+    x_prev2 = _lagged("_X", 2)
+    x_next = _lagged("_X", -1)
+    x_next2 = _lagged("_X", -2)
+    y = _lagged("_Y", 0)
+    y_prev = _lagged("_Y", 1)
+    y_next = _lagged("_Y", -1)
 
     @cached_property
     def _score_window(self) -> StepScores:

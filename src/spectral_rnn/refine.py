@@ -62,12 +62,27 @@ from .kinds import from_torch, kind_of, resolve_kind
 from .stability import StabilityReport, stabilize
 from .torch_export import PolynomialRNN, TorchRNN
 
-__all__ = ["History", "TrainConfig", "BPTT_DEFAULTS", "EarlyStopping", "LrPlateau", "DivergenceRecovery",
+__all__ = ["RunLog", "History", "TrainConfig", "BPTT_DEFAULTS", "EarlyStopping", "LrPlateau", "DivergenceRecovery",
            "TrainingClock", "refine", "train_bptt", "fit_module", "relative_mse"]
 
 
 @dataclass
-class History:
+class RunLog:
+    """What every training history records: per evaluation row, ``time`` (seconds of training),
+    ``epoch``, ``train_loss`` and ``lr``; and at the end ``stop_reason`` and ``divergences`` (how
+    many minibatches gave a non-finite loss or gradient). :class:`History` (regression) and
+    :class:`~spectral_rnn.tagger.TrainHistory` (tagging) add their own columns."""
+
+    time: list[float] = field(default_factory=list)
+    epoch: list = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
+    stop_reason: str = ""
+    divergences: int = 0
+
+
+@dataclass
+class History(RunLog):
     """What happened during training, one row per epoch (epoch 0 is the starting point).
 
     ``epoch``, ``train_loss`` (mean over the epoch's minibatches; NaN at epoch 0),
@@ -85,16 +100,10 @@ class History:
     against ``time_budget``).
     """
 
-    epoch: list[int] = field(default_factory=list)
-    train_loss: list[float] = field(default_factory=list)
     val_loss: list[float] = field(default_factory=list)
-    time: list[float] = field(default_factory=list)
-    lr: list[float] = field(default_factory=list)
     best_epoch: int = 0
     best_val_loss: float = math.inf
     diverged: bool = False
-    divergences: int = 0
-    stop_reason: str = ""
     stabilization: StabilityReport | None = None
     stabilization_seconds: float = 0.0
 

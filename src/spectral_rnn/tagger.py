@@ -40,7 +40,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ._checks import InputError
 from .features import WordFeaturizer, pad_sequences
-from .refine import DivergenceRecovery, EarlyStopping
+from .refine import DivergenceRecovery, EarlyStopping, RunLog
 
 __all__ = [
     "SequenceClassifier",
@@ -266,7 +266,7 @@ def accuracy(module: SequenceClassifier, X, y, lengths=None) -> float:
 
 # ------------------------------------------------------------------ training
 @dataclass
-class TrainHistory:
+class TrainHistory(RunLog):
     """One row per development evaluation (row 0: the start).
 
     ``time``: training seconds (evaluation excluded) at the evaluation; ``step``
@@ -277,16 +277,10 @@ class TrainHistory:
     ``eval_time`` total seconds spent evaluating (not in ``time``).
     """
 
-    time: list[float] = field(default_factory=list)
     step: list[int] = field(default_factory=list)
-    epoch: list[float] = field(default_factory=list)
-    train_loss: list[float] = field(default_factory=list)
     dev_accuracy: list[float] = field(default_factory=list)
     dev_loss: list[float] = field(default_factory=list)
-    lr: list[float] = field(default_factory=list)
     best: int = 0
-    stop_reason: str = ""
-    divergences: int = 0
     eval_time: float = 0.0
 
     @property
