@@ -44,3 +44,15 @@ def test_dask_local_cluster_equals_in_memory(planted):
         got = SpectralBRNN(1, random_state=0).fit(Xd, Yd)
     for k in ("A1", "U", "A2", "B1", "V", "B2"):
         assert _rel(getattr(got, k + "_"), getattr(ref, k + "_")) < 1e-10
+
+
+def test_dask_tanh_route_equals_in_memory():
+    """The odd route (tanh) with Dask inputs: subsamples and the read-out pass read the blocks
+    (it raised a raw IndexError before)."""
+    p = make_planted("iornn", 6, 2, 5, n_steps=30_000, activation="tanh", random_state=0)
+    L = np.random.default_rng(1).integers(4, 11, p.X.shape[0])
+    ref = SpectralIORNN(2, "tanh", random_state=0).fit(p.X, p.Y, L)
+    got = SpectralIORNN(2, "tanh", random_state=0).fit(da.from_array(p.X, chunks=(700, 10, 6)),
+                                                      da.from_array(p.Y, chunks=(700, 10, 5)), L)
+    for k in ("A1", "U", "A2"):
+        assert _rel(getattr(got, k + "_"), getattr(ref, k + "_")) < 1e-10

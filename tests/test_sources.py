@@ -98,3 +98,22 @@ def test_zarr_and_cli_directories(planted, tmp_path, capsys):
     assert main(["fit", str(tmp_path / "empty"), "--hidden-size", "2", "--activation", "0,1,0.5", "--out",
                  str(tmp_path / "x.safetensors")]) == 2
     assert "neither X.npy" in capsys.readouterr().err
+
+
+def test_tanh_route_reads_sources_by_slices(tmp_path):
+    """The odd route (tanh) from a chunk source and from memory maps gives the in-memory fit: its
+    subsamples and its read-out pass read the source by slices (a Dask array crashed there)."""
+    p = make_planted("iornn", 6, 2, 5, n_steps=30_000, activation="tanh", random_state=0)
+    X, Y = p.X, p.Y
+    L = np.random.default_rng(1).integers(4, 11, X.shape[0])
+    ref = SpectralIORNN(2, "tanh", random_state=0).fit(X, Y, L)
+
+    def gen():
+        for i in range(0, X.shape[0], 700):
+            yield X[i:i + 700], Y[i:i + 700], L[i:i + 700]
+
+    _same(SpectralIORNN(2, "tanh", random_state=0).fit(gen), ref)
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "Y.npy", Y)
+    Xm, Ym = np.load(tmp_path / "X.npy", mmap_mode="r"), np.load(tmp_path / "Y.npy", mmap_mode="r")
+    _same(SpectralIORNN(2, "tanh", random_state=0).fit(Xm, Ym, L), ref)

@@ -295,12 +295,12 @@ def _output_weights(rec: _Recurrence, s: np.ndarray, U: np.ndarray, V: np.ndarra
     with torch.no_grad():
         for i in range(0, X.shape[0], chunk):
             Lc = None if lengths is None else lengths[i:i + chunk]
-            Xc = torch.as_tensor(_zero_padding(X[i:i + chunk], Lc), dtype=torch.float64)
-            Yc = torch.as_tensor(_zero_padding(Y[i:i + chunk], Lc), dtype=torch.float64)
+            Xc = torch.as_tensor(_zero_padding(np.asarray(X[i:i + chunk]), Lc), dtype=torch.float64)
+            Yc = torch.as_tensor(_zero_padding(np.asarray(Y[i:i + chunk]), Lc), dtype=torch.float64)
             Lc = None if Lc is None else torch.as_tensor(Lc)
             H = rec.states(st, Ut, Vt, Xc, Lc)
             if Lc is not None:
-                m = torch.as_tensor(valid_mask(Lc.numpy(), *X[i:i + chunk].shape[:2]))[..., None].to(torch.float64)
+                m = torch.as_tensor(valid_mask(Lc.numpy(), *Xc.shape[:2]))[..., None].to(torch.float64)
                 H = H * m
             Hf = H.reshape(-1, k)
             G += (Hf.T @ Hf).numpy()
@@ -401,7 +401,7 @@ def _fit_odd(est, X, Y, lengths, bidirectional: bool):
     ratio = -np.sum(W3 * W1, axis=0) / np.maximum(np.sum(W1 * W1, axis=0), 1e-300)
     # variance of A_hat x from a subsample
     n_s = max(1, min(X.shape[0], 100_000 // X.shape[1]))
-    Xs = X[:n_s]
+    Xs = np.asarray(X[:n_s])  # a Dask or chunked source is read here, by this slice only
     keep = valid_mask(None if lengths is None else lengths[:n_s], *Xs.shape[:2])
     Z = Xs[keep] @ A_hat.T
     var = np.mean(Z * Z, axis=0)
@@ -420,7 +420,8 @@ def _fit_odd(est, X, Y, lengths, bidirectional: bool):
     torch.set_num_threads(1)  # tiny per-step products: one thread is several times faster (measured: 10x on a busy 2-core host)
     try:
         s, U, V, A2, loss, n_iter, rec = fit_scales_and_recurrence(
-            f, A_hat, X[idx], Y[idx], None if lengths is None else lengths[idx], candidates, n_bwd=n_bwd)
+            f, A_hat, np.asarray(X[idx]), np.asarray(Y[idx]), None if lengths is None else lengths[idx], candidates,
+            n_bwd=n_bwd)
         if n_fit < n_seq:
             A2 = _output_weights(rec, s, U, V, X, Y, lengths).copy()
     finally:
