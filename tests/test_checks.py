@@ -236,3 +236,28 @@ def test_float32_inputs_raise_no_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         check_xy(X, X[..., :1], None)
+
+
+def test_a_fit_reads_each_input_once_for_finiteness():
+    """check_xy, the input law and the stability check all validate the inputs; within one fit the
+    data are read once for it (a memory map was read three times), and nothing is remembered
+    across fits: NaN written into the same array afterwards is refused by the next fit."""
+    from unittest import mock
+
+    import spectral_rnn._checks as C
+    from spectral_rnn import SpectralIORNN, make_planted
+
+    p = make_planted("iornn", 6, 2, 5, n_steps=20_000, random_state=0)
+    X = p.X.copy()
+    with mock.patch.object(C, "_check_finite", wraps=C._check_finite) as m:
+        SpectralIORNN(2, random_state=0).fit(X, p.Y)
+    assert [c.args[2] for c in m.call_args_list] == ["inputs", "outputs"]
+    X[3, 4, 1] = np.nan
+    with pytest.raises(InputError, match="NaN"):
+        SpectralIORNN(2, random_state=0).fit(X, p.Y)
+    L = np.full(len(X), 10)
+    L[3] = 4  # the NaN is padding under these lengths
+    with C.inputs_checked_once():  # the same array under other lengths is checked again
+        C.check_finite(X, L, "inputs")
+        with pytest.raises(InputError, match="NaN"):
+            C.check_finite(X, None, "inputs")

@@ -6,6 +6,8 @@ itself a :class:`ValueError`, and carry a one-line message naming the problem.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 import numbers
 import os
@@ -22,6 +24,7 @@ __all__ = [
     "as_sequences",
     "check_lengths",
     "check_xy",
+    "inputs_checked_once",
     "valid_mask",
     "check_random_state",
     "resolve_device",
@@ -174,8 +177,33 @@ def valid_mask(lengths: np.ndarray | None, n_sequences: int, T: int) -> np.ndarr
     return np.arange(T)[None, :] < lengths[:, None]
 
 
-#: Dask arrays (by name, with the limit) already found finite
-_DASK_CHECKED: set = set()
+#: inside :func:`inputs_checked_once`: the arrays (with their lengths and limit) found finite so far
+_CHECKED: contextvars.ContextVar[set | None] = contextvars.ContextVar("spectral_rnn_checked", default=None)
+
+
+@contextlib.contextmanager
+def inputs_checked_once():
+    """Within this block, :func:`check_finite` checks each array once: a fit validates its
+    inputs up front, and the input law and the stability check then need not read the data
+    again for the same check (one more read of the file for a memory map). Arrays are known by
+    their memory (data pointer, shape, strides, dtype), a Dask array by its name (a token of
+    its contents), anything else by identity; the record ends with the block."""
+    token = _CHECKED.set(set())
+    try:
+        yield
+    finally:
+        _CHECKED.reset(token)
+
+
+def _finite_key(arr: object, lengths: np.ndarray | None) -> tuple:
+    if isinstance(arr, np.ndarray):
+        ai = arr.__array_interface__
+        what: tuple = ("memory", ai["data"][0], arr.shape, ai["strides"], arr.dtype.str)
+    elif type(arr).__module__.split(".")[0] == "dask":
+        what = ("dask", arr.name)
+    else:
+        what = ("object", id(arr), getattr(arr, "shape", None))
+    return what + (None if lengths is None else hash(np.asarray(lengths).tobytes()),)
 
 
 def check_finite(
@@ -184,23 +212,29 @@ def check_finite(
     """Raise :class:`InputError` if a valid (non-padding) step holds NaN or inf, or (with
     ``limit``) a value larger than ``limit`` in magnitude.
 
-    Works through blocks of sequences, so the check needs no copy of the data.
+    Works through blocks of sequences, so the check needs no copy of the data. Within
+    :func:`inputs_checked_once`, an array already found finite is not read again.
     """
+    if limit is not None and arr.dtype.kind == "f" and float(np.finfo(arr.dtype).max) <= limit:
+        limit = None  # no finite value of this dtype exceeds it
+    checked = _CHECKED.get()
+    key = None if checked is None else _finite_key(arr, lengths)
+    if key is not None and (key + (limit,) in checked or (limit is None and any(k[:-1] == key for k in checked))):
+        return  # found finite (under this limit, or a stricter one) earlier in the same fit
+    _check_finite(arr, lengths, name, block_steps, limit)
+    if key is not None:
+        checked.add(key + (limit,))
+
+
+def _check_finite(arr, lengths, name: str, block_steps: int, limit: float | None) -> None:
     n, T = arr.shape[:2]
     per = max(1, block_steps // T)
     axes = tuple(range(2, arr.ndim))
-    if limit is not None and arr.dtype.kind == "f" and float(np.finfo(arr.dtype).max) <= limit:
-        limit = None  # no finite value of this dtype exceeds it
     if type(arr).__module__.split(".")[0] == "dask":  # one Dask reduction; blocks only if it finds something
         import dask
 
-        key = (arr.name, limit)
-        if key in _DASK_CHECKED:  # a Dask array's name is a token of its contents: checked once per fit
-            return
         hi, lo = (float(v) for v in dask.compute(arr.max(), arr.min()))
         if np.isfinite(hi) and np.isfinite(lo) and (limit is None or max(hi, -lo) <= limit):
-            _DASK_CHECKED.add(key)
-            _DASK_CHECKED.add((arr.name, None))
             return
     for i in range(0, n, per):
         block = arr[i : i + per]

@@ -36,6 +36,7 @@ from ._checks import (
     InputError,
     check_random_state,
     check_xy,
+    inputs_checked_once,
     resolve_device,
 )
 from ._params import Params, atomic_fit
@@ -173,7 +174,7 @@ class _SpectralBase(Params):
             if lengths is not None:
                 raise InputError("with a source of chunks, the lengths come with each chunk")
             X, Y, lengths = open_chunks(X)
-        with limit_threads(resolve_threads(self.n_threads)), trimming(read_by_slices(X)):
+        with limit_threads(resolve_threads(self.n_threads)), trimming(read_by_slices(X)), inputs_checked_once():
             if uses_odd_route(self.activation):  # tanh, odd polynomials: the third-order route
                 return self._fit_odd(X, Y, lengths)
             return self._fit_polynomial(X, Y, lengths)
