@@ -155,3 +155,35 @@ def test_diverged_sequences_counts_each_sequence_once(planted):
     for chunk_steps in (1 << 18, 70):  # one chunk, and chunks of 7 sequences
         _, rep = stabilize(big, X, chunk_steps=chunk_steps)
         assert rep.diverged_sequences == expected
+
+
+def test_dask_inputs_are_checked_where_they_lie(planted):
+    """With a Dask array the full passes of the check run as one task per block (nothing is read
+    back to the client) and give the in-memory result: the same factor, peak and count."""
+    da = pytest.importorskip("dask.array")
+    X, truth = planted.X, planted.model
+    L = np.random.default_rng(3).integers(2, X.shape[1] + 1, X.shape[0])
+    k = next(k for k in (2, 3, 4, 6, 8, 12) if diverges(scaled(truth, k), X, L))
+    big = scaled(truth, k)
+    ref, rep_ref = stabilize(big, X, L)
+    got, rep = stabilize(big, da.from_array(X, chunks=(333, 4, X.shape[2])), L)
+    assert rep_ref.changed and rep.diverged_sequences == rep_ref.diverged_sequences > 0
+    assert rep.factor == rep_ref.factor and rep.peak_after == pytest.approx(rep_ref.peak_after, rel=1e-12)
+    np.testing.assert_allclose(got.U, ref.U, rtol=1e-12)
+    from unittest import mock
+
+    from spectral_rnn import stability
+
+    client_reads = []
+    real_drive = stability._Chain.drive
+
+    def drive(self, rows):
+        client_reads.append(not isinstance(self.X, np.ndarray))
+        return real_drive(self, rows)
+
+    with mock.patch.object(stability._Chain, "drive", drive):
+        _, rep_stable = stabilize(truth, da.from_array(X, chunks=(333, 4, X.shape[2])), L)
+    assert client_reads and not any(client_reads)  # every read was of a block, inside a task
+    _, rep_stable_ref = stabilize(truth, X, L)
+    assert rep_stable.method == rep_stable_ref.method and rep_stable.peak_after == pytest.approx(
+        rep_stable_ref.peak_after, rel=1e-12)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._heap import task_heap
+
 __all__ = ["is_dask", "row_blocks", "compute_blocks"]
 
 
@@ -38,5 +40,11 @@ def compute_blocks(func, X, Y, lengths: np.ndarray | None, *args) -> list:
     tasks = []
     for b, (r0, r1) in enumerate(bounds):
         Lb = None if lengths is None else lengths[r0:r1]
-        tasks.append(dask.delayed(func)(Xd.blocks[b], None if Yd is None else Yd.blocks[b], Lb, *args))
+        tasks.append(dask.delayed(_task)(func, Xd.blocks[b], None if Yd is None else Yd.blocks[b], Lb, *args))
     return list(dask.compute(*tasks))
+
+
+def _task(func, *args):
+    """One block's task, run with the worker's heap set for chunk-sized temporaries (:func:`task_heap`)."""
+    with task_heap():
+        return func(*args)

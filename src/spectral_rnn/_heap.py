@@ -13,19 +13,22 @@ import contextlib
 import os
 from collections.abc import Iterator
 
-__all__ = ["trim_heap", "trimming"]
+__all__ = ["trim_heap", "trimming", "task_heap"]
 
 
-def _load_trim():
+def _load(name: str):
     try:
         import ctypes
 
-        return ctypes.CDLL("libc.so.6").malloc_trim
+        return getattr(ctypes.CDLL("libc.so.6"), name)
     except (OSError, AttributeError):  # not glibc
         return None
 
 
-_MALLOC_TRIM = _load_trim()
+_MALLOC_TRIM = _load("malloc_trim")
+_MALLOPT = _load("mallopt")
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+_GLIBC_MMAP_THRESHOLD = 128 * 1024  # glibc's default, fixed once a threshold is set by hand
 _ENABLED = not os.environ.get("SPECTRAL_RNN_NO_TRIM")
 _ACTIVE = [False]
 
@@ -53,4 +56,38 @@ def trim_heap() -> None:
     if _MALLOC_TRIM is not None and _ENABLED and _ACTIVE[0]:
         _calls[0] += 1
         if _calls[0] % EVERY == 0:
+            _MALLOC_TRIM(0)
+
+
+@contextlib.contextmanager
+def task_heap() -> Iterator[None]:
+    """A Dask task's heap: chunk-sized temporaries come from the heap during the task, and the
+    free memory goes back to the system at its end.
+
+    ``distributed`` starts its workers with ``MALLOC_TRIM_THRESHOLD_=65536``. Setting a
+    threshold by hand turns glibc's dynamic mmap threshold off, so every temporary above
+    128 KB is a fresh ``mmap`` whose pages fault in on first touch: the moment passes ran 2-3x
+    slower in a worker than in the client (measured: one 1e6-step projection pass 0.5-0.7 s
+    under that setting, 0.24 s without). Inside this block the mmap and trim thresholds are
+    raised to 64 MB; at its end they are put back (the mmap threshold to glibc's 128 KB, the
+    trim threshold to the environment's value) and ``malloc_trim(0)`` returns the free pages,
+    so a worker holds no more memory between tasks than before. A no-op where the
+    environment sets no threshold (glibc's dynamic threshold is then in charge) or without glibc.
+    """
+    env = os.environ.get("MALLOC_TRIM_THRESHOLD_")
+    if _MALLOPT is None or env is None:
+        yield
+        return
+    big = 64 << 20
+    _MALLOPT(_M_MMAP_THRESHOLD, big)
+    _MALLOPT(_M_TRIM_THRESHOLD, big)
+    try:
+        yield
+    finally:
+        _MALLOPT(_M_MMAP_THRESHOLD, _GLIBC_MMAP_THRESHOLD)
+        try:
+            _MALLOPT(_M_TRIM_THRESHOLD, int(env))
+        except ValueError:
+            pass
+        if _MALLOC_TRIM is not None:
             _MALLOC_TRIM(0)

@@ -44,6 +44,7 @@ from ._checks import (
     check_xy,
     resolve_device,
 )
+from ._dask import compute_blocks, is_dask
 from ._heap import trim_heap
 from .activations import Activation, Polynomial
 from .chain import DIVERGENCE_LIMIT
@@ -191,15 +192,26 @@ class _Chain:
         return Xc @ self.A.T, valid
 
     def drive_max(self) -> float:
+        if is_dask(self.X):  # one task per Dask block, on the workers that hold it
+            return max(compute_blocks(_block_drive_max, self.X, None, self.lengths, self._spec()), default=0.0)
         m = 0.0
         for rows in self.chunks:
             m = max(m, float(self.drive(rows)[0].abs().amax())) if self.X.shape[1] else m
         return m
 
+    def _spec(self) -> tuple:
+        """What a Dask task needs to rebuild this chain on its block (on the CPU)."""
+        return (self.A.cpu(), self.W.cpu(), self.f, self.reverse, self.limit, self.chunk_rows)
+
     def run(self, factor: float, rows=None, stop_early: bool = False) -> tuple[float, torch.Tensor]:
         """``(largest |h_t|, indices of the sequences that diverged)`` at ``factor * W``, over all
         sequences or over ``rows`` (an index tensor). Only a running maximum and the (few)
         diverging indices are kept, so the memory does not grow with the number of sequences."""
+        if rows is None and is_dask(self.X):  # one task per Dask block; the blocks' results joined here
+            parts = compute_blocks(_block_run, self.X, None, self.lengths, self._spec(), factor, stop_early)
+            starts = np.concatenate([[0], np.cumsum(self.X.chunks[0])])
+            return (max((p for p, _ in parts), default=0.0),
+                    torch.cat([torch.zeros(0, dtype=torch.long)] + [b + int(r0) for (_, b), r0 in zip(parts, starts)]))
         W = self.W * factor
         if rows is not None:
             chunks = [rows[i : i + self.chunk_rows] for i in range(0, len(rows), self.chunk_rows)]
@@ -217,6 +229,22 @@ class _Chain:
                 if stop_early:
                     break
         return peak, torch.cat(bads)
+
+
+def _block_chain(Xb: np.ndarray, Lb: np.ndarray | None, spec: tuple) -> _Chain:
+    A, W, f, reverse, limit, chunk_rows = spec
+    return _Chain(Xb, Lb, A, W, f, reverse, limit, chunk_rows)
+
+
+def _block_drive_max(Xb: np.ndarray, _Y: None, Lb: np.ndarray | None, spec: tuple) -> float:
+    """A Dask task: :meth:`_Chain.drive_max` over one block of sequences."""
+    return _block_chain(Xb, Lb, spec).drive_max()
+
+
+def _block_run(Xb: np.ndarray, _Y: None, Lb: np.ndarray | None, spec: tuple, factor: float,
+               stop_early: bool) -> tuple[float, torch.Tensor]:
+    """A Dask task: :meth:`_Chain.run` over one block of sequences (indices local to the block)."""
+    return _block_chain(Xb, Lb, spec).run(factor, stop_early=stop_early)
 
 
 def _stabilize_chain(ch: _Chain, margin: float, rtol: float, name: str, wname: str, iname: str):
