@@ -166,6 +166,13 @@ class Window:
             return sw.reshape_rows()
         return sw.take(self._mask)
 
+    def lagged_products(self, source: str, M: torch.Tensor, lags: tuple[int, ...]) -> list[torch.Tensor]:
+        """``(A @ M)`` at step ``t - k`` for every valid step ``t`` and each ``k`` in ``lags``, with ``A``
+        the window array ``source`` (``"_X"`` or ``"_Y"``): one product for all lags, and the (m, c)
+        results shifted instead of the wider (m, d) inputs."""
+        P = getattr(self, source) @ M  # (n, W, c); padding is zero, so its product is too
+        return [self._take(P) if k == 0 else self._shift(P, k) for k in lags]
+
     def s_lag(self, k: int) -> torch.Tensor:
         """The score of ``x_{t-k}`` at every valid step ``t`` (zero where that step does not exist)."""
         s = self._score_window.s
@@ -500,20 +507,36 @@ def project_chunk(w: Window, Qt: torch.Tensor, lags: tuple[int, ...] = ()) -> di
     sc = w.scores
     y = w.y
     sq = sc.s @ Qt  # (m, k)
-    k = sq.shape[1]
-    # columns (a, b >= a) in row-major upper-triangle order; s (x) s is formed one row of the
-    # triangle at a time (an (m, k - a) temporary) and contracted with y by one product each
-    acc = torch.cat([y.T @ (sq[:, a:] * sq[:, a:a + 1]) for a in range(k)], dim=1)
+    k, K = sq.shape[1], sc.kappa.shape[1]
+    nt = k * (k + 1) // 2
+    lagged = [w.s_lag(lag) for lag in lags]
+    width = nt + K + sum(s_l.shape[1] for s_l in lagged)
+    # one product with y per block of rows, so y is read once: F = [u_a u_b for a <= b (row-major
+    # upper triangle) | kappa | s_{t-lag} for each lag], (rows, width); blocks cap F at TEMP_ENTRIES
+    G = y.new_zeros((y.shape[1], width))
+    for b in _row_blocks(y.shape[0], width):
+        sb = sq[b]
+        F = torch.empty((sb.shape[0], width), dtype=y.dtype, device=y.device)
+        c = 0
+        for a in range(k):
+            torch.mul(sb[:, a:], sb[:, a:a + 1], out=F[:, c:c + k - a])
+            c += k - a
+        for part in [sc.kappa] + lagged:
+            F[:, c:c + part.shape[1]] = part[b]
+            c += part.shape[1]
+        G += y[b].T @ F
     BQ2 = ((sc.basis @ Qt) ** 2).sum(1)  # (K,) ||Q^T b_k||^2
     ynorm = y.norm(dim=1)
     spart = (sq * sq).sum(1) + sc.kappa.abs() @ BQ2  # bounds ||Q^T S_2 Q||
     mass = ynorm * spart  # each step's weight in the tensor
-    out = {"acc": acc, "yk": y.T @ sc.kappa, "mass": mass.sum(), "ynorm": ynorm.sum(), "spart": spart.sum()}
+    out = {"acc": G[:, :nt], "yk": G[:, nt:nt + K], "mass": mass.sum(), "ynorm": ynorm.sum(), "spart": spart.sum()}
     if mass.numel():  # a chunk may hold only padding
         i = int(mass.argmax())
         out["max:peak"] = torch.stack([mass[i], ynorm[i], spart[i]])
-    for lag in lags:
-        out[("lag", lag)] = y.T @ w.s_lag(lag)
+    c = nt + K
+    for lag, s_l in zip(lags, lagged):
+        out[("lag", lag)] = G[:, c:c + s_l.shape[1]]
+        c += s_l.shape[1]
     return out
 
 

@@ -68,12 +68,13 @@ def instrument_chunk(w: Window, specs: tuple) -> dict:
     out = {}
     for i, (Ah, Wp, order, direction) in enumerate(specs):
         if direction == "past":
-            x1, x2, ylag = w.x_prev, w.x_prev2, w.y_prev
+            x1, x2, lag = w.x_prev, w.x_prev2, 1
         else:
-            x1, x2, ylag = w.x_next, w.x_next2, w.y_next
+            x1, x2, lag = w.x_next, w.x_next2, -1
         q = (x1 @ Ah.T) ** 2
         sc = w.s @ Ah.T if order == 1 else w.scores.s2_quad(Ah)  # S_1(a_j) or S_2(a_j, a_j)
-        R = torch.cat([w.x @ Ah.T, ylag @ Wp, (w.y @ Wp) * sc], dim=1)  # (m, 3 d_h)
+        yW, ylagW = w.lagged_products("_Y", Wp, (0, lag))  # y_t Wp and y_{t-lag} Wp: y read once
+        R = torch.cat([w.x @ Ah.T, ylagW, yW * sc], dim=1)  # (m, 3 d_h)
         out[(i, "one")] = R.sum(0)
         out[(i, "x1")] = x1.T @ R
         out[(i, "x2")] = x2.T @ R
