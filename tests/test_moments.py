@@ -199,3 +199,29 @@ def test_stein_cross_moment_orders(order):
     # lower-degree outputs have zero m-th derivative
     for j in range(order - 1):
         np.testing.assert_allclose(T[j], 0.0, atol=0.1)
+
+
+@pytest.mark.parametrize("two_sided", [False, True])
+@pytest.mark.parametrize("d_y", [3, 30])
+def test_projection_reads_wide_outputs_once(two_sided, d_y, monkeypatch):
+    """The projection contracts y with the triangle of u u^T, kappa and the lagged scores: by
+    separate products for narrow outputs, through one fused operand (blocks of rows) for wide
+    ones (d_y = 30 above every part's width). Both give the dense tensor and the lag moments."""
+    import torch
+
+    from spectral_rnn import moments
+
+    monkeypatch.setattr(moments, "TEMP_ENTRIES", 400)  # several blocks of rows per chunk
+    proc, X, Y, _ = small_data(d_x=4, d_h=2, d_y=d_y)
+    T = cross_moment(X, Y, proc, two_sided=two_sided)
+    Q = np.linalg.qr(np.random.default_rng(5).standard_normal((4, 2)))[0]
+    stream = StepStream(X, Y, None, proc, two_sided=two_sided, chunk_steps=100)
+    np.testing.assert_allclose(stream.project(Q, lags=(1, -1)), np.einsum("yab,ap,bq->ypq", T, Q, Q),
+                               rtol=1e-11, atol=1e-13)
+    sc = proc.score_terms(torch.as_tensor(X), None, two_sided=two_sided).s.numpy()
+    Wp = np.eye(d_y)[:, :2]
+    lag = stream.lag_score_moments(Wp, (1, -1))
+    n = X.shape[0] * X.shape[1]
+    np.testing.assert_allclose(lag[1], np.einsum("ntd,nte->de", Y[:, 1:] @ Wp, sc[:, :-1]) / n, rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(lag[-1], np.einsum("ntd,nte->de", Y[:, :-1] @ Wp, sc[:, 1:]) / n, rtol=1e-10,
+                               atol=1e-13)

@@ -500,19 +500,15 @@ def sketch_chunk(w: Window, Th: torch.Tensor, Om: torch.Tensor) -> dict:
     return {"acc": acc, "yk": yt.T @ sc.kappa}
 
 
-def project_chunk(w: Window, Qt: torch.Tensor, lags: tuple[int, ...] = ()) -> dict:
-    """Partial sums of :meth:`StepStream.project`: ``acc`` (d_y, k(k+1)/2) = ``sum_t y_t (u_a u_b)_{a<=b}``
-    with ``u = Q^T s_t``; ``yk`` (d_y, K); the mass sums and the heaviest step (``max:peak``:
-    its mass, ``||y_t||`` and ``||Q^T S_2 Q||`` bound); ``("lag", k)`` (d_y, d_x) = ``sum_t y_t s_{t-k}^T``."""
-    sc = w.scores
-    y = w.y
-    sq = sc.s @ Qt  # (m, k)
-    k, K = sq.shape[1], sc.kappa.shape[1]
+def _contract_wide(y: torch.Tensor, sq: torch.Tensor, parts: list) -> tuple[torch.Tensor, list]:
+    """``y^T [u_a u_b for a <= b (row-major upper triangle)]`` (d_y, k(k+1)/2) and ``y^T part`` for each
+    part (m, c), reading y (m, d_y) once: the triangle and every part narrower than d_y are copied
+    into one right operand F, by blocks of rows that cap F at :data:`TEMP_ENTRIES` numbers; wider
+    parts get their own product."""
+    k = sq.shape[1]
     nt = k * (k + 1) // 2
-    lagged = [w.s_lag(lag) for lag in lags]
-    width = nt + K + sum(s_l.shape[1] for s_l in lagged)
-    # one product with y per block of rows, so y is read once: F = [u_a u_b for a <= b (row-major
-    # upper triangle) | kappa | s_{t-lag} for each lag], (rows, width); blocks cap F at TEMP_ENTRIES
+    fused = [part.shape[1] < y.shape[1] for part in parts]
+    width = nt + sum(part.shape[1] for part, f in zip(parts, fused) if f)
     G = y.new_zeros((y.shape[1], width))
     for b in _row_blocks(y.shape[0], width):
         sb = sq[b]
@@ -521,22 +517,47 @@ def project_chunk(w: Window, Qt: torch.Tensor, lags: tuple[int, ...] = ()) -> di
         for a in range(k):
             torch.mul(sb[:, a:], sb[:, a:a + 1], out=F[:, c:c + k - a])
             c += k - a
-        for part in [sc.kappa] + lagged:
-            F[:, c:c + part.shape[1]] = part[b]
-            c += part.shape[1]
+        for part, f in zip(parts, fused):
+            if f:
+                F[:, c:c + part.shape[1]] = part[b]
+                c += part.shape[1]
         G += y[b].T @ F
+    c, done = nt, []
+    for part, f in zip(parts, fused):
+        if f:
+            done.append(G[:, c:c + part.shape[1]])
+            c += part.shape[1]
+        else:
+            done.append(y.T @ part)
+    return G[:, :nt], done
+
+
+def project_chunk(w: Window, Qt: torch.Tensor, lags: tuple[int, ...] = ()) -> dict:
+    """Partial sums of :meth:`StepStream.project`: ``acc`` (d_y, k(k+1)/2) = ``sum_t y_t (u_a u_b)_{a<=b}``
+    with ``u = Q^T s_t``; ``yk`` (d_y, K); the mass sums and the heaviest step (``max:peak``:
+    its mass, ``||y_t||`` and ``||Q^T S_2 Q||`` bound); ``("lag", k)`` (d_y, d_x) = ``sum_t y_t s_{t-k}^T``."""
+    sc = w.scores
+    y = w.y
+    sq = sc.s @ Qt  # (m, k)
+    k = sq.shape[1]
+    nt = k * (k + 1) // 2
+    lagged = [w.s_lag(lag) for lag in lags]
+    parts = [sc.kappa] + lagged
+    if y.shape[1] <= nt:  # narrow outputs: reading y again costs less than copying into one operand
+        acc = torch.cat([y.T @ (sq[:, a:] * sq[:, a:a + 1]) for a in range(k)], dim=1)
+        done = [y.T @ part for part in parts]
+    else:
+        acc, done = _contract_wide(y, sq, parts)
     BQ2 = ((sc.basis @ Qt) ** 2).sum(1)  # (K,) ||Q^T b_k||^2
     ynorm = y.norm(dim=1)
     spart = (sq * sq).sum(1) + sc.kappa.abs() @ BQ2  # bounds ||Q^T S_2 Q||
     mass = ynorm * spart  # each step's weight in the tensor
-    out = {"acc": G[:, :nt], "yk": G[:, nt:nt + K], "mass": mass.sum(), "ynorm": ynorm.sum(), "spart": spart.sum()}
+    out = {"acc": acc, "yk": done[0], "mass": mass.sum(), "ynorm": ynorm.sum(), "spart": spart.sum()}
     if mass.numel():  # a chunk may hold only padding
         i = int(mass.argmax())
         out["max:peak"] = torch.stack([mass[i], ynorm[i], spart[i]])
-    c = nt + K
-    for lag, s_l in zip(lags, lagged):
-        out[("lag", lag)] = G[:, c:c + s_l.shape[1]]
-        c += s_l.shape[1]
+    for lag, moment in zip(lags, done[1:]):
+        out[("lag", lag)] = moment
     return out
 
 
