@@ -29,15 +29,20 @@ import time
 
 import torch
 
-from spectral_rnn import BRNN, IORNN, GaussianAR1
+from spectral_rnn import BRNN, IORNN, GaussianAR1, make_planted
 from spectral_rnn.compare import DEFAULT_INIT_SCALES, DEFAULT_LRS, run_comparison
 
 SIZES = {"iornn": (10, 4, 8), "brnn": (12, 3, 8)}
 ACT = (0.0, 1.0, 0.5)
 
 
-def planted(kind: str, length: int, steps: int, seed: int, test_fraction: float):
+def planted(kind: str, length: int, steps: int, seed: int, test_fraction: float, activation: str = "poly"):
     d_x, d_h, d_y = SIZES[kind]
+    n_steps = int(math.ceil(steps / length / (1 - test_fraction))) * length  # training split holds `steps` steps
+    if activation == "tanh":  # the planted tanh model of issue 8 (README, 'Fit a tanh RNN')
+        p = make_planted(kind, d_x=d_x, d_h=d_h, d_y=d_y, n_steps=n_steps, length=length, activation="tanh",
+                         input_norm=1.0, n_test=1, random_state=seed)
+        return p.model, p.X, p.Y
     cls = BRNN if kind == "brnn" else IORNN
     truth = cls.random(d_x, d_h, d_y, activation=ACT, recurrent_norm=0.3, input_std=0.4, random_state=seed)
     proc = GaussianAR1.random(d_x, random_state=seed + 1)
@@ -88,6 +93,13 @@ def main(argv=None) -> int:
     ap.add_argument("--init-scales", default=",".join(f"{x:g}" for x in DEFAULT_INIT_SCALES),
                     help="baseline initial scales (1 = PyTorch default)")
     ap.add_argument("--batch-size", type=int, default=256, help="baseline minibatch (sequences, default 256)")
+    ap.add_argument("--activation", default="poly", choices=("poly", "tanh"),
+                    help="poly: f(u) = u + 0.5 u^2 (default); tanh: the planted tanh model of issue 8 "
+                         "(make_planted(..., activation='tanh', input_norm=1.0))")
+    ap.add_argument("--refine-optimizer", default="auto", choices=("auto", "lbfgs", "adam"),
+                    help="refinement optimiser (default auto: full-batch L-BFGS + refit up to 5e5 training steps, "
+                         "Adam above)")
+    ap.add_argument("--no-refit", action="store_true", help="no L-BFGS refit on training + validation sequences")
     ap.add_argument("--refine-lr", type=float, default=3e-4, help="refinement Adam step (default 3e-4)")
     ap.add_argument("--refine-batch-size", type=int, default=1024, help="refinement minibatch (default 1024)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the planted model and data")
@@ -127,25 +139,29 @@ def main(argv=None) -> int:
     if args.plot_dir:
         os.makedirs(args.plot_dir, exist_ok=True)
 
+    act = "tanh" if args.activation == "tanh" else ACT
     rows = []
     t_all = time.perf_counter()
     for kind, T, N in configs:
         d_x, d_h, d_y = SIZES[kind]
-        truth, X, Y = planted(kind, T, N, args.seed, 0.1)
-        print(f"\n=== {kind} d_x={d_x} d_h={d_h} d_y={d_y}, length {T}, {N:.0e} training steps ===", flush=True)
-        plot = os.path.join(args.plot_dir, f"{kind}_T{T}_N{N:.0e}.png") if args.plot_dir else None
+        truth, X, Y = planted(kind, T, N, args.seed, 0.1, args.activation)
+        print(f"\n=== {kind} d_x={d_x} d_h={d_h} d_y={d_y}, {act}, length {T}, {N:.0e} training steps ===", flush=True)
+        tag = "" if args.activation == "poly" else "_tanh"
+        plot = os.path.join(args.plot_dir, f"{kind}{tag}_T{T}_N{N:.0e}.png") if args.plot_dir else None
         comp = run_comparison(
-            X, Y, None, hidden_size=d_h, activation=ACT, bidirectional=(kind == "brnn"), truth=truth,
+            X, Y, None, hidden_size=d_h, activation=act, bidirectional=(kind == "brnn"), truth=truth,
             budget=args.budget, test_fraction=0.1, seeds=args.seeds, lrs=lrs, init_scales=scales,
-            refine_lr=args.refine_lr, refine_batch_size=args.refine_batch_size, batch_size=args.batch_size, random_state=args.seed, device=args.device,
+            refine_lr=args.refine_lr, refine_batch_size=args.refine_batch_size, refine_optimizer=args.refine_optimizer,
+            refine_refit=not args.no_refit, batch_size=args.batch_size, random_state=args.seed, device=args.device,
             plot=plot, log=None if args.quiet else (lambda m: print("  " + m, flush=True)),
         )
         print(comp.table(), flush=True)
         s = comp.summary()
-        rows.append(row(kind, T, N, s))
+        rows.append(row(kind + tag, T, N, s))
         if args.json:
             with open(args.json, "a") as fh:
-                rec = {"kind": kind, "T": T, "N": N, "budget": args.budget, "threads": args.threads,
+                rec = {"kind": kind, "activation": args.activation, "T": T, "N": N, "budget": args.budget,
+                       "threads": args.threads, "refine_optimizer": args.refine_optimizer, "refit": not args.no_refit,
                        **{k: v for k, v in s.items()}}
                 rec["curves"] = {m.name: [m.times, m.errors] for m in comp.methods}
                 fh.write(json.dumps(rec, default=float) + "\n")

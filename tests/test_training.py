@@ -9,6 +9,8 @@ import torch
 from spectral_rnn import InputError
 from spectral_rnn.refine import (
     BPTT_DEFAULTS,
+    LBFGS_MAX_STEPS,
+    REFINE_DEFAULTS,
     DivergenceRecovery,
     EarlyStopping,
     LrPlateau,
@@ -34,6 +36,25 @@ def test_config_defaults_replace_and_checks():
                 dict(max_restarts=-1), dict(time_budget=0.0), dict(dtype="int8")):
         with pytest.raises(InputError):
             cfg.replace(**bad).checked()
+
+
+def test_optimizer_rule_by_training_steps():
+    """refine's "auto": full-batch L-BFGS up to LBFGS_MAX_STEPS training steps, Adam above; the
+    baseline's settings and plain TrainConfig() stay Adam whatever the data size."""
+    assert (REFINE_DEFAULTS.optimizer, REFINE_DEFAULTS.refit) == ("auto", True)
+    assert (REFINE_DEFAULTS.lr, REFINE_DEFAULTS.batch_size) == (3e-4, 1024)  # Adam's, above the threshold
+    assert LBFGS_MAX_STEPS == 500_000
+    assert REFINE_DEFAULTS.resolved_optimizer(100_000) == "lbfgs"
+    assert REFINE_DEFAULTS.resolved_optimizer(LBFGS_MAX_STEPS) == "lbfgs"
+    assert REFINE_DEFAULTS.resolved_optimizer(LBFGS_MAX_STEPS + 1) == "adam"
+    assert REFINE_DEFAULTS.replace(lbfgs_max_steps=10).resolved_optimizer(11) == "adam"
+    for cfg in (TrainConfig(), BPTT_DEFAULTS):
+        assert cfg.optimizer == "adam" and not cfg.refit
+        assert cfg.resolved_optimizer(1) == cfg.resolved_optimizer(10**9) == "adam"
+    assert TrainConfig(optimizer="LBFGS").checked().optimizer == "lbfgs"
+    for bad in (dict(optimizer="sgd"), dict(optimizer=None), dict(refit=1), dict(lbfgs_max_steps=-1)):
+        with pytest.raises(InputError):
+            TrainConfig().replace(**bad).checked()
 
 
 def test_early_stopping_keeps_the_best_weights_and_counts_patience():
@@ -118,7 +139,7 @@ def test_loop_excludes_monitor_time_from_history(small_refine_data):
         time.sleep(0.4)
 
     t0 = time.perf_counter()
-    _, hist = refine(truth, X, Y, max_epochs=2, patience=50, monitor=slow_monitor, random_state=0)
+    _, hist = refine(truth, X, Y, max_epochs=2, patience=50, refit=False, monitor=slow_monitor, random_state=0)
     wall = time.perf_counter() - t0
     assert len(calls) == 3  # start and after each epoch
     # each epoch of this small problem trains in far less than the 0.4 s a monitor call sleeps

@@ -174,8 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--threads", type=_positive_int, default=None,
                    help="threads of torch and the BLAS pool during the fit (default: the CPUs other jobs leave free)")
     f.add_argument("--refine", action="store_true",
-                   help="refine the spectral estimate by backpropagation through time (Adam, early stopping on a "
-                        "validation split) and write the refined model")
+                   help="refine the spectral estimate by backpropagation through time (full-batch L-BFGS up to "
+                        "5e5 training steps, Adam above; early stopping on a validation split) and write the "
+                        "refined model")
     f.add_argument("--max-epochs", type=_positive_int, default=100, help="refinement epochs at most (default 100)")
 
     r = sub.add_parser("predict", help="predict outputs (conditional mean) with a saved model",

@@ -275,6 +275,8 @@ def run_comparison(
     config: TrainConfig | None = None,
     refine_lr: float = 3e-4,
     refine_batch_size: int | None = 1024,
+    refine_optimizer: str = "auto",
+    refine_refit: bool = True,
     eval_points: int = 60,
     random_state: int | np.random.Generator | None = 0,
     plot: str | None = None,
@@ -301,8 +303,12 @@ def run_comparison(
         default :data:`COMPARE_DEFAULTS`: 1000 epochs at most, 256-sequence batches, patience
         10, 10% validation); keyword ``settings`` (``batch_size=``, ``max_epochs=``,
         ``patience=``, ``val_fraction=``, ``device=``, ``progress=``, ...) override it.
-    refine_lr, refine_batch_size: Adam step and minibatch size of the refinement (a
-        fine-tuning from a good start: small steps, large batches; ``None`` uses the config's).
+    refine_optimizer, refine_refit: the refinement's optimiser and final refit (as in
+        :data:`~spectral_rnn.refine.REFINE_DEFAULTS`: ``"auto"`` is full-batch L-BFGS up to
+        :data:`~spectral_rnn.refine.LBFGS_MAX_STEPS` training steps, then a refit on training +
+        validation sequences; Adam above); the baseline runs always use Adam.
+    refine_lr, refine_batch_size: Adam step and minibatch size of the refinement when it uses
+        Adam (a fine-tuning from a good start: small steps, large batches; ``None`` uses the config's).
     eval_points: about how many held-out evaluations per run (their time is not counted).
     random_state: seed of the held-out split, the spectral fit and the refinement.
     plot: a path: write a plot of held-out error against wall time there (PNG, PDF...).
@@ -324,7 +330,7 @@ def run_comparison(
     f = as_activation(activation)
     cfg = _config(config, COMPARE_DEFAULTS, settings)
     refine_cfg = cfg.replace(lr=refine_lr, batch_size=cfg.batch_size if refine_batch_size is None
-                             else refine_batch_size).checked()
+                             else refine_batch_size, optimizer=refine_optimizer, refit=refine_refit).checked()
     dev = resolve_device(cfg.device)
     rng = check_random_state(random_state)
     seed_list = _seed_list(seeds)
@@ -398,7 +404,7 @@ def _run_spectral(spec: ModelKind, hidden_size, f, train, held: "_HeldOut", seed
 def _run_refined(spectral: MethodResult, train, held: "_HeldOut", cfg: TrainConfig, budget: float, seed: int,
                  say) -> MethodResult:
     """The spectral estimate refined by BPTT for the rest of the budget."""
-    refined = MethodResult("spectral+refine", settings={"lr": cfg.lr, "batch": cfg.batch_size})
+    refined = MethodResult("spectral+refine", settings={"optimizer": cfg.optimizer})
     refined.times, refined.errors = [spectral.wall_time], [spectral.final_error]
     refined.model, refined.wall_time, refined.final_error = spectral.model, spectral.wall_time, spectral.final_error
     if spectral.model is None or budget <= spectral.wall_time:
@@ -418,9 +424,16 @@ def _run_refined(spectral: MethodResult, train, held: "_HeldOut", cfg: TrainConf
     refined.times[1:] = [t + hist.stabilization_seconds for t in refined.times[1:]]
     refined.model = model
     refined.diverged = hist.diverged
-    refined.wall_time = max(spectral.wall_time + hist.stabilization_seconds + hist.time[-1], refined.times[-1])
+    refined.wall_time = max(spectral.wall_time + hist.stabilization_seconds + max(hist.time[-1], hist.seconds),
+                            refined.times[-1])
+    if hist.optimizer == "adam":
+        refined.settings.update(optimizer="adam", lr=cfg.lr, batch=cfg.batch_size)
+    else:
+        refined.settings["optimizer"] = hist.optimizer
     refined.settings["epochs"] = hist.epoch[-1]
     refined.settings["stop"] = hist.stop_reason
+    if hist.refit_epochs:
+        refined.settings["refit_epochs"] = hist.refit_epochs
     if hist.stabilized:
         refined.note = f"start stabilised: U x {hist.stabilization.factor:.3g}"
     refined.final_error = held.model_error(model)
