@@ -1,7 +1,22 @@
 """Shared planted fixtures (builders in tests/_helpers.py, importable from any test module)."""
 
+import signal
+
 import pytest
 from _helpers import planted_problem, seeded_problem
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _sigint_handled():
+    """A test run started in the background by a non-interactive shell (``pytest &``) inherits
+    SIGINT ignored, and the command line rightly leaves an ignored signal ignored; the interrupt
+    tests (in process and in child processes) need it handled, as in a terminal. Restored after."""
+    old = signal.getsignal(signal.SIGINT)
+    if old == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    if old == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, old)
 
 
 @pytest.fixture(scope="session")
