@@ -88,13 +88,15 @@ class SpectralStart:
     spectral_radius: dict = field(default_factory=dict)
     start_train_loss: float = float("nan")
     timings: dict = field(default_factory=dict)
+    kind: str = "rnn"
 
     def describe(self) -> str:
         """One line per direction: where each unit came from."""
         out = []
         for d in ("forward", "backward"):
             u = self.units[d]
-            out.append(f"{d}: {u['first_order'] + u['second_order']} spectral units ({u['first_order']} first-order, "
+            out.append(f"{d}{' (LSTM, in the cell-candidate gate)' if self.kind == 'lstm' else ''}: "
+                       f"{u['first_order'] + u['second_order']} spectral units ({u['first_order']} first-order, "
                        f"{u['second_order']} second-order), {u['delay']} delay units, {u['other']} small random units; "
                        f"spectral radius of U {self.spectral_radius[d]:.3f}")
         return "\n".join(out)
@@ -197,6 +199,9 @@ def fit_spectral_start(
     readout_steps: int = 40_000,
     readout_l2: float = 1e-4,
     readout_iter: int = 50,
+    kind: str = "rnn",
+    gate_bias: float = 2.0,
+    forget_bias: float = -2.0,
     random_state: int = 0,
 ) -> SpectralStart:
     """Build the spectral start (module docstring); returns a :class:`SpectralStart`.
@@ -220,6 +225,11 @@ def fit_spectral_start(
                     ("max_radius", max_radius)):
         if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
             raise InputError(f"{name} must be a finite non-negative number, got {v!r}")
+    if kind not in ("rnn", "lstm"):
+        raise InputError(f"kind must be 'rnn' or 'lstm', got {kind!r}")
+    for name, v in (("gate_bias", gate_bias), ("forget_bias", forget_bias)):
+        if not (isinstance(v, (int, float)) and math.isfinite(v)):
+            raise InputError(f"{name} must be a finite number, got {v!r}")
     if not 0 < max_radius < 1:
         raise InputError(f"max_radius must be in (0, 1), got {max_radius!r}")
     t0 = time.perf_counter()
@@ -234,7 +244,12 @@ def fit_spectral_start(
 
     n_delay = min(int(math.floor(delay_share * H)), H)
     n_spec_units = H - n_delay
-    module = make_classifier("rnn", d, H, K, bidirectional=True, nonlinearity="tanh", seed=random_state, bias=True)
+    module = make_classifier(kind, d, H, K, bidirectional=True, nonlinearity="tanh", seed=random_state, bias=True)
+    lstm = kind == "lstm"
+    # LSTM: the spectral weights go to the cell-candidate (g) gate; input and output gates biased open
+    # (sigmoid(gate_bias)), forget gate biased shut (sigmoid(forget_bias)), so h_t ~ s_o tanh(s_i g_t)
+    s_i = s_o = 1.0 / (1.0 + math.exp(-gate_bias)) if lstm else 1.0
+    g_rows = slice(2 * H, 3 * H) if lstm else slice(0, H)
     units, svs, radii = {}, {}, {}
     Wh, mu = mom["W"], mom["mu"]
     Z = mom["Z"]
@@ -262,6 +277,8 @@ def fit_spectral_start(
         U = np.zeros((H, H))
         if n_del:
             hs = torch.tanh(torch.from_numpy(Z) @ torch.from_numpy(Wx[src]).T + torch.from_numpy(b_spec[src]))
+            if lstm:
+                hs = s_o * torch.tanh(s_i * hs)
             c = 1.0 / np.maximum(hs.std(0).numpy(), 1e-3)
             U[n_spec + np.arange(n_del), src] = c
         if n_rest:
@@ -271,21 +288,29 @@ def fit_spectral_start(
             U[r, :] = rng.normal(0.0, rest_scale / math.sqrt(H), (n_rest, H))
             U[:, r] = rng.normal(0.0, rest_scale / math.sqrt(H), (H, n_rest))
         rnn = module.rnn
-        if noise:  # add ``noise`` times the seeded PyTorch default initialisation the module was built with
-            Wi = Wi + noise * getattr(rnn, "weight_ih_l0" + suffix).detach().double().numpy()
-            U = U + noise * getattr(rnn, "weight_hh_l0" + suffix).detach().double().numpy()
-            b = b + noise * (getattr(rnn, "bias_ih_l0" + suffix).detach().double().numpy()
-                             + getattr(rnn, "bias_hh_l0" + suffix).detach().double().numpy())
+        # the full (gates x H) weights: PyTorch's seeded default times ``noise``, the spectral part in the g rows
+        Wi_all = noise * getattr(rnn, "weight_ih_l0" + suffix).detach().double().numpy()
+        U_all = noise * getattr(rnn, "weight_hh_l0" + suffix).detach().double().numpy()
+        b_all = noise * (getattr(rnn, "bias_ih_l0" + suffix).detach().double().numpy()
+                         + getattr(rnn, "bias_hh_l0" + suffix).detach().double().numpy())
+        Wi_all[g_rows] += Wi
+        U_all[g_rows] += U
+        b_all[g_rows] += b
+        if lstm:
+            b_all[0:H] += gate_bias  # input gate
+            b_all[H : 2 * H] += forget_bias  # forget gate
+            b_all[3 * H : 4 * H] += gate_bias  # output gate
+        U = U_all[g_rows]
         rad = float(np.max(np.abs(np.linalg.eigvals(U)))) if H else 0.0
         if rad > max_radius:
-            U *= max_radius / rad
+            U_all[g_rows] *= max_radius / rad
             rad = max_radius
-        if not (np.isfinite(Wi).all() and np.isfinite(U).all() and np.isfinite(b).all()):
+        if not (np.isfinite(Wi_all).all() and np.isfinite(U_all).all() and np.isfinite(b_all).all()):
             raise InputError("the spectral start produced non-finite weights (degenerate features?)")
         with torch.no_grad():
-            getattr(rnn, "weight_ih_l0" + suffix).copy_(torch.from_numpy(Wi))
-            getattr(rnn, "weight_hh_l0" + suffix).copy_(torch.from_numpy(U))
-            getattr(rnn, "bias_ih_l0" + suffix).copy_(torch.from_numpy(b))
+            getattr(rnn, "weight_ih_l0" + suffix).copy_(torch.from_numpy(Wi_all))
+            getattr(rnn, "weight_hh_l0" + suffix).copy_(torch.from_numpy(U_all))
+            getattr(rnn, "bias_ih_l0" + suffix).copy_(torch.from_numpy(b_all))
             getattr(rnn, "bias_hh_l0" + suffix).zero_()
         units[direction] = {"first_order": n1, "second_order": 2 * n2, "delay": n_del, "other": n_rest}
         svs[direction] = sv.tolist()
@@ -299,7 +324,7 @@ def fit_spectral_start(
                        max_steps=readout_steps, seed=random_state)
     timings["readout"] = time.perf_counter() - t1
     timings["total"] = time.perf_counter() - t0
-    return SpectralStart(module, units, svs, radii, loss, timings)
+    return SpectralStart(module, units, svs, radii, loss, timings, kind)
 
 
 def spectral_start(X, y, n_classes: int, hidden_size: int = 64, lengths=None, *, random_state: int = 0,
