@@ -222,6 +222,11 @@ def main(argv=None):
     report(results, a.corpus, a.plot)
 
 
+# The trainer evaluates on a fixed grid (every --eval-every seconds), after the minibatch that crosses each
+# grid time: an evaluation "at 30 s" is logged at 30.0-30.1 s. The pass check allows that overshoot.
+GRID_TOL = 0.25
+
+
 def time_to(history, target):
     """Training seconds at the first evaluation whose dev accuracy reaches ``target`` (inf if never)."""
     for t, acc in zip(history["time"], history["dev_accuracy"]):
@@ -274,7 +279,7 @@ def report(results, corpus_name, plot=None):
             tt = np.median([time_to(r["history"], target[key]) for r in rs]) if key in target else float("nan")
             dev = np.median([r["dev"] for r in rs])
             tb = target.get(key, float("nan"))
-            ok = "yes" if tt <= budget / 2 and dev >= tb else "no"
+            ok = "yes" if tt <= budget / 2 + GRID_TOL and dev >= tb else "no"
             print(f"{method:<13} {budget:>10g} {fit:>7.1f} {sd:>9.4f} {st:>10.4f} {tt:>8.1f} {budget / 2:>5.0f} "
                   f"{dev:>7.4f} {tb:>9.4f} {ok:>5}")
     if plot:

@@ -280,3 +280,11 @@ def test_clock_and_first_evaluation_time(toy_arrays):
     for bad in (-1.0, float("nan"), float("inf")):
         with pytest.raises(InputError, match="first_eval_s"):
             train_classifier(m, Xt, yt, Xd, yd, budget_s=1.0, first_eval_s=bad)
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(InputError, match="eval_every_s"):
+            train_classifier(m, Xt, yt, Xd, yd, budget_s=1.0, eval_every_s=bad)
+    # the evaluation grid does not drift: 0.75 s minibatches, evaluations every 2 s
+    ticks = iter(np.arange(0.0, 1e6, 0.75))
+    h = train_classifier(m, Xt, yt, Xd, yd, budget_s=6.5, eval_every_s=2.0, clock=lambda: float(next(ticks)),
+                         batch_size=8, patience=100)
+    assert h.time == [0.0, 2.25, 4.5, 6.0, 6.75]

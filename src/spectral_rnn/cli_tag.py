@@ -60,12 +60,13 @@ def _fraction(text: str) -> float:
 def add_tag_parser(subparsers) -> argparse.ArgumentParser:
     """Add the ``tag`` command (with ``train``, ``eval``, ``predict``) to an argparse sub-parsers object."""
     t = subparsers.add_parser("tag", help="part-of-speech tagging on CoNLL-U files (train, eval, predict)",
-                              description="Train, evaluate and apply a BiRNN part-of-speech tagger on CoNLL-U "
+                              description="Train, evaluate and apply a bidirectional recurrent part-of-speech tagger on CoNLL-U "
                                           "files (UPOS column).")
     sub = t.add_subparsers(dest="tag_command", required=True, metavar="TAG_COMMAND")
     tr = sub.add_parser("train", help="train a tagger on a CoNLL-U file",
                         description="Fit word features on TRAIN.conllu (less a development split), train a "
-                                    "bidirectional RNN tagger for a time budget, and write TAGGER.safetensors.")
+                                    "bidirectional recurrent tagger (by default a BiLSTM from the spectral start) "
+                                    "for a time budget, and write TAGGER.safetensors.")
     tr.add_argument("train", metavar="TRAIN.conllu")
     tr.add_argument("--out", required=True, metavar="TAGGER.safetensors")
     tr.add_argument("--hidden-size", type=_int_at_least(1, "a positive integer"), default=64,
@@ -73,8 +74,8 @@ def add_tag_parser(subparsers) -> argparse.ArgumentParser:
     tr.add_argument("--budget", type=_positive_float, default=120.0,
                     help="training seconds, evaluation excluded (default 120)")
     tr.add_argument("--seed", type=_int_at_least(0, "a non-negative integer"), default=0, help="random seed (default 0)")
-    tr.add_argument("--kind", choices=["rnn", "lstm", "gru"], default="rnn",
-                    help="recurrent module: rnn = nn.RNN(tanh) (default), lstm, gru")
+    tr.add_argument("--kind", choices=["rnn", "lstm", "gru"], default=DEFAULT_KIND,
+                    help="recurrent module: lstm = nn.LSTM (default), rnn = nn.RNN(tanh), gru = nn.GRU")
     tr.add_argument("--start", choices=["spectral", "random"], default=None, help=START_HELP)
     tr.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
                     help="what --budget counts: wall = wall-clock seconds (default), cpu = this process's CPU "
@@ -97,7 +98,9 @@ def add_tag_parser(subparsers) -> argparse.ArgumentParser:
     return t
 
 
-#: ``tag train --start`` default, chosen by the measured result (docs/tagging.md, "The spectral start")
+#: ``tag train --kind`` and ``--start`` defaults, chosen by the measured results (docs/tagging.md,
+#: "The spectral start" and "Command line")
+DEFAULT_KIND = "lstm"
 DEFAULT_START = "spectral"
 START_HELP = ("how the network starts: spectral = input directions from Stein moments of the training "
               "features and tags, a delay line, a convex read-out (--kind rnn, or lstm: in the cell-candidate gate "

@@ -339,7 +339,8 @@ def train_classifier(
     ``True`` first re-draws them by PyTorch's default initialisation with ``seed``.
     ``budget_s``: seconds of training (minibatch updates only; evaluation excluded);
     ``None`` = no limit. The development set is evaluated at the start, every
-    ``eval_every_s`` seconds of training (the first time after ``first_eval_s``, default
+    ``eval_every_s`` seconds of training (on a fixed grid: after the minibatch that crosses
+    each grid time; the first time after ``first_eval_s``, default
     ``eval_every_s``: a start whose fitting took ``f`` seconds passes
     ``eval_every_s - f % eval_every_s`` to be evaluated at the same wall-clock times as a
     random start) and at the end; ``clock``: the seconds counted (wall clock by default;
@@ -367,6 +368,8 @@ def train_classifier(
             raise InputError(f"{name} holds labels outside [0, {module.n_classes})")
     if not (Yt != IGNORE_INDEX).any():
         raise InputError("y_train has no usable label")
+    if not (isinstance(eval_every_s, (int, float)) and 0 < eval_every_s < math.inf):
+        raise InputError(f"eval_every_s must be a positive finite number of seconds, got {eval_every_s!r}")
     if first_eval_s is not None and not (isinstance(first_eval_s, (int, float)) and 0 <= first_eval_s < math.inf):
         raise InputError(f"first_eval_s must be a finite number >= 0, got {first_eval_s!r}")
     if random_init:
@@ -454,7 +457,8 @@ def train_classifier(
                 stop = "time_budget"
                 break
             if train_clock >= next_eval:
-                next_eval = train_clock + eval_every_s
+                while next_eval <= train_clock:  # a fixed grid: no drift from the minibatch that crosses it
+                    next_eval += eval_every_s
                 if evaluate():
                     stop = "early_stopping"
                     break
