@@ -145,7 +145,7 @@ def main(argv=None):
     if a.from_json:
         with open(a.from_json) as fh:
             saved = json.load(fh)
-        report(saved["results"], saved["args"]["corpus"], a.plot)
+        report(saved["results"], saved["args"]["corpus"], a.plot, saved["args"].get("clock", "wall"))
         return
     torch.set_num_threads(a.threads)
 
@@ -219,7 +219,7 @@ def main(argv=None):
     if a.json:
         with open(a.json, "w") as fh:
             json.dump({"args": vars(a), "n_features": feat.n_features, "results": results}, fh, indent=1)
-    report(results, a.corpus, a.plot)
+    report(results, a.corpus, a.plot, a.clock)
 
 
 # The trainer evaluates on a fixed grid (every --eval-every seconds), after the minibatch that crosses each
@@ -235,7 +235,7 @@ def time_to(history, target):
     return float("inf")
 
 
-def report(results, corpus_name, plot=None):
+def report(results, corpus_name, plot=None, clock="wall"):
     """The table (medians over seeds) and, if ``plot``, the accuracy-vs-time figure."""
     groups = defaultdict(list)
     for r in results:
@@ -303,7 +303,7 @@ def report(results, corpus_name, plot=None):
             if "history" not in r:
                 ax.axhline(r["dev"], ls="--", color="gray" if r["method"] == "majority" else "k", lw=1,
                            label=r["method"])
-        ax.set_xlabel("training seconds (evaluation excluded)")
+        ax.set_xlabel(("CPU" if clock == "cpu" else "wall-clock") + " seconds of fit and training (evaluation excluded)")
         ax.set_ylabel("development accuracy")
         ax.set_ylim(0.85, 1.0)
         ax.set_title(f"{corpus_name}: dev accuracy vs training time (budget {top:g} s, one line per seed)")

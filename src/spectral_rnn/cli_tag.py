@@ -1,6 +1,7 @@
 """``spectral-rnn tag``: train, evaluate and apply a part-of-speech tagger on CoNLL-U files.
 
     spectral-rnn tag train TRAIN.conllu --out TAGGER.safetensors [--hidden-size H] [--budget SECONDS] [--seed S]
+                           [--kind lstm|rnn|gru] [--start spectral|random] [--clock wall|cpu]
     spectral-rnn tag eval TAGGER.safetensors TEST.conllu
     spectral-rnn tag predict TAGGER.safetensors IN.conllu --out OUT.conllu
 
@@ -72,7 +73,7 @@ def add_tag_parser(subparsers) -> argparse.ArgumentParser:
     tr.add_argument("--hidden-size", type=_int_at_least(1, "a positive integer"), default=64,
                     help="hidden units per direction (default 64)")
     tr.add_argument("--budget", type=_positive_float, default=120.0,
-                    help="training seconds, evaluation excluded (default 120)")
+                    help="training seconds, the spectral start's fit included, evaluation excluded (default 120)")
     tr.add_argument("--seed", type=_int_at_least(0, "a non-negative integer"), default=0, help="random seed (default 0)")
     tr.add_argument("--kind", choices=["rnn", "lstm", "gru"], default=DEFAULT_KIND,
                     help="recurrent module: lstm = nn.LSTM (default), rnn = nn.RNN(tanh), gru = nn.GRU")

@@ -46,6 +46,13 @@ spectral start", gives the measured reasons):
    regression with biases on the fixed hidden states: convex), on a seeded sample of whole
    sentences holding about ``readout_steps`` steps.
 
+**LSTM** (``kind="lstm"``): the same weights (steps 3-6) go to the cell-candidate (g) gate of a
+bidirectional ``nn.LSTM``; the input and output gates get bias ``gate_bias`` (2: open,
+``sigmoid(2) = 0.88``), the forget gate ``forget_bias`` (-2: shut, 0.12), their weights the
+``noise`` share of PyTorch's initialisation. Then ``c_t ~ s_i g_t`` and
+``h_t ~ s_o tanh(s_i g_t)``: the tanh units of the BiRNN start, squashed once more, and the
+delay units' ``c_j`` are computed for that output. Training then opens or closes the gates.
+
 ``shrinkage`` > 0 whitens by ``(Sigma + shrinkage * mean(eig) I)^{-1/2}`` instead (ridge
 whitening: smaller weights along low-variance directions; off by default, it did not help).
 The "units from the spectral fit" are those of step 3; step 4 is a fixed rule built on
@@ -72,14 +79,16 @@ __all__ = ["SpectralStart", "fit_spectral_start", "spectral_start", "tag_moments
 class SpectralStart:
     """What :func:`fit_spectral_start` built.
 
-    ``module``: the initialised :class:`SequenceClassifier` (bidirectional ``nn.RNN(tanh)``,
+    ``module``: the initialised :class:`SequenceClassifier` (bidirectional ``nn.RNN(tanh)``
+    or, with ``kind="lstm"``, ``nn.LSTM``;
     ``hidden_size`` units per direction, read-out fitted). ``units``: per direction
     (``"forward"``, ``"backward"``), counts of ``"first_order"``, ``"second_order"``
     (spectral units), ``"delay"`` and ``"other"`` units, in that order of unit index.
     ``singular_values``: per direction, those of the stacked first-order moment;
     ``start_train_loss``: the read-out's training cross-entropy; ``timings``: seconds per
     stage; ``spectral_radius``: of ``U`` per direction (0 for the delay line alone, 0.54-0.62
-    with the default noise at 64 units on porttinari and the Turkish treebank; at most ``max_radius``).
+    with the default noise at 64 units on porttinari and the Turkish treebank; at most ``max_radius``;
+    for an LSTM, of the cell-candidate gate's recurrent block); ``kind``: ``"rnn"`` or ``"lstm"``.
     """
 
     module: SequenceClassifier
@@ -215,6 +224,8 @@ def fit_spectral_start(
     pre-activation standard deviation of the spectral units; ``pair_bias``: the ``+/- b`` of
     the second-order pairs; ``noise``, ``shrinkage``, ``rest_scale``, ``max_radius``: steps
     5-6 and the whitening of the module docstring; ``readout_*``: the read-out fit.
+    ``kind``: ``"rnn"`` (``nn.RNN(tanh)``) or ``"lstm"`` (the weights in the cell-candidate
+    gate; ``gate_bias`` for the input and output gates, ``forget_bias`` for the forget gate).
     """
     H = check_positive_int(hidden_size, "hidden_size")
     K = check_positive_int(n_classes, "n_classes")
