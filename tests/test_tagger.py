@@ -267,3 +267,24 @@ def test_cli_usage_errors(tmp_path, capsys):
 def test_fill_upos_validates():
     with pytest.raises(InputError):
         fill_upos("not conllu at all\n", lambda s: s)
+
+
+def test_clock_and_first_evaluation_time(toy_arrays):
+    # a fake clock that advances 0.5 s per reading: each minibatch costs exactly 0.5 s of training
+    feat, ts, Xt, Xd, yt, yd = toy_arrays
+    ticks = iter(np.arange(0.0, 1e6, 0.5))
+    m = make_classifier("rnn", feat.n_features, 4, len(ts), seed=0)
+    h = train_classifier(m, Xt, yt, Xd, yd, budget_s=3.0, eval_every_s=2.0, first_eval_s=0.5,
+                         clock=lambda: float(next(ticks)), batch_size=8)
+    assert h.time == [0.0, 0.5, 2.5, 3.0] and h.step == [0, 1, 5, 6] and h.stop_reason == "time_budget"
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(InputError, match="first_eval_s"):
+            train_classifier(m, Xt, yt, Xd, yd, budget_s=1.0, first_eval_s=bad)
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(InputError, match="eval_every_s"):
+            train_classifier(m, Xt, yt, Xd, yd, budget_s=1.0, eval_every_s=bad)
+    # the evaluation grid does not drift: 0.75 s minibatches, evaluations every 2 s
+    ticks = iter(np.arange(0.0, 1e6, 0.75))
+    h = train_classifier(m, Xt, yt, Xd, yd, budget_s=6.5, eval_every_s=2.0, clock=lambda: float(next(ticks)),
+                         batch_size=8, patience=100)
+    assert h.time == [0.0, 2.25, 4.5, 6.0, 6.75]

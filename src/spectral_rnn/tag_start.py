@@ -46,6 +46,13 @@ spectral start", gives the measured reasons):
    regression with biases on the fixed hidden states: convex), on a seeded sample of whole
    sentences holding about ``readout_steps`` steps.
 
+**LSTM** (``kind="lstm"``): the same weights (steps 3-6) go to the cell-candidate (g) gate of a
+bidirectional ``nn.LSTM``; the input and output gates get bias ``gate_bias`` (2: open,
+``sigmoid(2) = 0.88``), the forget gate ``forget_bias`` (-2: shut, 0.12), their weights the
+``noise`` share of PyTorch's initialisation. Then ``c_t ~ s_i g_t`` and
+``h_t ~ s_o tanh(s_i g_t)``: the tanh units of the BiRNN start, squashed once more, and the
+delay units' ``c_j`` are computed for that output. Training then opens or closes the gates.
+
 ``shrinkage`` > 0 whitens by ``(Sigma + shrinkage * mean(eig) I)^{-1/2}`` instead (ridge
 whitening: smaller weights along low-variance directions; off by default, it did not help).
 The "units from the spectral fit" are those of step 3; step 4 is a fixed rule built on
@@ -72,14 +79,16 @@ __all__ = ["SpectralStart", "fit_spectral_start", "spectral_start", "tag_moments
 class SpectralStart:
     """What :func:`fit_spectral_start` built.
 
-    ``module``: the initialised :class:`SequenceClassifier` (bidirectional ``nn.RNN(tanh)``,
+    ``module``: the initialised :class:`SequenceClassifier` (bidirectional ``nn.RNN(tanh)``
+    or, with ``kind="lstm"``, ``nn.LSTM``;
     ``hidden_size`` units per direction, read-out fitted). ``units``: per direction
     (``"forward"``, ``"backward"``), counts of ``"first_order"``, ``"second_order"``
     (spectral units), ``"delay"`` and ``"other"`` units, in that order of unit index.
     ``singular_values``: per direction, those of the stacked first-order moment;
     ``start_train_loss``: the read-out's training cross-entropy; ``timings``: seconds per
     stage; ``spectral_radius``: of ``U`` per direction (0 for the delay line alone, 0.54-0.62
-    with the default noise at 64 units on porttinari and the Turkish treebank; at most ``max_radius``).
+    with the default noise at 64 units on porttinari and the Turkish treebank; at most ``max_radius``;
+    for an LSTM, of the cell-candidate gate's recurrent block); ``kind``: ``"rnn"`` or ``"lstm"``.
     """
 
     module: SequenceClassifier
@@ -88,13 +97,15 @@ class SpectralStart:
     spectral_radius: dict = field(default_factory=dict)
     start_train_loss: float = float("nan")
     timings: dict = field(default_factory=dict)
+    kind: str = "rnn"
 
     def describe(self) -> str:
         """One line per direction: where each unit came from."""
         out = []
         for d in ("forward", "backward"):
             u = self.units[d]
-            out.append(f"{d}: {u['first_order'] + u['second_order']} spectral units ({u['first_order']} first-order, "
+            out.append(f"{d}{' (LSTM, in the cell-candidate gate)' if self.kind == 'lstm' else ''}: "
+                       f"{u['first_order'] + u['second_order']} spectral units ({u['first_order']} first-order, "
                        f"{u['second_order']} second-order), {u['delay']} delay units, {u['other']} small random units; "
                        f"spectral radius of U {self.spectral_radius[d]:.3f}")
         return "\n".join(out)
@@ -197,6 +208,9 @@ def fit_spectral_start(
     readout_steps: int = 40_000,
     readout_l2: float = 1e-4,
     readout_iter: int = 50,
+    kind: str = "rnn",
+    gate_bias: float = 2.0,
+    forget_bias: float = -2.0,
     random_state: int = 0,
 ) -> SpectralStart:
     """Build the spectral start (module docstring); returns a :class:`SpectralStart`.
@@ -210,6 +224,8 @@ def fit_spectral_start(
     pre-activation standard deviation of the spectral units; ``pair_bias``: the ``+/- b`` of
     the second-order pairs; ``noise``, ``shrinkage``, ``rest_scale``, ``max_radius``: steps
     5-6 and the whitening of the module docstring; ``readout_*``: the read-out fit.
+    ``kind``: ``"rnn"`` (``nn.RNN(tanh)``) or ``"lstm"`` (the weights in the cell-candidate
+    gate; ``gate_bias`` for the input and output gates, ``forget_bias`` for the forget gate).
     """
     H = check_positive_int(hidden_size, "hidden_size")
     K = check_positive_int(n_classes, "n_classes")
@@ -220,6 +236,11 @@ def fit_spectral_start(
                     ("max_radius", max_radius)):
         if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
             raise InputError(f"{name} must be a finite non-negative number, got {v!r}")
+    if kind not in ("rnn", "lstm"):
+        raise InputError(f"kind must be 'rnn' or 'lstm', got {kind!r}")
+    for name, v in (("gate_bias", gate_bias), ("forget_bias", forget_bias)):
+        if not (isinstance(v, (int, float)) and math.isfinite(v)):
+            raise InputError(f"{name} must be a finite number, got {v!r}")
     if not 0 < max_radius < 1:
         raise InputError(f"max_radius must be in (0, 1), got {max_radius!r}")
     t0 = time.perf_counter()
@@ -234,7 +255,12 @@ def fit_spectral_start(
 
     n_delay = min(int(math.floor(delay_share * H)), H)
     n_spec_units = H - n_delay
-    module = make_classifier("rnn", d, H, K, bidirectional=True, nonlinearity="tanh", seed=random_state, bias=True)
+    module = make_classifier(kind, d, H, K, bidirectional=True, nonlinearity="tanh", seed=random_state, bias=True)
+    lstm = kind == "lstm"
+    # LSTM: the spectral weights go to the cell-candidate (g) gate; input and output gates biased open
+    # (sigmoid(gate_bias)), forget gate biased shut (sigmoid(forget_bias)), so h_t ~ s_o tanh(s_i g_t)
+    s_i = s_o = 1.0 / (1.0 + math.exp(-gate_bias)) if lstm else 1.0
+    g_rows = slice(2 * H, 3 * H) if lstm else slice(0, H)
     units, svs, radii = {}, {}, {}
     Wh, mu = mom["W"], mom["mu"]
     Z = mom["Z"]
@@ -262,6 +288,8 @@ def fit_spectral_start(
         U = np.zeros((H, H))
         if n_del:
             hs = torch.tanh(torch.from_numpy(Z) @ torch.from_numpy(Wx[src]).T + torch.from_numpy(b_spec[src]))
+            if lstm:
+                hs = s_o * torch.tanh(s_i * hs)
             c = 1.0 / np.maximum(hs.std(0).numpy(), 1e-3)
             U[n_spec + np.arange(n_del), src] = c
         if n_rest:
@@ -271,21 +299,29 @@ def fit_spectral_start(
             U[r, :] = rng.normal(0.0, rest_scale / math.sqrt(H), (n_rest, H))
             U[:, r] = rng.normal(0.0, rest_scale / math.sqrt(H), (H, n_rest))
         rnn = module.rnn
-        if noise:  # add ``noise`` times the seeded PyTorch default initialisation the module was built with
-            Wi = Wi + noise * getattr(rnn, "weight_ih_l0" + suffix).detach().double().numpy()
-            U = U + noise * getattr(rnn, "weight_hh_l0" + suffix).detach().double().numpy()
-            b = b + noise * (getattr(rnn, "bias_ih_l0" + suffix).detach().double().numpy()
-                             + getattr(rnn, "bias_hh_l0" + suffix).detach().double().numpy())
+        # the full (gates x H) weights: PyTorch's seeded default times ``noise``, the spectral part in the g rows
+        Wi_all = noise * getattr(rnn, "weight_ih_l0" + suffix).detach().double().numpy()
+        U_all = noise * getattr(rnn, "weight_hh_l0" + suffix).detach().double().numpy()
+        b_all = noise * (getattr(rnn, "bias_ih_l0" + suffix).detach().double().numpy()
+                         + getattr(rnn, "bias_hh_l0" + suffix).detach().double().numpy())
+        Wi_all[g_rows] += Wi
+        U_all[g_rows] += U
+        b_all[g_rows] += b
+        if lstm:
+            b_all[0:H] += gate_bias  # input gate
+            b_all[H : 2 * H] += forget_bias  # forget gate
+            b_all[3 * H : 4 * H] += gate_bias  # output gate
+        U = U_all[g_rows]
         rad = float(np.max(np.abs(np.linalg.eigvals(U)))) if H else 0.0
         if rad > max_radius:
-            U *= max_radius / rad
+            U_all[g_rows] *= max_radius / rad
             rad = max_radius
-        if not (np.isfinite(Wi).all() and np.isfinite(U).all() and np.isfinite(b).all()):
+        if not (np.isfinite(Wi_all).all() and np.isfinite(U_all).all() and np.isfinite(b_all).all()):
             raise InputError("the spectral start produced non-finite weights (degenerate features?)")
         with torch.no_grad():
-            getattr(rnn, "weight_ih_l0" + suffix).copy_(torch.from_numpy(Wi))
-            getattr(rnn, "weight_hh_l0" + suffix).copy_(torch.from_numpy(U))
-            getattr(rnn, "bias_ih_l0" + suffix).copy_(torch.from_numpy(b))
+            getattr(rnn, "weight_ih_l0" + suffix).copy_(torch.from_numpy(Wi_all))
+            getattr(rnn, "weight_hh_l0" + suffix).copy_(torch.from_numpy(U_all))
+            getattr(rnn, "bias_ih_l0" + suffix).copy_(torch.from_numpy(b_all))
             getattr(rnn, "bias_hh_l0" + suffix).zero_()
         units[direction] = {"first_order": n1, "second_order": 2 * n2, "delay": n_del, "other": n_rest}
         svs[direction] = sv.tolist()
@@ -299,7 +335,7 @@ def fit_spectral_start(
                        max_steps=readout_steps, seed=random_state)
     timings["readout"] = time.perf_counter() - t1
     timings["total"] = time.perf_counter() - t0
-    return SpectralStart(module, units, svs, radii, loss, timings)
+    return SpectralStart(module, units, svs, radii, loss, timings, kind)
 
 
 def spectral_start(X, y, n_classes: int, hidden_size: int = 64, lengths=None, *, random_state: int = 0,

@@ -315,6 +315,8 @@ def train_classifier(
     weight_decay: float = 0.0,
     patience: int = 10,
     eval_every_s: float = 5.0,
+    first_eval_s: float | None = None,
+    clock: Callable[[], float] = time.perf_counter,
     max_restarts: int = 5,
     seed: int = 0,
     callback: Callable[[TrainHistory], None] | None = None,
@@ -331,7 +333,13 @@ def train_classifier(
     ``True`` first re-draws them by PyTorch's default initialisation with ``seed``.
     ``budget_s``: seconds of training (minibatch updates only; evaluation excluded);
     ``None`` = no limit. The development set is evaluated at the start, every
-    ``eval_every_s`` seconds of training and at the end; the best
+    ``eval_every_s`` seconds of training (on a fixed grid: after the minibatch that crosses
+    each grid time; the first time after ``first_eval_s``, default
+    ``eval_every_s``: a start whose fitting took ``f`` seconds passes
+    ``eval_every_s - f % eval_every_s`` to be evaluated at the same wall-clock times as a
+    random start) and at the end; ``clock``: the seconds counted (wall clock by default;
+    ``time.process_time`` counts the process's CPU seconds, the measure that another
+    process on a shared machine does not change); the best
     development accuracy's weights are restored at the end; ``patience``: stop after
     that many evaluations without improvement. A minibatch whose loss or gradient is
     not finite restores the best weights and halves the learning rate (fresh Adam
@@ -354,6 +362,10 @@ def train_classifier(
             raise InputError(f"{name} holds labels outside [0, {module.n_classes})")
     if not (Yt != IGNORE_INDEX).any():
         raise InputError("y_train has no usable label")
+    if not (isinstance(eval_every_s, (int, float)) and 0 < eval_every_s < math.inf):
+        raise InputError(f"eval_every_s must be a positive finite number of seconds, got {eval_every_s!r}")
+    if first_eval_s is not None and not (isinstance(first_eval_s, (int, float)) and 0 <= first_eval_s < math.inf):
+        raise InputError(f"first_eval_s must be a finite number >= 0, got {first_eval_s!r}")
     if random_init:
         module.reset_parameters(seed)
     dtype = next(module.parameters()).dtype
@@ -376,7 +388,7 @@ def train_classifier(
     def evaluate() -> bool:
         """Evaluate on dev, record, keep the best; returns True to stop early."""
         nonlocal loss_sum, loss_n
-        t0 = time.perf_counter()
+        t0 = clock()
         acc, dloss = _acc_loss(module, Xd, Yd, Ld)
         hist.time.append(train_clock)
         hist.step.append(step)
@@ -388,7 +400,7 @@ def train_classifier(
         loss_sum, loss_n = 0.0, 0
         if stopper.update(len(hist.time) - 1, -acc if math.isfinite(dloss) else math.inf, module):
             hist.best = len(hist.time) - 1
-        hist.eval_time += time.perf_counter() - t0
+        hist.eval_time += clock() - t0
         if callback is not None:
             callback(hist)
         return stopper.should_stop
@@ -396,14 +408,14 @@ def train_classifier(
     evaluate()
     if stopper.state is None:  # the start itself is not finite: nothing safe to return to
         raise InputError("the starting module gives non-finite outputs on the development set")
-    next_eval = eval_every_s
+    next_eval = eval_every_s if first_eval_s is None else float(first_eval_s)
     stop = ""
     module.train()
     for epoch in range(max_epochs):
         perm = rng.permutation(n)
         for i in range(0, n, batch_size):
             idx = perm[i : i + batch_size]
-            t0 = time.perf_counter()
+            t0 = clock()
             module.train()
             Tb = int(Lt[idx].max())
             xb = torch.from_numpy(Xt[idx, :Tb]).to(dtype)
@@ -432,14 +444,15 @@ def train_classifier(
                 else:
                     opt = new_opt
             step += 1
-            train_clock += time.perf_counter() - t0
+            train_clock += clock() - t0
             if stop:
                 break
             if budget_s is not None and train_clock >= budget_s:
                 stop = "time_budget"
                 break
             if train_clock >= next_eval:
-                next_eval = train_clock + eval_every_s
+                while next_eval <= train_clock:  # a fixed grid: no drift from the minibatch that crosses it
+                    next_eval += eval_every_s
                 if evaluate():
                     stop = "early_stopping"
                     break
@@ -570,6 +583,7 @@ def train_tagger(
     featurizer: WordFeaturizer | None = None,
     module: SequenceClassifier | None = None,
     start: str = "random",
+    start_kw: dict | None = None,
     log: Callable[[str], None] | None = None,
     **train_kw,
 ) -> tuple[Tagger, TrainHistory]:
@@ -580,13 +594,13 @@ def train_tagger(
     tag set); ``None``: a ``kind`` module (``"rnn"`` = BiRNN(tanh)) with ``hidden_size``
     units per direction, started by ``start``: ``"random"`` (PyTorch's default
     initialisation) or ``"spectral"`` (:func:`spectral_rnn.tag_start.fit_spectral_start`,
-    ``kind="rnn"`` only; its fitting time is charged to ``budget_s``). Other keywords go
-    to :func:`train_classifier`.
+    ``kind="rnn"`` or ``"lstm"``, with ``start_kw`` passed on; its fitting time is charged
+    to ``budget_s``). Other keywords go to :func:`train_classifier`.
     """
     if start not in ("random", "spectral"):
         raise InputError(f"start must be 'random' or 'spectral', got {start!r}")
-    if start == "spectral" and (module is not None or kind != "rnn"):
-        raise InputError("the spectral start builds a BiRNN(tanh): use kind='rnn' and no module")
+    if start == "spectral" and (module is not None or kind not in ("rnn", "lstm")):
+        raise InputError("the spectral start builds a BiRNN(tanh) or a BiLSTM: use kind='rnn' or 'lstm' and no module")
     tags = sorted({t for s in train_tags for t in s if t not in ("_", "")})
     if not tags:
         raise InputError("the training data hold no tag")
@@ -603,9 +617,10 @@ def train_tagger(
     if module is None and start == "spectral":
         from .tag_start import fit_spectral_start
 
-        t0 = time.perf_counter()
-        sp = fit_spectral_start(Xt, yt, len(tags), hidden_size, random_state=seed)
-        fit_s = time.perf_counter() - t0
+        clock = train_kw.get("clock", time.perf_counter)
+        t0 = clock()
+        sp = fit_spectral_start(Xt, yt, len(tags), hidden_size, random_state=seed, kind=kind, **(start_kw or {}))
+        fit_s = clock() - t0
         module = sp.module
         start_cfg.update(units=sp.units, fit_s=fit_s)
         if train_budget is not None:
