@@ -178,7 +178,7 @@ def valid_mask(lengths: np.ndarray | None, n_sequences: int, T: int) -> np.ndarr
 
 
 #: inside :func:`inputs_checked_once`: the arrays (with their lengths and limit) found finite so far
-_CHECKED: contextvars.ContextVar[set | None] = contextvars.ContextVar("spectral_rnn_checked", default=None)
+_CHECKED: contextvars.ContextVar[dict | None] = contextvars.ContextVar("spectral_rnn_checked", default=None)
 
 
 @contextlib.contextmanager
@@ -187,8 +187,9 @@ def inputs_checked_once():
     inputs up front, and the input law and the stability check then need not read the data
     again for the same check (one more read of the file for a memory map). Arrays are known by
     their memory (data pointer, shape, strides, dtype), a Dask array by its name (a token of
-    its contents), anything else by identity; the record ends with the block."""
-    token = _CHECKED.set(set())
+    its contents), anything else by identity (the record holds a reference, so an identity is
+    not reused by another object while it lasts); the record ends with the block."""
+    token = _CHECKED.set({})
     try:
         yield
     finally:
@@ -223,7 +224,7 @@ def check_finite(
         return  # found finite (under this limit, or a stricter one) earlier in the same fit
     _check_finite(arr, lengths, name, block_steps, limit)
     if key is not None:
-        checked.add(key + (limit,))
+        checked[key + (limit,)] = arr
 
 
 def _check_finite(arr, lengths, name: str, block_steps: int, limit: float | None) -> None:
