@@ -108,7 +108,8 @@ START_HELP = ("how the network starts: spectral = input directions from Stein mo
               "with the input and output gates open; its fitting time is charged to --budget); random = PyTorch's "
               "default initialisation. Default: " + DEFAULT_START + " for rnn and lstm, random for gru")
 
-
+#: what ``--budget`` counts (``--clock``): wall-clock seconds or this process's CPU seconds; also
+#: used by benchmarks/bench_tagging.py
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
