@@ -27,6 +27,25 @@ def test_protocol_and_random():
         GaussianAR1.random(3, rho=1.0)
 
 
+def test_gaussian_fixes_its_innovations():
+    """GaussianAR1 is AR1Process with the innovations' law fixed: not one of its parameters, and
+    any other law refused (its other parameters are AR1Process's, so clone keeps them)."""
+    from sklearn.base import clone
+
+    g = GaussianAR1(first_step="stationary", tail_check=False)
+    assert "innovations" not in g.get_params() and g.innovations == "gaussian"
+    c = clone(g)
+    assert type(c) is GaussianAR1 and c.first_step == "stationary" and c.tail_check is False
+    assert GaussianAR1(innovations="gaussian").innovations == "gaussian"
+    with pytest.raises(InputError, match="fixes innovations='gaussian'"):
+        GaussianAR1(innovations="moment")
+    with pytest.raises(InputError, match="no parameter 'innovations'"):
+        g.set_params(innovations="moment")
+    X = planted(3).sample(200, 10, random_state=0)
+    laplace = X + np.random.default_rng(0).laplace(size=X.shape)  # non-Gaussian: auto would not pick gaussian
+    assert GaussianAR1().fit(laplace).law_name_ == "gaussian"
+
+
 def test_stationary_initial_law():
     p = planted()
     S0 = p.initial_cov_

@@ -35,10 +35,26 @@ class Params:
     ending in ``_``. Parameters without a default are always shown in the ``repr``.
     """
 
+    #: constructor parameters that a subclass fixes to one value (``{name: value}``): they are
+    #: not parameters of the subclass (no ``get_params`` entry), and :meth:`_pinned` refuses
+    #: any other value than the fixed one or the inherited default
+    _fixed_params: dict = {}
+
     @classmethod
     def _get_param_names(cls) -> list[str]:
         return [n for n, p in inspect.signature(cls.__init__).parameters.items()
-                if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+                if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and n not in cls._fixed_params]
+
+    def _pinned(self, name: str, value: object) -> object:
+        """The value of constructor parameter ``name`` in use: ``value``, or the subclass's fixed
+        value when it fixes one (given the inherited default or the fixed value itself)."""
+        if name not in self._fixed_params:
+            return value
+        fixed = self._fixed_params[name]
+        default = inspect.signature(type(self).__init__).parameters[name].default
+        if not (_same_value(value, fixed) or _same_value(value, default)):
+            raise InputError(f"{type(self).__name__} fixes {name}={fixed!r}, got {name}={value!r}")
+        return fixed
 
     def get_params(self, deep: bool = True) -> dict:
         """The constructor's parameters as given (``sklearn.base.clone`` works on this object)."""

@@ -183,6 +183,7 @@ class AR1Process(Params):
         # the arguments as given (get_params, clone); the values in use are F_, noise_cov_, ...
         self.F, self.noise_cov, self.intercept = F, noise_cov, intercept
         self.initial_mean, self.initial_cov = initial_mean, initial_cov
+        innovations = self._pinned("innovations", innovations)
         if not (isinstance(innovations, MarginalLaw) or innovations == "auto"):
             make_law(innovations)  # a clear error for an unknown name, now
         if first_step not in ("auto", "own", "stationary"):
@@ -635,26 +636,11 @@ def _ls_block_sums(X, _Y, lengths: np.ndarray | None, centre: np.ndarray, chunk_
 
 class GaussianAR1(AR1Process):
     """Gaussian first-order autoregression ``x_t = F x_{t-1} + b + e_t``, ``e_t ~ N(0, Sigma)``:
-    an :class:`AR1Process` with ``innovations="gaussian"``, whose scores have the closed form
-    ``S_1 = P r``, ``S_2 = S_1 S_1^T - P`` (``P = Sigma^-1``, ``r`` the innovation)."""
+    an :class:`AR1Process` with ``innovations="gaussian"`` fixed (not one of its parameters),
+    whose scores have the closed form ``S_1 = P r``, ``S_2 = S_1 S_1^T - P`` (``P = Sigma^-1``,
+    ``r`` the innovation). Its other parameters are :class:`AR1Process`'s."""
 
-    def __init__(
-        self,
-        F: np.ndarray | None = None,
-        noise_cov: np.ndarray | None = None,
-        intercept: np.ndarray | None = None,
-        initial_mean: np.ndarray | None = None,
-        initial_cov: np.ndarray | None = None,
-        first_step: str = "auto",
-    ) -> None:
-        super().__init__(F, noise_cov, intercept, initial_mean, initial_cov, innovations="gaussian",
-                         first_step=first_step)
-
-    @classmethod
-    def random(cls, dim: int, rho: float = 0.5, random_state: int | np.random.Generator | None = None) -> "GaussianAR1":
-        """A stable process with unit stationary covariance: ``F = rho Q`` (Q orthogonal),
-        ``Sigma = (1 - rho^2) I``, ``x_1 ~ N(0, I)``."""
-        return cls(**_random_parameters(dim, rho, random_state))
+    _fixed_params = {"innovations": "gaussian"}
 
 
 class LogDensityProcess(Params):
