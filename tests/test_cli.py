@@ -368,3 +368,22 @@ def test_tanh_accepted_by_compare_and_odd_polynomials_parse():
     a = build_parser().parse_args(["simulate", "--hidden-size", "2", "--input-dim", "3", "--output-dim", "3",
                                    "--sequences", "2", "--length", "2", "--activation", "0,1,0,-0.3333", "--out", "x"])
     assert a.activation == Polynomial([0, 1, 0, -0.3333])
+
+
+def test_heavy_tailed_inputs_refused_unless_no_tail_check(tmp_path, capsys):
+    """Student-t(3) innovations: exit 2 naming the tails and the option; --no-tail-check fits them."""
+    from spectral_rnn import GaussianAR1
+    from spectral_rnn.datasets import sample_inputs
+
+    proc = GaussianAR1.random(3, random_state=0)
+    X = 0.3 * sample_inputs(proc, 3000, 10, innovations="t3", random_state=1)  # small: the recursion stays finite
+    truth = IORNN.random(3, 2, 4, activation="0,1,0.5", recurrent_norm=0.3, random_state=2)
+    save_data(tmp_path / "t3.npz", inputs=X, outputs=truth.simulate(X, noise_std=0.1, random_state=3))
+    argv = ["fit", tmp_path / "t3.npz", "--hidden-size", "2", "--activation", "0,1,0.5", "--min-gap", "1",
+            "--out", tmp_path / "m"]  # min-gap 1: this small sample is about the tails, not the gap
+    code, out, err = run(capsys, *argv)
+    assert_one_line_error(code, out, err)
+    assert "heavy-tailed" in err and "--no-tail-check" in err
+    code, out, err = run(capsys, *argv, "--no-tail-check")
+    assert code == 0, err
+    assert isinstance(load_model(tmp_path / "m"), IORNN)

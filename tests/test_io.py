@@ -225,6 +225,12 @@ def test_data_without_outputs_or_lengths(tmp_path):
     assert X2.dtype == np.float32 and Y2 is None and L2 is None  # full lengths mean no padding
 
 
+def test_data_file_with_other_array_names_says_what_it_holds(tmp_path):
+    np.savez(tmp_path / "xy.npz", X=np.zeros((3, 4, 2)), Y=np.zeros((3, 4, 1)))
+    with pytest.raises(InputError, match=r"no array 'inputs'.*it holds 'X', 'Y': save with numpy.savez\(path, inputs=X"):
+        load_data(tmp_path / "xy.npz")
+
+
 def test_integer_inputs_become_float(tmp_path):
     np.savez(tmp_path / "d.npz", inputs=np.ones((2, 3, 4), dtype=np.int32), outputs=np.ones((2, 3, 1)))
     X, _, _ = load_data(tmp_path / "d.npz")

@@ -320,11 +320,14 @@ def load_data(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None, n
         raise InputError(f"{path} holds a single array, not an .npz file with 'inputs' (and 'outputs')")
     try:
         with z:
-            raw = {k: z[k] for k in ("inputs", "outputs", "lengths") if k in z.files}
+            found = list(z.files)
+            raw = {k: z[k] for k in ("inputs", "outputs", "lengths") if k in found}
     except Exception as exc:  # truncated members, object arrays...
         raise InputError(f"{path} is not a readable .npz data file ({' '.join(str(exc).split())})") from None
     if "inputs" not in raw:
-        raise InputError(f"{path} has no array 'inputs' (shape (n_sequences, T, d_x))")
+        held = ", ".join(repr(k) for k in found[:8]) + (", ..." if len(found) > 8 else "") or "none"
+        raise InputError(f"{path} has no array 'inputs' (shape (n_sequences, T, d_x)); it holds {held}: "
+                         "save with numpy.savez(path, inputs=X, outputs=Y[, lengths=L])")
     try:
         X = as_sequences(raw["inputs"], "inputs")
         Y = as_sequences(raw["outputs"], "outputs") if "outputs" in raw else None

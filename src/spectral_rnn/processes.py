@@ -450,10 +450,10 @@ class AR1Process(Params):
         if len(bad):
             j = int(bad[np.argmin(alpha[bad])])
             raise IllConditionedError(
-                f"the innovations of input column {j} are heavy-tailed (tail index about {alpha[j]:.2f} < 4, excess "
-                f"kurtosis {stats.excess_kurtosis[j]:.3g}): their fourth moments are infinite, so the moment "
-                "estimates do not converge; transform the inputs (clip, or a rank or quantile transform), or pass "
-                "tail_check=False to fit anyway"
+                f"the innovations of input column {j} are heavy-tailed (tail index about {alpha[j]:.2f}, refused "
+                f"below 3.5; excess kurtosis {stats.excess_kurtosis[j]:.3g}): their fourth moments look infinite, so "
+                "the moment estimates may not converge; transform the inputs (clip, or a rank or quantile "
+                "transform), or pass tail_check=False (--no-tail-check on the command line) to fit anyway"
             )
 
     # ------------------------------------------------------------------ sample
