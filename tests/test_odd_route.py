@@ -191,3 +191,51 @@ def test_tanh_iornn_laplace_inputs_1e6():
         rows.append(err)
     med = {k: float(np.median([r[k] for r in rows])) for k in rows[0]}
     assert med["A1"] <= 0.08 and med["A2"] <= 0.08 and med["U"] <= 0.20 and med["pred"] <= 5e-3, med
+
+
+# ------------------------------------------------------------------ units in tanh's linear range
+def test_floor_scales_keeps_the_model():
+    """A unit rescaled by c (A1 row x c, U -> diag(c) U diag(1/c), A2 row / c) predicts as before up to
+    tanh's curvature at the floor; without the U transform it would not."""
+    from spectral_rnn.odd_route import SCALE_FLOOR, floor_scales
+
+    rng = np.random.default_rng(0)
+    A_hat = rng.standard_normal((3, 4))
+    A_hat /= np.linalg.norm(A_hat, axis=1, keepdims=True)
+    s = np.array([1e-5, 0.8, 1.2])  # unit 0 deep in the linear range
+    U = 0.3 * rng.standard_normal((3, 3))
+    U[0, 1:] *= 1e-4  # and so is its recurrent input
+    A2 = rng.standard_normal((3, 2))
+    A2[0] *= 1e4  # its read-out carries the product
+    X = rng.standard_normal((200, 12, 4))
+    before = IORNN(s[:, None] * A_hat, U, A2, "tanh")
+    level = before.hidden_states(X).reshape(-1, 3).std(axis=0)
+    s2, U2, _, floored = floor_scales(s, U, None, level)
+    assert floored.tolist() == [True, False, False]
+    assert np.isclose(s2[0] / s[0] * level[0], SCALE_FLOOR) and np.allclose(s2[1:], s[1:])
+    assert np.allclose(U2[1:, 1:], U[1:, 1:])
+    c = s2 / s
+    after = IORNN(s2[:, None] * A_hat, U2, A2 / c[:, None], "tanh")
+    P0, P1 = before.predict(X), after.predict(X)
+    assert np.linalg.norm(P1 - P0) < 1e-2 * np.linalg.norm(P0)  # measured 0.3%: tanh's curvature at the floor
+    wrong = IORNN(s2[:, None] * A_hat, U, A2 / c[:, None], "tanh")  # the recurrence left as it was
+    assert np.linalg.norm(wrong.predict(X) - P0) > 10 * np.linalg.norm(P1 - P0)  # measured 170x
+
+
+def test_linear_unit_gets_a_usable_scale():
+    """One unit whose pre-activation stays tiny (only the product of its weights is identified): the
+    fit reports it in ``linear_units_`` and returns it at the floor's scale, not a vanishing A1 with
+    an exploding A2 (seen on a real series: 3e-8 and 8e6), with the product and predictions right."""
+    from spectral_rnn import GaussianAR1
+    from spectral_rnn.odd_route import SCALE_FLOOR
+
+    proc = GaussianAR1.random(1, rho=0.5, random_state=0)
+    X = proc.sample(20_000, 10, random_state=1)
+    truth = IORNN(np.array([[0.002]]), np.array([[0.3]]), np.array([[250.0]]), "tanh")
+    Y = truth.simulate(X, noise_std=0.1, random_state=2)
+    est = SpectralIORNN(1, activation="tanh", random_state=0).fit(X, Y)
+    a, w = float(est.A1_[0, 0]), float(est.A2_[0, 0])
+    assert est.linear_units_.tolist() == [True]
+    assert est.model_.hidden_states(X[:2000]).std() == pytest.approx(SCALE_FLOOR, rel=0.05) and abs(w) < 30
+    assert a * w == pytest.approx(0.5, rel=0.05)
+    assert prediction_error(truth.predict(X[:500]), est.predict(X[:500])) < 1e-4  # measured 5e-6

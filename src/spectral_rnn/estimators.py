@@ -81,7 +81,7 @@ def check_activation(f: Polynomial) -> None:
     if f.degree == 3 and f.coef(2) == 0.0:
         raise InputError(
             f"activation {f.to_string()!r}: a cubic needs c2 != 0 here; the scale equations use the second-order "
-            "score and are homogeneous without it (odd cubic activations are not supported)"
+            "score and are homogeneous without it (an odd cubic, c0 = c2 = 0, goes through the third-order route)"
         )
 
 
@@ -370,8 +370,10 @@ class SpectralIORNN(_SpectralBase):
         degree 2 with ``c1 != 0``, or degree 3 with ``c2 != 0`` (see :func:`check_activation`);
         or an odd activation, ``"tanh"`` or an odd polynomial with ``c1, c3 != 0``, fitted by the
         third-order route (:mod:`spectral_rnn.odd_route`: first- and third-order score moments,
-        then the scales and ``U`` by L-BFGS; it also sets ``scale_start_``, ``nls_iterations_``
-        and ``nls_loss_``, and ``mu_`` is then the estimate of ``E[f^(3)(z_j)]``).
+        then the scales and ``U`` by L-BFGS; it also sets ``scale_start_``, ``nls_iterations_``,
+        ``nls_loss_`` and ``linear_units_`` (units found in ``f``'s linear range, rescaled to
+        :data:`~spectral_rnn.odd_route.SCALE_FLOOR`), and ``mu_`` is then the estimate of
+        ``E[f^(3)(z_j)]``).
     process: input process; ``None`` fits an :class:`AR1Process` to the inputs with the
         ``scores``, ``first_step`` and ``tail_check`` below. An unfitted process is fitted
         (on a copy); a fitted one is used as given (a known input law).

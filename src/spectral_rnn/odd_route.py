@@ -32,6 +32,8 @@ The route (:func:`fit_iornn_odd`), four streamed passes:
    and well started, so a quasi-Newton method converges in tens of iterations; eliminating
    ``A2`` removes the worst-conditioned direction (the trade-off between a unit's scale and
    its read-out weight) from the search.
+   A unit whose state stays in ``f``'s linear range identifies only the product of its scale and
+   read-out; it is rescaled to :data:`SCALE_FLOOR` (:func:`floor_scales`), see ``linear_units_``.
 4. ``A2`` by least squares on all the data with the final ``(s, U)``.
 
 Sign convention: ``f`` odd makes ``(a1_j, a2_j, U[j, :], U[:, j]) -> -(...)`` an exact symmetry;
@@ -71,6 +73,13 @@ __all__ = ["uses_odd_route", "fit_iornn_odd", "fit_brnn_odd", "decompose_symmetr
 #: (all of it below that) and at most ``NLS_STEPS[1]``; the rest enters A2 only. Set ``est.nls_steps``
 #: (an int) on an estimator to override.
 NLS_STEPS = (100_000, 300_000)
+
+#: the least standard deviation of its hidden state a fitted unit keeps (on the data the scales are
+#: fitted on). Below it ``f`` is linear to within about ``SCALE_FLOOR^2 / 3`` (0.1% for tanh), so only
+#: the product of the unit's input and output weights is identified and the L-BFGS stage may drive ``s_j`` towards 0 and the
+#: read-out towards infinity (seen on a real series: ``A1 = 3e-8``, ``A2 = 8e6``, a start that
+#: backpropagation could not move); such a unit is rescaled to this level, its read-out refitted.
+SCALE_FLOOR = 0.05
 
 
 def uses_odd_route(activation: object) -> bool:
@@ -284,6 +293,36 @@ def fit_scales_and_recurrence(f: Activation, A_hat: np.ndarray, X: np.ndarray, Y
     return out[0], out[1], Vn, A2.numpy().copy(), float(loss), n_iter, rec
 
 
+def floor_scales(s: np.ndarray, U: np.ndarray, V: np.ndarray | None, level: np.ndarray,
+                 floor: float = SCALE_FLOOR) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
+    """Rescale each unit whose hidden state's standard deviation ``level_j`` (k,) is below ``floor``
+    (a unit in ``f``'s linear range, where the state is the pre-activation) by ``c_j = floor /
+    level_j``: ``s_j c_j``, and the recurrence ``U' = diag(c) U diag(1/c)`` within its chain (``U``
+    the forward units (nf, nf), first; ``V`` the backward ones), so its state becomes ``c_j`` times
+    as large; its read-out must then be divided by ``c_j`` (refit it). Returns ``(s, U, V, floored)``
+    with ``floored`` (k,) bool. Exact for a linear unit, within about ``floor^2 / 3`` for tanh."""
+    s = np.asarray(s, dtype=np.float64)
+    level = np.asarray(level, dtype=np.float64)
+    floored = level < floor
+    c = np.where(floored, floor / np.maximum(level, 1e-300), 1.0)
+    nf = U.shape[0]
+    cf, cb = c[:nf], c[nf:]
+    U = cf[:, None] * U / cf[None, :]
+    if V is not None:
+        V = cb[:, None] * V / cb[None, :]
+    return s * c, U, V, floored
+
+
+def _state_std(rec: _Recurrence, s: np.ndarray, U: np.ndarray, V: np.ndarray | None) -> np.ndarray:
+    """Standard deviation (k,) of each unit's hidden state over the valid steps of ``rec``'s data."""
+    with torch.no_grad():
+        H = rec.states(torch.as_tensor(s), torch.as_tensor(U), None if V is None else torch.as_tensor(V))
+        if rec.lengths is not None:
+            H = H[torch.as_tensor(valid_mask(rec.lengths.numpy(), *H.shape[:2]))]
+        H = H.reshape(-1, H.shape[-1])
+        return H.std(dim=0).numpy() if H.shape[0] > 1 else H.abs().max(dim=0).values.numpy()
+
+
 def _output_weights(rec: _Recurrence, s: np.ndarray, U: np.ndarray, V: np.ndarray | None, X: np.ndarray,
                     Y: np.ndarray, lengths: np.ndarray | None, chunk: int = 1 << 15) -> np.ndarray:
     """The read-out (units, d_y) by least squares over all sequences, in chunks."""
@@ -422,7 +461,8 @@ def _fit_odd(est, X, Y, lengths, bidirectional: bool):
         s, U, V, A2, loss, n_iter, rec = fit_scales_and_recurrence(
             f, A_hat, np.asarray(X[idx]), np.asarray(Y[idx]), None if lengths is None else lengths[idx], candidates,
             n_bwd=n_bwd)
-        if n_fit < n_seq:
+        s, U, V, floored = floor_scales(s, U, V, _state_std(rec, s, U, V))
+        if n_fit < n_seq or floored.any():
             A2 = _output_weights(rec, s, U, V, X, Y, lengths).copy()
     finally:
         torch.set_num_threads(threads)
@@ -447,6 +487,7 @@ def _fit_odd(est, X, Y, lengths, bidirectional: bool):
     mu = np.sum(W3 * Pa2 * neg[None, :], axis=0) / np.maximum(sa**3 * np.sum(Pa2 * Pa2, axis=0), 1e-300)
     est._set_fitted(model, stability, proc, X.shape[2], n_steps, n_dropped,
                     {**fitted, "mu_": mu, "scale_start_": s_ratio, "nls_iterations_": n_iter, "nls_loss_": loss,
+                     "linear_units_": floored,
                      "gap_": gap, "robust_": False})  # the third-order route uses plain means
     timings["total"] = time.perf_counter() - t_start
     est.timings_ = timings
