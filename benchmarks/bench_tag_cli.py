@@ -58,6 +58,7 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--runs", nargs="+", default=["default", "lstm"], choices=sorted(RUNS))
     p.add_argument("--clock", choices=["wall", "cpu"], default="wall", help="what --budget counts (tag train --clock)")
+    p.add_argument("--hidden-size", type=int, default=None, help="tag train --hidden-size of every run (default: its own)")
     p.add_argument("--json", default=None)
     a = p.parse_args(argv)
     parts = [load_corpus(c) for c in a.corpus]
@@ -79,7 +80,8 @@ def main(argv=None):
             model = os.path.join(tmp, f"{name}.safetensors")
             t0 = time.perf_counter()
             code, out = run_cli(["tag", "train", train, "--out", model, "--budget", f"{a.budget:g}",
-                                 "--seed", str(a.seed), "--clock", a.clock, *RUNS[name]])
+                                 "--seed", str(a.seed), "--clock", a.clock, *RUNS[name],
+                                 *(["--hidden-size", str(a.hidden_size)] if a.hidden_size else [])])
             wall = time.perf_counter() - t0
             if code:
                 raise SystemExit(f"tag train {name} failed with code {code}")
