@@ -239,3 +239,31 @@ def test_linear_unit_gets_a_usable_scale():
     assert est.model_.hidden_states(X[:2000]).std() == pytest.approx(SCALE_FLOOR, rel=0.05) and abs(w) < 30
     assert a * w == pytest.approx(0.5, rel=0.05)
     assert prediction_error(truth.predict(X[:500]), est.predict(X[:500])) < 1e-4  # measured 5e-6
+
+
+def test_floor_scales_backward_chain():
+    """The same for a BRNN's backward unit: V transformed within the backward chain, U untouched."""
+    from spectral_rnn import BRNN
+    from spectral_rnn.odd_route import floor_scales
+
+    rng = np.random.default_rng(1)
+    B = rng.standard_normal((4, 5))
+    B /= np.linalg.norm(B, axis=1, keepdims=True)
+    s = np.array([0.9, 1.1, 2e-5, 0.7])  # forward units 0, 1; backward 2 (linear range), 3
+    U, V = 0.3 * rng.standard_normal((2, 2)), 0.3 * rng.standard_normal((2, 2))
+    V[0, 1] *= 1e-4
+    A2 = rng.standard_normal((4, 3))
+    A2[2] *= 1e4
+    X = rng.standard_normal((100, 9, 5))
+    A1 = s[:, None] * B
+    before = BRNN(A1[:2], U, A2[:2], A1[2:], V, A2[2:], "tanh")
+    level = np.concatenate([H.reshape(-1, 2).std(axis=0) for H in before.hidden_states(X)])  # (forward, backward)
+    s2, U2, V2, floored = floor_scales(s, U, V, level)
+    assert floored.tolist() == [False, False, True, False] and np.array_equal(U2, U)
+    c = s2 / s
+    A1b, A2b = s2[:, None] * B, A2 / c[:, None]
+    after = BRNN(A1b[:2], U2, A2b[:2], A1b[2:], V2, A2b[2:], "tanh")
+    P0 = before.predict(X)
+    assert np.linalg.norm(after.predict(X) - P0) < 1e-2 * np.linalg.norm(P0)
+    wrong = BRNN(A1b[:2], U2, A2b[:2], A1b[2:], V, A2b[2:], "tanh")
+    assert np.linalg.norm(wrong.predict(X) - P0) > 10 * np.linalg.norm(after.predict(X) - P0)
