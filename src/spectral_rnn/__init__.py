@@ -18,6 +18,7 @@ _EXPORTS = {
     "._checks": ("DivergenceError", "IllConditionedError", "InputError", "NotFittedError", "SpectralRNNError"),
     ".activations": ("Activation", "Polynomial", "Tanh", "as_activation"),
     ".compare": ("Comparison", "run_comparison"),
+    ".corpora": ("TaggedCorpus", "load_corpus", "load_elecdemand", "read_conllu", "split_corpus"),
     ".datasets": ("PlantedProblem", "make_planted"),
     ".decomposition": ("CPDecomposer", "Decomposition", "decompose", "decompose_projected"),
     ".estimators": ("SpectralBRNN", "SpectralIORNN"),
@@ -31,6 +32,7 @@ _EXPORTS = {
     ".scores": ("GaussianLaw", "MarginalLaw", "MomentLaw", "SmoothLaw", "StepScores", "StudentTLaw"),
     ".stability": ("StabilityReport", "stabilize"),
     ".tag_start": ("SpectralStart", "fit_spectral_start", "spectral_start"),
+    ".tagger": ("Tagger", "load_tagger", "save_tagger", "train_tagger"),
     ".torch_export": ("PolynomialRNN", "TorchRNN", "to_torch"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
