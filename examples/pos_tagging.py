@@ -9,7 +9,10 @@ input directions, delay units and read-out start from moments of those features 
 tags (``start="spectral"``), then Adam trains it all for ``--budget`` seconds.
 
     .venv/bin/python examples/pos_tagging.py                 # 30 s of training
-    .venv/bin/python examples/pos_tagging.py --budget 120    # about 0.962 test accuracy
+    .venv/bin/python examples/pos_tagging.py --budget 120
+
+(The same model by ``spectral-rnn tag train --budget 120`` on a 90/10 split of porttinari
+reached 0.9605-0.9633 test accuracy over 3 seeds; the README's "Tag parts of speech".)
 """
 
 from __future__ import annotations
