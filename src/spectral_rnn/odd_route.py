@@ -94,11 +94,13 @@ def _check_odd(f: Activation) -> None:
 
 
 def _fit_process(est, X: np.ndarray, lengths: np.ndarray | None) -> MarkovProcess:
-    """The input process, with third-order scores: ``scores="auto"`` on non-Gaussian inputs uses the
-    score-matching law (an exact density) instead of the density-free one, which has no S_3."""
+    """The input process, with third-order scores: ``scores="auto"`` on non-Gaussian inputs uses a
+    density (the best of :data:`~spectral_rnn.processes.DENSITY_CANDIDATES` by held-out score
+    matching, its scores Stein-corrected up to degree 3) instead of the density-free score, which
+    has no S_3."""
     if est.process is None and est.scores == "moment":
         raise InputError("scores='moment' (the density-free score) has no third-order score S_3, which the "
-                         "route for odd activations (tanh) needs: use 'auto', 'gaussian', 'score-matching' "
+                         "route for odd activations (tanh) needs: use 'auto', 'gaussian', 'score-matching', 'mixture' "
                          "or 'student-t'")
     return est._fit_process(X, lengths, degree=3, third_order=True)
 
@@ -369,7 +371,7 @@ def _fit_odd(est, X, Y, lengths, bidirectional: bool):
         T4 = stream.project3(P, Q, lags=(1, -1) if bidirectional else ())  # the BRNN's lag moments too
     except InputError as exc:
         raise InputError(f"{exc}: the route for odd activations (tanh) needs it; use scores='auto', 'gaussian', "
-                         "'score-matching' or 'student-t'") from None
+                         "'score-matching', 'mixture' or 'student-t'") from None
     G, W3 = decompose_symmetric4(T4, rng)
     timings["decomposition"] = time.perf_counter() - t0
 
