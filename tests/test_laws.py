@@ -230,3 +230,21 @@ def test_brnn_bimodal_floors_with_defaults():
                      prediction_error(p.Y_test, est.predict(p.X_test))))
     a1, a2, u, pred = np.median(np.array(rows), axis=0)
     assert a1 <= 0.05 and a2 <= 0.05 and u <= 0.10 and pred <= 3e-3, rows
+
+
+def test_control_variate_reaches_dask_tasks():
+    """On non-Gaussian inputs the control variate is on by default and travels to each Dask
+    task: the Dask fit equals the in-memory one; turning it off changes the fit."""
+    da = pytest.importorskip("dask.array")
+    from spectral_rnn import SpectralIORNN, make_planted
+
+    p = make_planted("iornn", 6, 2, 5, n_steps=40_000, random_state=0, innovations="laplace")
+    Xd, Yd = da.from_array(p.X, chunks=(700, 10, 6)), da.from_array(p.Y, chunks=(700, 10, 5))
+    ref = SpectralIORNN(2, random_state=0, robust="off", max_peak_share=0.05).fit(p.X, p.Y)
+    got = SpectralIORNN(2, random_state=0, robust="off", max_peak_share=0.05).fit(Xd, Yd)
+    assert "control" in ref.timings_
+    np.testing.assert_allclose(got.A1_, ref.A1_, rtol=1e-10, atol=1e-12)
+    off = SpectralIORNN(2, random_state=0, robust="off", max_peak_share=0.05, control_variate=False).fit(p.X, p.Y)
+    assert "control" not in off.timings_ and np.abs(off.A1_ - ref.A1_).max() > 1e-6
+    with pytest.raises(InputError, match="control_variate"):
+        SpectralIORNN(2, control_variate="yes").fit(p.X, p.Y)
