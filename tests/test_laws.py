@@ -248,3 +248,25 @@ def test_control_variate_reaches_dask_tasks():
     assert "control" not in off.timings_ and np.abs(off.A1_ - ref.A1_).max() > 1e-6
     with pytest.raises(InputError, match="control_variate"):
         SpectralIORNN(2, control_variate="yes").fit(p.X, p.Y)
+
+
+def test_control_variate_in_the_third_order_pass():
+    """The same for E[y (x) S_3] (the tanh route): linear outputs have zero third-order moment, and
+    with the control variate the projected pass returns exactly zero."""
+    from spectral_rnn import GaussianAR1
+    from spectral_rnn.control import fit_control
+    from spectral_rnn.datasets import sample_inputs
+    from spectral_rnn.moments import StepStream
+
+    rng = np.random.default_rng(9)
+    X = sample_inputs(GaussianAR1.random(4, random_state=0), 3_000, 10, innovations="laplace", random_state=rng)
+    Y, _ = _linear_outputs(X, rng)
+    proc = AR1Process(innovations="student-t", third_order=True, degree=3).fit(X)
+    P = np.linalg.qr(rng.standard_normal((3, 2)))[0]
+    Q = np.linalg.qr(rng.standard_normal((4, 2)))[0]
+    plain = StepStream(X, Y, None, proc).project3(P, Q)
+    st = StepStream(X, Y, None, proc)
+    st.control = torch.as_tensor(fit_control(X, Y, None))
+    cv = st.project3(P, Q)
+    assert np.abs(cv).max() < 1e-8 * np.abs(plain).max()
+    assert np.abs(plain).max() > 0.01

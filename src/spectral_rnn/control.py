@@ -22,8 +22,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import torch
 
-__all__ = ["fit_control", "CONTROL_STEPS"]
+from ._checks import InputError
+from .scores import GaussianLaw
+
+__all__ = ["fit_control", "control_for", "CONTROL_STEPS"]
 
 #: about this many steps (every k-th sequence, at most this many steps of each) fit the control variate
 CONTROL_STEPS = 200_000
@@ -55,3 +59,16 @@ def fit_control(X, Y, lengths: np.ndarray | None, max_steps: int = CONTROL_STEPS
     G = Fm.T @ Fm
     G += 1e-10 * np.trace(G) / G.shape[0] * np.eye(G.shape[0])
     return np.linalg.solve(G, Fm.T @ Ym)
+
+
+def control_for(option: object, process: object, X, Y, lengths: np.ndarray | None, dtype: torch.dtype,
+                device: torch.device) -> torch.Tensor | None:
+    """The control variate an estimator's passes use: ``fit_control`` as a tensor, or ``None``.
+    ``option`` is the estimator's ``control_variate``: ``True``, ``False`` or ``"auto"`` (on unless
+    the fitted input law is the Gaussian closed form)."""
+    if option not in ("auto", True, False):
+        raise InputError(f"control_variate must be 'auto', True or False, got {option!r}")
+    on = option is True or (option == "auto" and not isinstance(getattr(process, "law_", None), GaussianLaw))
+    if not on:
+        return None
+    return torch.as_tensor(fit_control(X, Y, lengths), dtype=dtype, device=device)

@@ -46,10 +46,10 @@ from .metrics import prediction_error
 from .models import BRNN, IORNN
 from .moments import CHUNK_STEPS, StepStream
 from .odd_route import fit_brnn_odd, fit_iornn_odd, uses_odd_route
-from .control import fit_control
+from .control import control_for
 from .processes import AR1Process, MarkovProcess
 from .recurrence import instrument_moments, solve_scales_and_recurrence
-from .scores import GaussianLaw, MarginalLaw
+from .scores import MarginalLaw
 from ._dask import is_dask
 from ._heap import trimming
 from .sources import is_chunk_source, open_chunks
@@ -214,14 +214,9 @@ class _SpectralBase(Params):
         sketched = n_components + decomposer.oversample < X.shape[2]
         n_passes = self._n_passes + sketched
         bar = _Progress(self.progress, n_passes * n_steps, "spectral fit")
-        if self.control_variate not in ("auto", True, False):
-            raise InputError(f"control_variate must be 'auto', True or False, got {self.control_variate!r}")
-        use_control = self.control_variate is True or (
-            self.control_variate == "auto" and not isinstance(getattr(proc, "law_", None), GaussianLaw))
-        control = None
-        if use_control:  # the linear part of y, subtracted in the tensor passes (spectral_rnn.control)
-            t0 = time.perf_counter()
-            control = torch.as_tensor(fit_control(X, Y, lengths), dtype=dtype, device=device)
+        t0 = time.perf_counter()  # the linear part of y, subtracted in the tensor passes (spectral_rnn.control)
+        control = control_for(self.control_variate, proc, X, Y, lengths, dtype, device)
+        if control is not None:
             timings["control"] = time.perf_counter() - t0
 
         def make_stream(blocks: int | None, dual: bool = False) -> StepStream:

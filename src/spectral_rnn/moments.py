@@ -592,7 +592,7 @@ def project3_chunk(w: Window, Pt: torch.Tensor, Qt: torch.Tensor, lags: tuple[in
     and the lag cross-moments of :func:`lag_chunk`."""
     sc = w.scores
     sc.require_third()
-    yp = w.y @ Pt  # (m, p)
+    yp = w.y_tensor @ Pt  # (m, p); a control variate subtracted where the stream has one
     u = sc.s @ Qt  # (m, k)
     k, K = u.shape[1], sc.kappa.shape[1]
     uuu = yp.new_zeros((yp.shape[1], k**3))
