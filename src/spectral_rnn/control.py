@@ -1,20 +1,21 @@
-"""A control variate for the second-order moment tensor.
+"""A control variate for the higher-order moment tensors.
 
-The tensor passes estimate ``T = E[y_t (x) S_2(x_t)]``. For any function ``g`` of the other
-inputs and any linear function of ``x_t``, ``E[g (x) S_2] = 0``: conditionally on the other
-inputs (one-sided: the past; two-sided: both neighbours) ``S_2`` has mean zero, and
-``E[S_2 x_t] = E[grad^2 x_t] = 0`` (Stein's identity, exact for the density-free score by
-construction). One-sided, ``x_{t+1} = F x_t + b + e_{t+1}`` with ``e_{t+1}`` independent of
+The tensor passes estimate ``T = E[y_t (x) S_m(x_t)]`` (m = 2; m = 3 on the route for odd
+activations). For any function ``g`` of the other inputs and any linear function of ``x_t``,
+``E[g (x) S_m] = 0``: conditionally on the other inputs (one-sided: the past; two-sided: both
+neighbours) ``S_m`` has mean zero, and ``E[S_m x_t] = E[grad^m x_t] = 0`` (Stein's identity,
+exact for the density-free and the Stein-corrected scores by construction). One-sided, ``x_{t+1} = F x_t + b + e_{t+1}`` with ``e_{t+1}`` independent of
 the past and of ``x_t``, so it is allowed too. Hence
 
-    T = E[(y_t - c(x)) (x) S_2(x_t)],   c(x) = B^T [1, x_{t-1}, x_t, x_{t+1}]
+    T = E[(y_t - c(x)) (x) S_m(x_t)],   c(x) = B^T [1, x_{t-1}, x_t, x_{t+1}]
 
 for every ``B``, and the least-squares ``B`` removes the large linear part of the outputs
-(about half their variance on the planted models), whose product with ``S_2`` is pure noise.
+(about half their variance on the planted models), whose product with ``S_m`` is pure noise.
 On bimodal-mixture innovations, where the two-sided score is large (Fisher information about
 5 per coordinate), this halves the BRNN's errors (README, "Your inputs are not Gaussian").
-Only the second-order passes (``project``, ``sketch``) use it: first-order and lag moments,
-where the linear part is the signal, read ``y_t`` itself.
+Only the tensor passes (``project``, ``sketch``, ``project3``) use it: first-order and lag
+moments, where the linear part is the signal, read ``y_t`` itself. On the tanh route with
+Laplace inputs it cuts the errors at 1e6 steps about threefold (README).
 """
 
 from __future__ import annotations

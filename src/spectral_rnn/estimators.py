@@ -417,10 +417,10 @@ class SpectralIORNN(_SpectralBase):
     n_threads: threads of torch's intra-op pool and of the BLAS pool during ``fit`` (both are
         restored afterwards); ``None`` (default): the CPUs not kept busy by other jobs (see
         :func:`~spectral_rnn.threads.resolve_threads`), so a fit on a shared machine does not stall.
-    control_variate: subtract from the outputs, in the second-order tensor passes only, their
-        least-squares fit on ``[1, x_{t-1}, x_t, x_{t+1}]`` (from about 2e5 steps;
-        :mod:`spectral_rnn.control`): a part whose moment against ``S_2`` is zero, so the tensor
-        is unchanged in expectation and less noisy (the polynomial route only). ``"auto"``
+    control_variate: subtract from the outputs, in the tensor passes only (``S_2``; ``S_3`` on the
+        route for odd activations), their least-squares fit on ``[1, x_{t-1}, x_t, x_{t+1}]`` (from
+        about 2e5 steps; :mod:`spectral_rnn.control`): a part whose moment against the scores is
+        zero, so the tensor is unchanged in expectation and less noisy. ``"auto"``
         (default): on when the input law is not Gaussian (where the scores are large: a
         bimodal-mixture law has Fisher information about 5 per coordinate), off for the Gaussian
         closed form, whose fits stay as they were; ``True``, ``False``.
