@@ -3,8 +3,9 @@ for each innovation law x score function x N (issue "Inputs as they come").
 
 Planted IO-RNN of the benchmarks (d_x=10, d_h=4, d_y=8, f = u + 0.5 u^2, ||U|| = 0.3,
 noise 0.1, length 10), inputs an AR(1) whose innovations have the same covariance but
-another law; BRNN rows (d_x=12, d_h=3 per direction) with the default and the Gaussian
-score. ``auto`` is the library default (``scores="auto"``): the chosen law is shown.
+another law; BRNN rows (d_x=12, d_h=3 per direction) with the default, the Gaussian score
+and the two fitted densities (score matching, Gaussian mixture). ``auto`` is the library
+default (``scores="auto"``): the chosen law is shown.
 
     .venv/bin/python benchmarks/bench_scores.py              # full table (about 10 min on 2 cores)
     .venv/bin/python benchmarks/bench_scores.py --quick      # N = 1e5 only, fewer laws
@@ -63,10 +64,11 @@ def main() -> None:
     print(f"{'kind':5} {'law':10} {'N':>9} {'score':15} {'chosen':15} {'A1':>7} {'A2':>7} {'U':>7} {'pred':>9} {'fit s':>6}")
     jobs = []
     for law in laws if "iornn" in kinds else []:
-        scores = ["auto", "gaussian", "moment", "score-matching"] + (["student-t"] if law.startswith("t") and law[1:].isdigit() else [])
+        scores = (["auto", "gaussian", "moment", "score-matching", "mixture"]
+                  + (["student-t"] if law.startswith("t") and law[1:].isdigit() else []))
         jobs += [("iornn", law, n, sc) for n in sizes for sc in scores]
     if "brnn" in kinds:
-        jobs += [("brnn", law, sizes[-1], sc) for law in laws for sc in ("auto", "gaussian")]
+        jobs += [("brnn", law, sizes[-1], sc) for law in laws for sc in ("auto", "gaussian", "score-matching", "mixture")]
     for kind, law, n, sc in jobs:
         r = run(kind, law, sc, n, args.seed)
         if "refused" in r:

@@ -159,10 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--outlier-factor", type=_number(float, 1.0, "a number above 1"), default=None,
                    help="leave out sequences whose largest |output| exceeds this many times the median over "
                         "sequences (e.g. 100; default: keep all)")
-    f.add_argument("--scores", choices=("auto", "gaussian", "moment", "student-t", "score-matching"), default="auto",
+    f.add_argument("--scores", choices=("auto", "gaussian", "moment", "student-t", "score-matching", "mixture"),
+                   default="auto",
                    help="law of the input innovations, hence the score function: auto (default: test the inputs; "
-                        "Gaussian closed form if they look Gaussian, else the density-free score, or score matching "
-                        "for --bidirectional), gaussian, moment (density-free), student-t, score-matching")
+                        "Gaussian closed form if they look Gaussian, else the density-free score, or for "
+                        "--bidirectional and tanh the density with the best held-out score-matching objective), "
+                        "gaussian, moment (density-free), student-t, score-matching, mixture (Gaussian mixture)")
     f.add_argument("--first-step", choices=("auto", "own", "stationary"), default="auto",
                    help="law of each sequence's first input: its own (fitted from first steps), the stationary law "
                         "of the fitted process, or auto (default)")

@@ -166,6 +166,17 @@ class Window:
             return sw.reshape_rows()
         return sw.take(self._mask)
 
+    @cached_property
+    def y_tensor(self) -> torch.Tensor:
+        """The outputs the second-order tensor passes contract (m, d_y): ``y_t`` minus the stream's
+        control variate ``[1, x_{t-1}, x_t, x_{t+1}] @ control`` where it has one
+        (:mod:`spectral_rnn.control`: the subtracted part has zero moment against ``S_2``), else ``y_t``."""
+        B = getattr(self._stream, "control", None)
+        if B is None:
+            return self.y
+        d = self._X.shape[2]
+        return self.y - (B[0] + self.x_prev @ B[1:d + 1] + self.x @ B[d + 1:2 * d + 1] + self.x_next @ B[2 * d + 1:])
+
     def lagged_products(self, source: str, M: torch.Tensor, lags: tuple[int, ...]) -> list[torch.Tensor]:
         """``(A @ M)`` at step ``t - k`` for every valid step ``t`` and each ``k`` in ``lags``, with ``A``
         the window array ``source`` (``"_X"`` or ``"_Y"``): one product for all lags, and the (m, c)
@@ -331,7 +342,7 @@ class StepStream:
             raise InputError("Dask inputs are fitted on the CPU (device='cpu'); each worker holds its blocks")
         cfg = {"process": self.process, "two_sided": self.two_sided, "dtype": self.dtype,
                "chunk_steps": self.chunk_steps, "block_steps": self.block_steps,
-               "blocks": self.blocks if blocks else None}
+               "blocks": self.blocks if blocks else None, "control": getattr(self, "control", None)}
         parts = compute_blocks(_dask_block_sums, self.X, self.Y, self.lengths, fn, args, cfg)
         sums = _Sums(blocks=bool(cfg["blocks"]))
         for part in parts:
@@ -452,6 +463,7 @@ def _dask_block_sums(X: np.ndarray, Y: np.ndarray | None, lengths: np.ndarray | 
     (not means), closed median-of-means blocks and maxima, to be added on the client."""
     st = StepStream(X, Y, lengths, cfg["process"], two_sided=cfg["two_sided"], dtype=cfg["dtype"],
                     chunk_steps=cfg["chunk_steps"])
+    st.control = cfg.get("control")
     if cfg["blocks"]:
         st.blocks, st.block_steps = cfg["blocks"], cfg["block_steps"]
         st.window_steps = min(st.window_steps, cfg["block_steps"])
@@ -491,7 +503,7 @@ def sketch_chunk(w: Window, Th: torch.Tensor, Om: torch.Tensor) -> dict:
     """Partial sums of :meth:`StepStream.sketch`: ``acc`` (d_x, p k) = ``sum_t s_t ((Th^T y_t) (x) (Om^T s_t))``,
     ``yk`` (p, K) = ``sum_t (Th^T y_t) kappa_t^T``."""
     sc = w.scores
-    yt = w.y @ Th  # (m, p)
+    yt = w.y_tensor @ Th  # (m, p)
     so = sc.s @ Om  # (m, k)
     p, k = yt.shape[1], so.shape[1]
     acc = sc.s.new_zeros((sc.s.shape[1], p * k))
@@ -538,12 +550,16 @@ def project_chunk(w: Window, Qt: torch.Tensor, lags: tuple[int, ...] = ()) -> di
     its mass, ``||y_t||`` and ``||Q^T S_2 Q||`` bound); ``("lag", k)`` (d_y, d_x) = ``sum_t y_t s_{t-k}^T``."""
     sc = w.scores
     y = w.y
+    yt = w.y_tensor  # the tensor's outputs (a control variate subtracted); the lag moments keep y
     sq = sc.s @ Qt  # (m, k)
     k = sq.shape[1]
     nt = k * (k + 1) // 2
     lagged = [w.s_lag(lag) for lag in lags]
     parts = [sc.kappa] + lagged
-    if y.shape[1] <= nt:  # narrow outputs: reading y again costs less than copying into one operand
+    if yt is not y:
+        acc, done = _contract_wide(yt, sq, [sc.kappa])
+        done += [y.T @ part for part in lagged]
+    elif y.shape[1] <= nt:  # narrow outputs: reading y again costs less than copying into one operand
         acc = torch.cat([y.T @ (sq[:, a:] * sq[:, a:a + 1]) for a in range(k)], dim=1)
         done = [y.T @ part for part in parts]
     else:
@@ -576,7 +592,7 @@ def project3_chunk(w: Window, Pt: torch.Tensor, Qt: torch.Tensor, lags: tuple[in
     and the lag cross-moments of :func:`lag_chunk`."""
     sc = w.scores
     sc.require_third()
-    yp = w.y @ Pt  # (m, p)
+    yp = w.y_tensor @ Pt  # (m, p); a control variate subtracted where the stream has one
     u = sc.s @ Qt  # (m, k)
     k, K = u.shape[1], sc.kappa.shape[1]
     uuu = yp.new_zeros((yp.shape[1], k**3))

@@ -61,6 +61,7 @@ from .activations import Activation, Polynomial, Tanh, as_activation
 from .decomposition import jennrich
 from ._fitting import _score_hint, drop_extreme_sequences, output_pinv
 from .chain import run_chain, step_mask
+from .control import control_for
 from .models import BRNN, IORNN
 from .torch_export import TorchRNN
 from .moments import StepStream
@@ -103,11 +104,13 @@ def _check_odd(f: Activation) -> None:
 
 
 def _fit_process(est, X: np.ndarray, lengths: np.ndarray | None) -> MarkovProcess:
-    """The input process, with third-order scores: ``scores="auto"`` on non-Gaussian inputs uses the
-    score-matching law (an exact density) instead of the density-free one, which has no S_3."""
+    """The input process, with third-order scores: ``scores="auto"`` on non-Gaussian inputs uses a
+    density (the best of :data:`~spectral_rnn.processes.DENSITY_CANDIDATES` by held-out score
+    matching, its scores Stein-corrected up to degree 3) instead of the density-free score, which
+    has no S_3."""
     if est.process is None and est.scores == "moment":
         raise InputError("scores='moment' (the density-free score) has no third-order score S_3, which the "
-                         "route for odd activations (tanh) needs: use 'auto', 'gaussian', 'score-matching' "
+                         "route for odd activations (tanh) needs: use 'auto', 'gaussian', 'score-matching', 'mixture' "
                          "or 'student-t'")
     return est._fit_process(X, lengths, degree=3, third_order=True)
 
@@ -395,6 +398,10 @@ def _fit_odd(est, X, Y, lengths, bidirectional: bool):
 
     stream = StepStream(X, Y, lengths, proc, two_sided=bidirectional, device=device, dtype=dtype,
                         chunk_steps=chunk_steps)
+    t0 = time.perf_counter()  # the third-order tensor's control variate (the first-order moment keeps y)
+    stream.control = control_for(est.control_variate, proc, X, Y, lengths, dtype, device)
+    if stream.control is not None:
+        timings["control"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     M1 = stream.first_order()
     Pl, sv, Qr = np.linalg.svd(M1, full_matrices=False)
@@ -408,7 +415,7 @@ def _fit_odd(est, X, Y, lengths, bidirectional: bool):
         T4 = stream.project3(P, Q, lags=(1, -1) if bidirectional else ())  # the BRNN's lag moments too
     except InputError as exc:
         raise InputError(f"{exc}: the route for odd activations (tanh) needs it; use scores='auto', 'gaussian', "
-                         "'score-matching' or 'student-t'") from None
+                         "'score-matching', 'mixture' or 'student-t'") from None
     G, W3 = decompose_symmetric4(T4, rng)
     timings["decomposition"] = time.perf_counter() - t0
 

@@ -29,6 +29,7 @@ import torch
 from ._checks import (
     IllConditionedError,
     InputError,
+    SpectralRNNError,
     as_sequences,
     check_finite,
     check_lengths,
@@ -49,7 +50,8 @@ from .scores import (
     make_law,
 )
 
-__all__ = ["MarkovProcess", "AR1Process", "GaussianAR1", "LogDensityProcess", "choose_law"]
+__all__ = ["MarkovProcess", "AR1Process", "GaussianAR1", "LogDensityProcess", "choose_law", "select_density",
+           "held_out_objective", "DENSITY_CANDIDATES"]
 
 #: a one-dimensional law is fitted to the first steps only when there are this many of them
 MIN_FIRST_STEPS = 1000
@@ -106,15 +108,57 @@ def tail_index(sample: np.ndarray) -> np.ndarray:
     return np.where(mean > 0, 1.0 / np.maximum(mean, 1e-300), np.inf)
 
 
+#: the density models :func:`choose_law` compares (two-sided and third-order scores)
+DENSITY_CANDIDATES = ("gaussian", "student-t", "score-matching", "mixture")
+
+
+def held_out_objective(law: MarginalLaw, test: np.ndarray) -> np.ndarray:
+    """The score-matching (Hyvarinen) objective ``E[psi(w)^2 / 2 - psi'(w)]`` of a fitted law on
+    held-out whitened innovations ``test`` (m, d), per coordinate (d,). For smooth densities it is
+    ``E[(psi - psi_true)^2] / 2`` minus a constant of the data's law, so it ranks any density
+    models by the error of their scores (lower is better); laws with edges (uniform) break
+    the integration by parts behind this and favour sharp models."""
+    w = torch.as_tensor(np.ascontiguousarray(test), dtype=torch.float64)
+    psi, kappa, _ = law.terms(w)
+    return (0.5 * psi * psi - kappa).mean(0).numpy()
+
+
+def select_density(stats: InnovationStats, candidates=DENSITY_CANDIDATES) -> tuple[str, dict[str, float]]:
+    """The candidate density (names from :data:`DENSITY_CANDIDATES`) with the lowest held-out
+    score-matching objective: each is fitted on the even rows of ``stats.sample`` and scored on
+    the odd rows (objective summed over coordinates). Returns ``(name, {name: objective})``;
+    a candidate whose fit fails is skipped."""
+    train = InnovationStats(stats.powers, stats.sample[0::2], stats.n)
+    test = stats.sample[1::2]
+    scores: dict[str, float] = {}
+    for name in candidates:
+        try:
+            law = make_law(name).fit(train)
+            value = float(held_out_objective(law, test).sum())
+        except SpectralRNNError:
+            continue
+        if np.isfinite(value):
+            scores[name] = value
+    if not scores:
+        raise IllConditionedError("no density model could be fitted to the input innovations")
+    return min(scores, key=scores.get), scores
+
+
 def choose_law(stats: InnovationStats, two_sided: bool, degree: int = 2, third_order: bool = False) -> tuple[str, str]:
     """The automatic choice of the innovations' law: ``(name, reason)``.
 
     Gaussian when no coordinate rejects normality (Jarque-Bera at level 1e-3 over the
     coordinates, Bonferroni) or when every coordinate's |skewness| and |excess kurtosis|
     are below 0.1 (a bias below about 5% of the tensor); otherwise the density-free
-    score (``"moment"``) for one-sided scores, and a smooth score fitted by score matching
-    (``"score-matching"``) for two-sided scores, where the density-free operator is not exact,
-    and wherever third-order scores are needed (``third_order``: odd activations such as tanh).
+    score (``"moment"``) for one-sided scores. Two-sided (BRNN) scores, where the
+    density-free operator is not exact, and third-order scores (``third_order``: odd
+    activations such as tanh), which it does not provide, need a density: the one among
+    :data:`DENSITY_CANDIDATES` (Gaussian, Student-t, score matching, Gaussian mixture) with the
+    lowest held-out score-matching objective (:func:`select_density`). One-sided third-order
+    scores take that density's scores corrected by polynomials so that Stein's identity holds
+    on the data up to degree 3 (``"<name>+stein"``, :class:`~spectral_rnn.scores.SteinCorrectedLaw`);
+    for two-sided scores the correction is not exact (the law of ``x_t`` given both neighbours
+    is not that of the innovation) and the density is used as it is.
     """
     d = stats.powers.shape[1]
     pvals = stats.jarque_bera_pvalues()
@@ -125,8 +169,14 @@ def choose_law(stats: InnovationStats, two_sided: bool, degree: int = 2, third_o
         return "gaussian", f"innovations look Gaussian ({summary})"
     if two_sided or third_order:
         need = "two-sided scores" if two_sided else "third-order scores (an odd activation)"
-        return "score-matching", (f"innovations are not Gaussian ({summary}); {need} need a density: "
-                                  "a smooth score fitted by score matching per whitened coordinate")
+        name, obj = select_density(stats)
+        table = ", ".join(f"{k} {v:.4g}" for k, v in sorted(obj.items(), key=lambda kv: kv[1]))
+        reason = (f"innovations are not Gaussian ({summary}); {need} need a density: {name!r}, the lowest "
+                  f"held-out score-matching objective summed over coordinates ({table})")
+        if two_sided or name == "gaussian":
+            return name, reason
+        return f"{name}+stein", (reason + "; its scores corrected so that Stein's identity holds on the data for "
+                                 "polynomials up to degree 3")
     return "moment", f"innovations are not Gaussian ({summary}): density-free score of degree {degree}"
 
 
@@ -397,7 +447,8 @@ class AR1Process(Params):
     def _fit_laws(self, X: np.ndarray, lengths: np.ndarray | None, chunk_steps: int) -> None:
         """Choose and fit the innovations' law. The choice, the tail and discreteness checks and
         the likelihood fits use every k-th sequence (about ``SUBSAMPLE_STEPS`` steps); the
-        density-free law, whose moments enter the scores, uses all steps."""
+        density-free law, whose moments enter the scores, and the mixture law (a histogram of
+        the innovations) use all steps."""
         d, n = self.dim, X.shape[0]
         n_steps = int(n * X.shape[1] if lengths is None else lengths.sum())
         k = max(1, n_steps // SUBSAMPLE_STEPS) if n >= 100 * max(1, n_steps // SUBSAMPLE_STEPS) else 1
@@ -413,8 +464,10 @@ class AR1Process(Params):
             reason = "chosen by the user"
         if self.tail_check:
             self._check_tails(stats)
-        if isinstance(law, MomentLaw) and k > 1:
-            stats = innovation_stats(self._whitened(X, lengths, chunk_steps), d, n_total=n_steps - n)
+        mixture = law.wants_histogram
+        if (isinstance(law, MomentLaw) and k > 1) or mixture:  # moments, or a histogram, of every step
+            stats = innovation_stats(self._whitened(X, lengths, chunk_steps), d, n_total=n_steps - n,
+                                     histogram=mixture)
         self.stats_ = stats
         self.law_ = law.fit(stats)
         self.law_name_ = law.name
@@ -424,7 +477,7 @@ class AR1Process(Params):
         else:
             m0, W0 = torch.as_tensor(self.initial_mean_), torch.as_tensor(self.whiten0_)
             w0 = ((torch.as_tensor(x1) - m0) @ W0.T for x1 in _first_steps(X))  # block by block
-            self.first_law_ = law.fit(innovation_stats(w0, d, n_total=n))
+            self.first_law_ = law.fit(innovation_stats(w0, d, n_total=n, histogram=mixture))
         self._cache = {}
 
     @staticmethod
@@ -523,7 +576,7 @@ class AR1Process(Params):
         if two_sided and not self.law_.exact:
             raise InputError(
                 f"the {self.law_name_!r} score is one-sided only: a two-sided (BRNN) score needs a density "
-                "('gaussian', 'student-t', 'score-matching' or 'auto')"
+                "('gaussian', 'student-t', 'score-matching', 'mixture' or 'auto')"
             )
         p = self._params(X.device, X.dtype)
         X = X.contiguous()

@@ -58,6 +58,8 @@ __all__ = [
     "MomentLaw",
     "StudentTLaw",
     "SmoothLaw",
+    "MixtureLaw",
+    "SteinCorrectedLaw",
     "make_law",
     "LAW_NAMES",
     "innovation_stats",
@@ -147,12 +149,16 @@ class InnovationStats:
     """Summary of whitened innovations ``w`` (m, d) (unit covariance by construction).
 
     ``powers`` (7, d): ``E[w^k]`` for k = 0..6; ``sample`` (m_s, d): a deterministic
-    subsample (every j-th step) for laws fitted by likelihood; ``n``: number of steps.
+    subsample (every j-th step) for laws fitted by likelihood; ``n``: number of steps;
+    ``hist`` (d, HIST_BINS) or ``None``: counts of every step's ``w`` on the fixed grid
+    :data:`HIST_RANGE` (values beyond it counted in the edge bins), a sufficient statistic
+    for the :class:`MixtureLaw` fit up to the bin width.
     """
 
     powers: np.ndarray
     sample: np.ndarray
     n: int
+    hist: np.ndarray | None = None
 
     @property
     def skewness(self) -> np.ndarray:
@@ -173,12 +179,22 @@ class InnovationStats:
         return np.exp(-jb / 2.0)  # chi-square with 2 degrees of freedom
 
 
-def innovation_stats(chunks, d: int, max_sample: int = 200_000, n_total: int | None = None) -> InnovationStats:
+#: the grid of :attr:`InnovationStats.hist` (whitened innovations have unit variance)
+HIST_RANGE = (-16.0, 16.0)
+HIST_BINS = 8192
+
+
+def innovation_stats(chunks, d: int, max_sample: int = 200_000, n_total: int | None = None,
+                     histogram: bool = False) -> InnovationStats:
     """Accumulate :class:`InnovationStats` from an iterable of ``(m, d)`` arrays or tensors.
 
     ``n_total`` (if known) sets the subsampling stride so that about ``max_sample`` rows
-    are kept whatever the chunking."""
+    are kept whatever the chunking; ``histogram``: also count every row on the fixed grid
+    (:attr:`InnovationStats.hist`)."""
     powers = np.zeros((7, d))
+    hist = torch.zeros(d * HIST_BINS, dtype=torch.float64) if histogram else None
+    lo, width = HIST_RANGE[0], (HIST_RANGE[1] - HIST_RANGE[0]) / HIST_BINS
+    offsets = torch.arange(d) * HIST_BINS
     n = 0
     stride = 1 if n_total is None else max(1, int(math.ceil(n_total / max_sample)))
     keep: list[np.ndarray] = []
@@ -196,6 +212,9 @@ def innovation_stats(chunks, d: int, max_sample: int = 200_000, n_total: int | N
         powers[5] += (w2 * w3).sum(0).numpy()
         powers[6] += (w3 * w3).sum(0).numpy()
         n += w.shape[0]
+        if hist is not None:
+            idx = ((w - lo) / width).floor().clamp(0, HIST_BINS - 1).long() + offsets
+            hist += torch.bincount(idx.reshape(-1), minlength=d * HIST_BINS).to(torch.float64)
         first = (-offset) % stride
         keep.append(w[first::stride].numpy())
         offset += w.shape[0]
@@ -203,7 +222,7 @@ def innovation_stats(chunks, d: int, max_sample: int = 200_000, n_total: int | N
     if n == 0:
         raise InputError("no innovations to fit the input law from")
     sample = np.concatenate(keep)[: max_sample * 2]
-    return InnovationStats(powers / n, sample, n)
+    return InnovationStats(powers / n, sample, n, None if hist is None else hist.reshape(d, HIST_BINS).numpy())
 
 
 # --------------------------------------------------------------------------- 1-D laws
@@ -219,6 +238,8 @@ class MarginalLaw(Params):
     name = "law"
     exact = True
     has_third = True
+    #: the fit wants :attr:`InnovationStats.hist` (a histogram of every step), not only the sample
+    wants_histogram = False
 
     def fit(self, stats: InnovationStats) -> "MarginalLaw":
         return self
@@ -408,10 +429,13 @@ class SmoothLaw(MarginalLaw):
     ``E[psi^2 / 2 - psi']``, which is ``E[(psi - psi_true)^2] / 2`` up to a constant: a linear
     solve in moments of the basis. The score of a smooth density close to the data's law,
     exact up to the basis' resolution (cusps and edges are smoothed over about ``h``);
-    usable two-sided and at third order. ``ridge``: relative regularisation of the solve.
+    usable two-sided and at third order. ``ridge``: relative regularisation of the solve. The
+    moments come from every step's histogram where the statistics have one (a fit inside
+    :class:`~spectral_rnn.processes.AR1Process`), else from the sample.
     """
 
     name = "score-matching"
+    wants_histogram = True
 
     def __init__(self, ridge: float = 1e-6) -> None:
         self.ridge = ridge
@@ -444,10 +468,16 @@ class SmoothLaw(MarginalLaw):
         d = stats.sample.shape[1]
         coefs = np.zeros((d, 2 + knots.size))
         for i in range(d):
-            w = torch.as_tensor(stats.sample[:, i], dtype=torch.float64)
+            if stats.hist is not None:  # every step, at the histogram's bin centres
+                nb = stats.hist.shape[1]
+                w = torch.as_tensor(HIST_RANGE[0] + (np.arange(nb) + 0.5) * (HIST_RANGE[1] - HIST_RANGE[0]) / nb)
+                p = torch.as_tensor(stats.hist[i] / stats.hist[i].sum())
+            else:
+                w = torch.as_tensor(stats.sample[:, i], dtype=torch.float64)
+                p = torch.full_like(w, 1.0 / w.shape[0])
             phi, dphi = self._basis(w, kt, wt, 1)
-            G = (phi.T @ phi / w.shape[0]).numpy()
-            h = dphi.mean(0).numpy()
+            G = (phi.T @ (phi * p[:, None])).numpy()
+            h = (dphi * p[:, None]).sum(0).numpy()
             G += self.ridge * np.trace(G) / G.shape[0] * np.eye(G.shape[0])
             coefs[i] = np.linalg.solve(G, h)
         out.knots_, out.widths_, out.coefs_ = knots, widths, coefs
@@ -465,11 +495,268 @@ class SmoothLaw(MarginalLaw):
         return self._table(w)
 
 
-LAW_NAMES = ("gaussian", "moment", "student-t", "score-matching")
+def _em_mixture_1d(x: np.ndarray, c: np.ndarray, k: int, width: np.ndarray, init: str,
+                   min_var: float, max_iter: int = 300, tol: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
+    """EM for ``k``-component Gaussian mixtures on binned 1-D data, ``d`` coordinates at once:
+    bin centres ``x`` (d, nb), counts ``c`` (d, nb), bin ``width`` (d,) (each bin's mass spread
+    uniformly over it, so the M-step adds ``width^2 / 12`` to the variances). ``init``:
+    ``"quantile"`` (means at the quantiles, equal spreads) or ``"scale"`` (common mean,
+    geometric spreads: a scale mixture). Stops when no coordinate's mean log-likelihood rises
+    by more than ``tol``. Returns ``(params (d, 3, k): weights, means, variances; mean
+    log-likelihood per sample (d,))``."""
+    n = c.sum(1, keepdims=True)  # (d, 1)
+    sh = (width**2 / 12)[:, None]
+    mean = (c * x).sum(1, keepdims=True) / n
+    var = (c * (x - mean) ** 2).sum(1, keepdims=True) / n + sh
+    if init == "quantile":
+        cdf = np.cumsum(c, 1) / n
+        mu = np.stack([np.interp((np.arange(k) + 0.5) / k, cdf[i], x[i]) for i in range(x.shape[0])])
+        sig2 = np.repeat(var / k**2, k, axis=1)
+    else:
+        mu = np.repeat(mean, k, axis=1)
+        sig2 = var * (np.geomspace(0.25, 4.0, k) if k > 1 else np.ones(1))
+    pi = np.full(mu.shape, 1.0 / k)
+    prev = np.full(x.shape[0], -np.inf)
+    xx = x[:, :, None]
+    for _ in range(max_iter):
+        sig2 = np.maximum(sig2, min_var)
+        logp = (np.log(pi) - 0.5 * np.log(2 * np.pi * sig2))[:, None, :] - 0.5 * (xx - mu[:, None, :]) ** 2 / sig2[:, None, :]
+        top = logp.max(2, keepdims=True)
+        e = np.exp(logp - top)
+        tot = e.sum(2, keepdims=True)
+        ll = (c * (top[..., 0] + np.log(tot[..., 0]))).sum(1) / n[:, 0]
+        r = e * (c[:, :, None] / tot)  # (d, nb, k) responsibilities times counts
+        nk = np.maximum(r.sum(1), 1e-300)
+        pi = nk / n
+        mu = (r * xx).sum(1) / nk
+        sig2 = (r * (xx - mu[:, None, :]) ** 2).sum(1) / nk + sh
+        if np.all(ll - prev < tol):
+            break
+        prev = ll
+    return np.stack([pi, mu, np.maximum(sig2, min_var)], axis=1), ll
+
+
+class MixtureLaw(MarginalLaw):
+    """A Gaussian mixture density per coordinate, fitted by maximum likelihood (EM), the number
+    of components chosen by BIC.
+
+    ``p(w) = sum_k pi_k N(w; mu_k, sigma_k^2)``. With the responsibilities ``r_k(w)``,
+    ``a_k = (w - mu_k) / sigma_k^2``, ``h_k = 1 / sigma_k^2`` and ``E_r`` the average over
+    ``k`` weighted by ``r_k``, the raw derivatives are ``p^(m) / p = E_r[D_m]`` with
+    ``D_1 = -a``, ``D_2 = a^2 - h``, ``D_3 = -a^3 + 3 a h``, and ``g = log p`` has
+    ``g' = m1``, ``g'' = m2 - m1^2``, ``g''' = m3 - 3 m2 m1 + 2 m1^3`` (``m_j = E_r[D_j]``);
+    ``psi = -g'``, ``kappa = -g''``, ``tau = -g'''``.
+
+    Exact for mixture innovations, a smooth maximum-likelihood approximation for others
+    (Laplace, uniform, Student-t); usable two-sided and at third order. The fit runs EM on a
+    fine histogram of the whitened sample (``bins`` bins; the histogram is a sufficient
+    statistic up to the bin width), from two deterministic starts (quantile means; a scale
+    mixture) for each number of components ``1..max_components``, keeps the better
+    likelihood, and adds components while the BIC falls. ``min_var``: floor on the
+    component variances (the coordinates have unit variance). Evaluated from a fine table
+    (:class:`_Table`), so it costs a few elementwise operations per step.
+    """
+
+    name = "mixture"
+    wants_histogram = True
+
+    def __init__(self, max_components: int = 5, min_var: float = 1e-3, bins: int = 512) -> None:
+        self.max_components = max_components
+        self.min_var = min_var
+        self.bins = bins
+
+    def __repr__(self) -> str:
+        return f"MixtureLaw(max_components={self.max_components}, min_var={self.min_var}, bins={self.bins})"
+
+    def fit(self, stats: InnovationStats) -> "MixtureLaw":
+        if not (isinstance(self.max_components, (int, np.integer)) and 1 <= self.max_components <= 20):
+            raise InputError(f"max_components must be an integer in 1..20, got {self.max_components!r}")
+        if not self.min_var > 0:
+            raise InputError(f"min_var must be positive, got {self.min_var!r}")
+        out = MixtureLaw(self.max_components, self.min_var, self.bins)
+        comp = self._fit_all(stats.sample, stats.hist)
+        out.components_ = comp  # (d, 3, K): weights, means, variances (padding: zero weight)
+        out.n_components_ = (comp[:, 0] > 0).sum(1)
+        out._table = _Table(out.exact_terms, comp.shape[0], *HIST_RANGE, n=16385)
+        return out
+
+    def _fit_all(self, sample: np.ndarray, hist: np.ndarray | None = None) -> np.ndarray:
+        """Mixture parameters (d, 3, K) for the columns of ``sample`` (m, d), or from ``hist``
+        (d, HIST_BINS) where given (every step, on the grid :data:`HIST_RANGE`, re-binned to about
+        ``bins`` bins over its occupied range): per column, the number of components with the
+        lowest BIC, means increasing, padded with zero-weight unit-variance components."""
+        if hist is None:
+            w = np.asarray(sample, dtype=np.float64)
+            m, d = w.shape
+            if m < 10:
+                raise InputError(f"too few innovations ({m}) to fit a mixture law")
+            lo, hi = w.min(0), w.max(0)
+            if np.any(~(hi > lo)):
+                j = int(np.flatnonzero(~(hi > lo))[0])
+                raise IllConditionedError(f"the innovations of input column {j} are constant: no density to fit")
+            width = (hi - lo) / self.bins
+            idx = np.clip(((w - lo) / width).astype(np.int64), 0, self.bins - 1)
+            c = np.stack([np.bincount(idx[:, i], minlength=self.bins) for i in range(d)]).astype(np.float64)
+            x = lo[:, None] + (np.arange(self.bins) + 0.5) * width[:, None]
+            cols = [(x[i], c[i], width[i]) for i in range(d)]
+        else:
+            d = hist.shape[0]
+            m = int(round(hist[0].sum()))
+            if m < 10:
+                raise InputError(f"too few innovations ({m}) to fit a mixture law")
+            fine = (HIST_RANGE[1] - HIST_RANGE[0]) / hist.shape[1]
+            cols = []
+            for i in range(d):
+                occ = np.flatnonzero(hist[i])
+                a, b = occ[0], occ[-1] + 1
+                if b - a < 2:
+                    raise IllConditionedError(f"the innovations of input column {i} are constant: no density to fit")
+                g = max(1, (b - a) // self.bins)  # merge g fine bins
+                nb = -(-(b - a) // g)
+                c = np.zeros(nb * g)
+                c[: b - a] = hist[i, a:b]
+                c = c.reshape(nb, g).sum(1)
+                cols.append((HIST_RANGE[0] + (a + (np.arange(nb) + 0.5) * g) * fine, c, g * fine))
+        best = []
+        for xc, cc, wc in cols:  # one coordinate at a time: its non-empty bins only, its own iteration count
+            keep = cc > 0
+            xi, ci, wi = xc[keep][None], cc[keep][None], np.array([wc])
+            top, top_bic = None, np.inf
+            for k in range(1, self.max_components + 1):
+                starts = ("quantile",) if k == 1 else ("quantile", "scale")
+                p, ll = max((_em_mixture_1d(xi, ci, k, wi, s, self.min_var) for s in starts), key=lambda f: f[1][0])
+                bic = -2 * ll[0] * m + (3 * k - 1) * math.log(m)
+                if bic >= top_bic:  # one more component no longer pays: stop
+                    break
+                top, top_bic = p[0], bic
+            best.append(top)
+        K = max(p.shape[1] for p in best)
+        comp = np.zeros((d, 3, K))
+        comp[:, 2, :] = 1.0
+        for i, p in enumerate(best):
+            comp[i, :, : p.shape[1]] = p[:, np.argsort(p[1])]
+        return comp
+
+    def _log_components(self, w: torch.Tensor) -> torch.Tensor:
+        """``log pi_k + log N(w; mu_k, sigma_k^2)`` per coordinate: (..., d, K) (padding: -inf)."""
+        P = torch.as_tensor(self.components_, dtype=w.dtype, device=w.device)
+        pi, mu, var = P[:, 0], P[:, 1], P[:, 2]  # (d, K)
+        logpi = torch.where(pi > 0, torch.log(pi.clamp_min(1e-300)), torch.full_like(pi, -math.inf))
+        x = w.unsqueeze(-1)
+        return logpi - 0.5 * torch.log(2 * math.pi * var) - 0.5 * (x - mu) ** 2 / var
+
+    def log_density(self, w: torch.Tensor) -> torch.Tensor:
+        """Sum over coordinates of the mixture log-density at ``w`` (..., d): (...,)."""
+        return self._log_components(w).logsumexp(-1).sum(-1)
+
+    def exact_terms(self, w: torch.Tensor):
+        """``(psi, kappa, tau)`` (each like ``w``) from the mixture itself (the table is built from this)."""
+        P = torch.as_tensor(self.components_, dtype=w.dtype, device=w.device)
+        mu, h = P[:, 1], 1.0 / P[:, 2]
+        r = torch.softmax(self._log_components(w), dim=-1)  # (..., d, K)
+        a = (w.unsqueeze(-1) - mu) * h
+        m1 = -(r * a).sum(-1)
+        m2 = (r * (a * a - h)).sum(-1)
+        m3 = (r * (a * (3 * h - a * a))).sum(-1)
+        return -m1, -(m2 - m1 * m1), -(m3 - 3 * m2 * m1 + 2 * m1 * m1 * m1)
+
+    def terms(self, w):
+        return self._table(w)
+
+
+class SteinCorrectedLaw(MarginalLaw):
+    """A density law whose scores are corrected by polynomials so that Stein's identities hold
+    exactly on the data for every polynomial up to ``degree``.
+
+    Per coordinate the one-dimensional scores of orders 1-3 of the base law (fitted first),
+    ``h1 = psi``, ``h2 = psi^2 - kappa``, ``h3 = psi^3 - 3 psi kappa + tau``, get polynomials
+    ``delta_m`` of degree ``degree`` added, with coefficients solving
+    ``E[(h_m + delta_m)(w) w^l] = l (l-1) ... (l-m+1) E[w^(l-m)]`` for ``l = 0..degree``
+    (a linear system in the moments of ``w`` up to order ``2 degree``, and the moments
+    ``E[h_m(w) w^l]``, both on every step's histogram where the statistics have one, else on the
+    sample). The corrected ``psi, kappa, tau`` follow back from ``h1, h2, h3``. For independent
+    coordinates this makes ``E[S_m q(w)] = E[grad^m q]`` exact (on the data) for polynomials
+    ``q`` of degree ``<= degree``, as the density-free score does, while higher-degree terms
+    (a tanh activation is not a polynomial) keep the base density's scores: the smoothing bias of
+    a fitted density (a Laplace cusp) no longer leaks the large low-degree signal of the
+    outputs into the third-order moment. Exact where the base law is.
+    """
+
+    wants_histogram = True
+
+    def __init__(self, base: "str | MarginalLaw" = "mixture", degree: int = 3) -> None:
+        self.base = base
+        self.degree = degree
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        base = self.base if isinstance(self.base, str) else self.base.name
+        return f"{base}+stein"
+
+    def __repr__(self) -> str:
+        return f"SteinCorrectedLaw(base={self.base!r}, degree={self.degree})"
+
+    def fit(self, stats: InnovationStats) -> "SteinCorrectedLaw":
+        if self.degree not in (1, 2, 3, 4, 5):
+            raise InputError(f"the Stein correction supports degree 1..5, got {self.degree!r}")
+        base = make_law(self.base).fit(stats)
+        out = SteinCorrectedLaw(self.base, self.degree)
+        out.base_ = base
+        L = self.degree
+        if stats.hist is not None:
+            d, nb = stats.hist.shape
+            width = (HIST_RANGE[1] - HIST_RANGE[0]) / nb
+            grid = torch.as_tensor(HIST_RANGE[0] + (np.arange(nb) + 0.5) * width)
+            weights = torch.as_tensor(stats.hist / stats.hist.sum(1, keepdims=True))  # (d, nb)
+            w = grid[:, None].expand(nb, d).contiguous()
+            wt = weights.T  # (nb, d)
+        else:
+            w = torch.as_tensor(np.ascontiguousarray(stats.sample), dtype=torch.float64)
+            d = w.shape[1]
+            wt = torch.full_like(w, 1.0 / w.shape[0])
+        psi, kappa, tau = base.terms(w)
+        tau = torch.zeros_like(w) if tau is None else tau
+        h = [psi, psi * psi - kappa, psi**3 - 3 * psi * kappa + tau]
+        pw = torch.stack([w**k for k in range(2 * L + 1)])  # (2L+1, m, d)
+        mom = (pw * wt).sum(1).numpy()  # (2L+1, d): E[w^k]
+        coef = np.zeros((3, d, L + 1))
+        for m_ord in (1, 2, 3):
+            Eh = (h[m_ord - 1] * pw[: L + 1] * wt).sum(1).numpy()  # (L+1, d): E[h_m w^l]
+            for i in range(d):
+                target = np.array([math.perm(l, m_ord) * mom[l - m_ord, i] if l >= m_ord else 0.0 for l in range(L + 1)])
+                coef[m_ord - 1, i] = _solve_moment_system(mom[:, i], L, target - Eh[:, i])
+        out.coef_ = coef
+        out._table = _Table(out.exact_terms, d, *HIST_RANGE, n=16385)  # the whole histogram's range
+        return out
+
+    def exact_terms(self, w: torch.Tensor):
+        """``(psi, kappa, tau)`` of the corrected law, from the base law's terms and the polynomials."""
+        psi, kappa, tau = self.base_.terms(w)
+        tau = torch.zeros_like(w) if tau is None else tau
+        c = torch.as_tensor(self.coef_, dtype=w.dtype, device=w.device)  # (3, d, L+1)
+
+        def poly(cm):
+            out = cm[:, -1]
+            for k in range(cm.shape[1] - 2, -1, -1):
+                out = out * w + cm[:, k]
+            return out
+
+        h1 = psi + poly(c[0])
+        h2 = psi * psi - kappa + poly(c[1])
+        h3 = psi**3 - 3 * psi * kappa + tau + poly(c[2])
+        kap = h1 * h1 - h2
+        return h1, kap, h3 - h1**3 + 3 * h1 * kap
+
+    def terms(self, w):
+        return self._table(w)
+
+
+LAW_NAMES = ("gaussian", "moment", "student-t", "score-matching", "mixture")
 
 
 def make_law(name: str | MarginalLaw, degree: int = 2) -> MarginalLaw:
-    """A :class:`MarginalLaw` from its name (``"gaussian"``, ``"moment"``, ``"student-t"``, ``"score-matching"``)."""
+    """A :class:`MarginalLaw` from its name (``"gaussian"``, ``"moment"``, ``"student-t"``,
+    ``"score-matching"``, ``"mixture"``)."""
     if isinstance(name, MarginalLaw):
         return name
     if name == "gaussian":
@@ -480,4 +767,8 @@ def make_law(name: str | MarginalLaw, degree: int = 2) -> MarginalLaw:
         return StudentTLaw()
     if name == "score-matching":
         return SmoothLaw()
+    if name == "mixture":
+        return MixtureLaw()
+    if isinstance(name, str) and name.endswith("+stein") and name[:-6] in ("gaussian", "student-t", "score-matching", "mixture"):
+        return SteinCorrectedLaw(name[:-6])
     raise InputError(f"unknown score law {name!r}: expected one of {', '.join(LAW_NAMES)} (or 'auto')")
