@@ -499,6 +499,35 @@ class AR1Process(Params):
             }
         return self._cache[key]
 
+    def linear_score(self, device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor] | None:
+        """The score as a linear function of the inputs, when it is one (Gaussian innovations and a
+        Gaussian first step), else ``None``. Row form (``x`` rows, ``P = Sigma^-1``, ``P0 = Sigma0^-1``)::
+
+            s_t = x_t P - x_{t-1} F^T P - b P                    (t >= 1)
+            s_1 = x_1 P0 - m0 P0                                 (the first step)
+            s_t -= x_{t+1} P F - x_t F^T P F - b P F             (two-sided, where x_{t+1} exists)
+
+        so a pass can ask for ``s_t M`` (``M`` (d, c)) in ``O(d c)`` per step and for ``sum_t g_t^T s_t``
+        from lagged sums ``sum_t g_t^T x_{t+j}`` contracted afterwards, never forming ``s_t`` (two
+        ``d x d`` products per step). Keys: ``P``, ``FtP`` (``F^T P``), ``PF``, ``FtPF`` (d, d);
+        ``bP``, ``bPF``, ``m0P0`` (d,); ``P0`` (d, d); ``one``, ``two``: the constant bases of
+        :meth:`score_terms` (whose ``kappa`` is 1 on the rows of the block that applies at a step)."""
+        if not (isinstance(getattr(self, "law_", None), GaussianLaw)
+                and isinstance(getattr(self, "first_law_", None), GaussianLaw)):
+            return None
+        key = ("linear", str(device), dtype)
+        if key not in self._cache:
+            to = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=dtype, device=device)  # noqa: E731
+            W, W0, F, b = self.whiten_, self.whiten0_, self.F_, self.intercept_
+            P, P0 = W.T @ W, W0.T @ W0
+            PF = P @ F
+            self._cache[key] = {
+                "P": to(P), "FtP": to(F.T @ P), "PF": to(PF), "FtPF": to(F.T @ PF), "P0": to(P0),
+                "bP": to(b @ P), "bPF": to(b @ PF), "m0P0": to(self.initial_mean_ @ P0),
+                "one": to(np.vstack([W, W0])), "two": to(np.vstack([W, W0, -(W @ F)])),
+            }
+        return self._cache[key]
+
     def score_terms(
         self, X: torch.Tensor, lengths: torch.Tensor | None = None, t0: int = 0, two_sided: bool = False
     ) -> StepScores:
@@ -612,12 +641,33 @@ def _ls_block_sums(X, _Y, lengths: np.ndarray | None, centre: np.ndarray, chunk_
     centred at ``centre``: ``(Z, C, Sxx, n_pairs)`` with ``Z = sum [x_{t-1}; 1][x_{t-1}; 1]^T``,
     ``C = sum [x_{t-1}; 1] x_t^T``, ``Sxx = sum x_t x_t^T`` over all transitions. A pure function of
     the block: blocks are summed (serially, or as Dask tasks)."""
-    d = X.shape[2]
+    n, T, d = X.shape
     Z = np.zeros((d + 1, d + 1))
     C = np.zeros((d + 1, d))
     Sxx = np.zeros((d, d))
     n_pairs = 0
     ctr = torch.as_tensor(centre)
+    cap = min(chunk_steps, max(256, (1 << 21) // d))  # at most 2M numbers per chunk, as _pairs
+    if lengths is None and 2 <= T <= cap:
+        # whole sequences in every chunk: the sums of the flat chunk, less the terms that straddle two
+        # sequences or lack a partner; two d x d products per step (the transitions' sums took three
+        # and copies of x_{t-1} and x_t)
+        for rows, _, _, _, _ in iter_windows(n, T, cap):
+            _trim_heap()
+            xw = torch.as_tensor(np.asarray(X[rows], dtype=np.float64)) - ctr  # (nb, T, d), centred
+            flat = xw.reshape(-1, d)
+            first, last = xw[:, 0], xw[:, -1]
+            G = flat.T @ flat
+            tot = flat.sum(0)
+            Z[:d, :d] += (G - last.T @ last).numpy()
+            Sxx += (G - first.T @ first).numpy()
+            C[:d] += (flat[:-1].T @ flat[1:] - last[:-1].T @ first[1:]).numpy()
+            Z[:d, d] += (tot - last.sum(0)).numpy()
+            C[d] += (tot - first.sum(0)).numpy()
+            n_pairs += xw.shape[0] * (T - 1)
+        Z[d, :d] = Z[:d, d]
+        Z[d, d] = n_pairs
+        return Z, C, Sxx, n_pairs
     for prev, cur, _ in AR1Process._pairs(X, lengths, chunk_steps):
         _trim_heap()
         if cur.shape[0] == 0:

@@ -72,7 +72,7 @@ def instrument_chunk(w: Window, specs: tuple) -> dict:
         else:
             x1, x2, lag = w.x_next, w.x_next2, -1
         q = (x1 @ Ah.T) ** 2
-        sc = w.s @ Ah.T if order == 1 else w.scores.s2_quad(Ah)  # S_1(a_j) or S_2(a_j, a_j)
+        sc = w.s_proj(Ah.T) if order == 1 else w.s2_quad(Ah)  # S_1(a_j) or S_2(a_j, a_j)
         yW, ylagW = w.lagged_products("_Y", Wp, (0, lag))  # y_t Wp and y_{t-lag} Wp: y read once
         R = torch.cat([w.x @ Ah.T, ylagW, yW * sc], dim=1)  # (m, 3 d_h)
         out[(i, "one")] = R.sum(0)
