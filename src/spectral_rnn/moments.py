@@ -246,13 +246,16 @@ class Window:
             if self._valid is not None:
                 H = H * self._valid.unsqueeze(-1)
         two = self._stream.two_sided
-        blocks = [H, self._shift_window(H, -1)]  # rows u: H_u (for x_u), H_{u+1} (for x_{u-1})
+        # one operand, one product with x: rows u hold H_u (for x_u) and H_{u+1} (for x_{u-1}); two-sided
+        # also Hc_u (H_u where x_{u+1} exists) and Hc_{u-1} (for x_{u+1})
+        B = H.new_zeros((n, W, (4 if two else 2) * c))
+        B[..., :c] = H
+        B[:, :-1, c:2 * c] = H[:, 1:]
         if two:
-            Hc = H.clone()
-            Hc[:, -1] = 0.0
-            Hc[:, :-1] *= self._has_next().unsqueeze(-1)
-            blocks += [Hc, self._shift_window(Hc, 1)]  # H_u where x_{u+1} exists; H_{u-1} for x_{u+1}
-        R = torch.cat(blocks, dim=2).reshape(-1, len(blocks) * c).T @ X.reshape(-1, d)  # one product
+            Hc = B[..., 2 * c:3 * c]
+            Hc[:, :-1] = H[:, :-1] * self._has_next().unsqueeze(-1)
+            B[:, 1:, 3 * c:] = Hc[:, :-1]
+        R = B.reshape(-1, B.shape[2]).T @ X.reshape(-1, d)
         h = H.reshape(-1, c).sum(0)
         RH = R[:c]
         out = -(R[c:2 * c] @ L["FtP"])

@@ -99,10 +99,10 @@ def tail_index(sample: np.ndarray) -> np.ndarray:
     k = int(np.sqrt(m))
     if k < 10:
         return np.full(sample.shape[1], np.inf)
-    a = np.abs(sample)
-    top = -np.sort(-np.partition(a, m - k - 1, axis=0)[m - k - 1:], axis=0)  # (k + 1, d) descending
-    logs = np.log(np.maximum(top[:k], 1e-300)) - np.log(np.maximum(top[k], 1e-300))
-    mean = logs.mean(axis=0)
+    a = np.ascontiguousarray(np.abs(sample).T)  # (d, m), each coordinate's values contiguous: partitioned row by row
+    top = -np.sort(-np.partition(a, m - k - 1, axis=1)[:, m - k - 1:], axis=1)  # (d, k + 1) descending
+    logs = np.log(np.maximum(top[:, :k], 1e-300)) - np.log(np.maximum(top[:, k:], 1e-300))
+    mean = logs.mean(axis=1)
     return np.where(mean > 0, 1.0 / np.maximum(mean, 1e-300), np.inf)
 
 
@@ -650,20 +650,20 @@ def _ls_block_sums(X, _Y, lengths: np.ndarray | None, centre: np.ndarray, chunk_
     cap = min(chunk_steps, max(256, (1 << 21) // d))  # at most 2M numbers per chunk, as _pairs
     if lengths is None and 2 <= T <= cap:
         # whole sequences in every chunk: the sums of the flat chunk, less the terms that straddle two
-        # sequences or lack a partner; two d x d products per step (the transitions' sums took three
-        # and copies of x_{t-1} and x_t)
+        # sequences or lack a partner; one symmetric and one full d x d product per step (the
+        # transitions' sums took three full ones and copies of x_{t-1} and x_t)
         for rows, _, _, _, _ in iter_windows(n, T, cap):
             _trim_heap()
-            xw = torch.as_tensor(np.asarray(X[rows], dtype=np.float64)) - ctr  # (nb, T, d), centred
+            xw = np.asarray(X[rows], dtype=np.float64) - centre  # (nb, T, d), centred (a new array)
             flat = xw.reshape(-1, d)
             first, last = xw[:, 0], xw[:, -1]
-            G = flat.T @ flat
+            G = flat.T @ flat  # numpy sees A^T A: a symmetric rank-k update (half a product)
             tot = flat.sum(0)
-            Z[:d, :d] += (G - last.T @ last).numpy()
-            Sxx += (G - first.T @ first).numpy()
-            C[:d] += (flat[:-1].T @ flat[1:] - last[:-1].T @ first[1:]).numpy()
-            Z[:d, d] += (tot - last.sum(0)).numpy()
-            C[d] += (tot - first.sum(0)).numpy()
+            Z[:d, :d] += G - last.T @ last
+            Sxx += G - first.T @ first
+            C[:d] += flat[:-1].T @ flat[1:] - last[:-1].T @ first[1:]
+            Z[:d, d] += tot - last.sum(0)
+            C[d] += tot - first.sum(0)
             n_pairs += xw.shape[0] * (T - 1)
         Z[d, :d] = Z[:d, d]
         Z[d, d] = n_pairs

@@ -66,20 +66,28 @@ def instrument_chunk(w: Window, specs: tuple) -> dict:
     ``O(m d_x d_h)``: ``phi`` is never multiplied by ``x_t`` itself, and the second-order score enters
     as ``S_2(a_j, a_j) = (s . a_j)^2 - sum_k kappa_k (b_k . a_j)^2``."""
     out = {}
+    X = w._X
+    n, W, d = X.shape
+    Xf = X.reshape(-1, d)
     for i, (Ah, Wp, order, direction) in enumerate(specs):
-        if direction == "past":
-            x1, x2, lag = w.x_prev, w.x_prev2, 1
-        else:
-            x1, x2, lag = w.x_next, w.x_next2, -1
-        q = (x1 @ Ah.T) ** 2
+        lag = 1 if direction == "past" else -1
+        XA = (Xf @ Ah.T).view(n, W, -1)  # A_hat x at every step of the window: shifted, not x itself
+        x1A = w._shift(XA, lag)  # A_hat x_{t-lag} (the instrument's x_1), rows
+        q = x1A * x1A
         sc = w.s_proj(Ah.T) if order == 1 else w.s2_quad(Ah)  # S_1(a_j) or S_2(a_j, a_j)
         yW, ylagW = w.lagged_products("_Y", Wp, (0, lag))  # y_t Wp and y_{t-lag} Wp: y read once
-        R = torch.cat([w.x @ Ah.T, ylagW, yW * sc], dim=1)  # (m, 3 d_h)
+        R = torch.cat([w._take(XA), ylagW, yW * sc], dim=1)  # (m, 3 d_h)
+        r = R.shape[1]
+        # sum_t x_{t-k} [R_t, 1]^T = sum_u x_u [R, 1]_{u+k}^T: the narrow [R, 1] is shifted, and one product
+        # with the window's x gives the x_1 and x_2 blocks and their sums
+        R1 = w._untake(torch.cat([R, R.new_ones((R.shape[0], 1))], dim=1))
+        S = torch.cat([w._shift_window(R1, -lag), w._shift_window(R1, -2 * lag)], dim=2).reshape(-1, 2 * (r + 1))
+        XS = Xf.T @ S  # (d, 2 (r + 1))
         out[(i, "one")] = R.sum(0)
-        out[(i, "x1")] = x1.T @ R
-        out[(i, "x2")] = x2.T @ R
+        out[(i, "x1")] = XS[:, :r]
+        out[(i, "x2")] = XS[:, r + 1:2 * r + 1]
         out[(i, "q")] = q.T @ R
-        out[(i, "phi")] = torch.cat([R.new_full((1,), float(R.shape[0])), x1.sum(0), x2.sum(0), q.sum(0)])
+        out[(i, "phi")] = torch.cat([R.new_full((1,), float(R.shape[0])), XS[:, r], XS[:, 2 * r + 1], q.sum(0)])
     return out
 
 
