@@ -156,3 +156,32 @@ def test_autoregression_sums_of_whole_sequences_equal_the_transitions(chunk):
     p1, p2 = AR1Process().fit(X), AR1Process().fit(X, lengths=full)
     for name in ("F_", "intercept_", "noise_cov_"):
         np.testing.assert_allclose(getattr(p1, name), getattr(p2, name), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("two_sided", [False, True])
+def test_contract_pairs_is_a_contraction_of_the_dense_tensor(two_sided):
+    from spectral_rnn import cross_moment
+
+    proc, X, Y, _ = data(n=40)
+    rng = np.random.default_rng(2)
+    Th, Om = rng.standard_normal((5, 3)), rng.standard_normal((7, 3))
+    T = cross_moment(X, Y, proc, two_sided=two_sided)  # (d_y, d_x, d_x)
+    want = np.einsum("yab,yj,bj->aj", T, Th, Om)
+    for linear in (False, True):
+        got = StepStream(X, Y, None, proc, two_sided=two_sided, chunk_steps=50, linear=linear).contract_pairs(Th, Om)
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12 * np.abs(want).max())
+
+
+def test_refined_directions_beat_the_sketch(monkeypatch):
+    """d_x = 60 (sketched), 1e5 steps: the full-space power step cuts the A1 error by more than half
+    (measured 0.15 -> 0.06 for this seed), and does not worsen A2 or U."""
+    import spectral_rnn.estimators as est_mod
+    from spectral_rnn import parameter_errors
+
+    p = make_planted("iornn", 60, 4, 8, n_steps=100_000, random_state=1, input_norm=1.0, n_test=10)
+    errs = []
+    for refine in (False, True):
+        monkeypatch.setattr(est_mod, "REFINE_DIRECTIONS", refine)
+        errs.append(parameter_errors(p.model, SpectralIORNN(4, random_state=0).fit(p.X, p.Y).model_))
+    assert errs[1]["A1"] < 0.5 * errs[0]["A1"] and errs[1]["A1"] < 0.08, errs
+    assert errs[1]["A2"] <= errs[0]["A2"] and errs[1]["U"] <= errs[0]["U"], errs

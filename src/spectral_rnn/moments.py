@@ -534,6 +534,15 @@ class StepStream:
         corr = np.einsum("ak,ki,kb->iab", m["yk"], B, B @ Omega)
         return m["acc"] - corr.reshape(Omega.shape[0], -1)
 
+    def contract_pairs(self, Theta: np.ndarray, Omega: np.ndarray) -> np.ndarray:
+        """``T(theta_j, I, omega_j)`` for each column pair ``j`` of ``Theta`` (d_y, r) and ``Omega`` (d_x, r):
+        returns (d_x, r). With ``theta_j`` the dual of the output weight of unit ``j`` and ``omega_j`` its
+        input direction, column ``j`` is a multiple of ``a1_j`` plus noise of order ``sqrt(d_x / N)``: one
+        step of the tensor power method in the full input space. Per chunk: :func:`pairs_chunk`."""
+        m = self.reduce(pairs_chunk, self._to(Theta), self._to(Omega))
+        B = self._basis_np()
+        return m["acc"] - B.T @ (m["yk"].T * (B @ Omega))
+
     def project(self, Q: np.ndarray, lags: tuple[int, ...] = ()) -> np.ndarray:
         """``T(I, Q, Q)`` for ``Q`` (d_x, k): returns (d_y, k, k). Per chunk: :func:`project_chunk`.
 
@@ -679,6 +688,13 @@ def sketch_chunk(w: Window, Th: torch.Tensor, Om: torch.Tensor) -> dict:
         for b in _row_blocks(yt.shape[0], p * k):
             acc += s[b].T @ (yt[b, :, None] * so[b, None, :]).reshape(-1, p * k)
     return {"acc": acc, "yk": w.kappa_sum(yt)}
+
+
+def pairs_chunk(w: Window, Th: torch.Tensor, Om: torch.Tensor) -> dict:
+    """Partial sums of :meth:`StepStream.contract_pairs`: ``acc`` (d_x, r) = ``sum_t s_t (Th^T y_t) * (Om^T s_t)``,
+    ``yk`` (r, K) = ``sum_t (Th^T y_t) kappa_t^T``."""
+    yt = w.y @ Th  # (m, r)
+    return {"acc": w.s_gram(yt * w.s_proj(Om)).T, "yk": w.kappa_sum(yt)}
 
 
 def _contract_wide(y: torch.Tensor, sq: torch.Tensor, parts: list) -> tuple[torch.Tensor, list]:
