@@ -127,8 +127,8 @@ def test_fits_equal_on_both_routes(kind, activation, monkeypatch):
         return score_terms(self, X, *args, **kw)
 
     monkeypatch.setattr(AR1Process, "score_terms", counted)
-    for min_dx in (10**9, 0):
-        monkeypatch.setattr(moments, "LINEAR_MIN_DX", min_dx)
+    for route in (False, True):
+        monkeypatch.setattr(moments, "LINEAR_ROUTE", route)
         calls.append(0)
         ests.append(cls(d_h, activation=activation, random_state=0, scores="gaussian").fit(p.X, p.Y))
     assert calls[0] >= 30_000 and calls[1] <= 3  # the linear route: only the basis probe
@@ -185,3 +185,18 @@ def test_refined_directions_beat_the_sketch(monkeypatch):
         errs.append(parameter_errors(p.model, SpectralIORNN(4, random_state=0).fit(p.X, p.Y).model_))
     assert errs[1]["A1"] < 0.5 * errs[0]["A1"] and errs[1]["A1"] < 0.08, errs
     assert errs[1]["A2"] <= errs[0]["A2"] and errs[1]["U"] <= errs[0]["U"], errs
+
+
+def test_the_cheaper_route_is_chosen_per_request():
+    """Auto route: narrow requests go by the linear score while the full scores are not computed;
+    a request wider than the full scores' cost computes them, and later requests reuse them."""
+    proc, X, Y, _ = data(d_x=7)
+    w = next(iter(StepStream(X, Y, None, proc).windows()))
+    assert w.prefers_linear(13) and not w.prefers_linear(14)  # one-sided: c < 2 d_x
+    w.s_proj(torch.zeros((7, 3), dtype=torch.float64))
+    assert "_score_window" not in w.__dict__
+    w.s_gram(torch.zeros((w.n, 20), dtype=torch.float64))
+    assert "_score_window" in w.__dict__ and not w.prefers_linear(1)
+    w2 = next(iter(StepStream(X, Y, None, proc, two_sided=True).windows()))
+    assert w2.prefers_linear(6) and not w2.prefers_linear(7)  # two-sided: c < d_x
+    assert not next(iter(StepStream(X, Y, None, proc, linear=False).windows())).prefers_linear(1)

@@ -45,8 +45,9 @@ __all__ = ["StepStream", "Window", "cross_moment"]
 CHUNK_STEPS = 1 << 16
 #: at most this many numbers (steps x (d_x + d_y)) in one chunk's window of inputs and outputs
 CHUNK_ENTRIES = 1 << 21
-#: input dimension from which the passes use a linear score (Gaussian AR(1)) instead of the full score
-LINEAR_MIN_DX = 48
+#: default route of the passes where the process has a linear score (Gaussian AR(1)): ``None``: per
+#: request, whichever costs fewer products (:meth:`Window.prefers_linear`); ``True``: always; ``False``: never
+LINEAR_ROUTE: bool | None = None
 
 
 class _Sums(dict):
@@ -132,8 +133,9 @@ class Window:
         self._stream, self._X, self._Y, self._mask, self._lengths, self._t0 = stream, X, Y, mask, lengths, t0
         self._valid = valid  # (n, W): steps inside their sequence (None: all)
         #: the process's linear score (:meth:`~spectral_rnn.processes.AR1Process.linear_score`) when the
-        #: stream uses it, else None (the scores are then computed in full, :attr:`scores`)
+        #: stream may use it, else None (the scores are then computed in full, :attr:`scores`)
         self.linear = stream._linear_terms()
+        self._route = stream.linear if stream.linear is not None else LINEAR_ROUTE
 
     def _shift(self, A: torch.Tensor, k: int) -> torch.Tensor:
         """``A`` at step ``t - k`` for every valid step ``t`` (zero outside the sequence:
@@ -211,10 +213,24 @@ class Window:
                 else self._lengths[:, None].to(self._X.device) - 1)
         return t_abs[None, :-1] < last
 
+    def prefers_linear(self, c: int) -> bool:
+        """Whether a request of width ``c`` (a projection on ``c`` columns, or a sum against ``c`` per-step
+        columns) goes by the linear score: where there is one, the route allows it, and the full scores
+        are not computed yet and cost more: two (two-sided: three) ``d_x x d_x`` products per step against
+        one (three) more ``d_x x c`` products."""
+        if self.linear is None or self._route is False:
+            return False
+        if self._route is True:
+            return True
+        if "_score_window" in self.__dict__:  # already paid for
+            return False
+        two = self._stream.two_sided
+        return (3 if two else 1) * c < (3 if two else 2) * self._X.shape[2]
+
     def s_proj(self, M: torch.Tensor) -> torch.Tensor:
         """``s_t M`` (m, c) for ``M`` (d_x, c): the scores projected on the columns of ``M``."""
         L = self.linear
-        if L is None:
+        if not self.prefers_linear(M.shape[1]):
             return self.s @ M
         X = self._X
         n, W, d = X.shape
@@ -235,7 +251,7 @@ class Window:
         """``sum_t g_t^T s_{t-lag}`` (c, d_x) for ``g`` (m, c) rows of the valid, owned steps (the
         score of a step outside its sequence counts as zero)."""
         L = self.linear
-        if L is None:
+        if not self.prefers_linear(g.shape[1]):
             return g.T @ (self.s if lag == 0 else self.s_lag(lag))
         X = self._X
         n, W, d = X.shape
@@ -372,8 +388,8 @@ class StepStream:
     linear: whether the passes use the process's linear score where it has one (Gaussian
         innovations: :meth:`~spectral_rnn.processes.AR1Process.linear_score`), asking for the
         projections and lagged sums they need in ``O(d_x c)`` per step instead of computing the
-        full score (two ``d_x x d_x`` products per step); ``None`` (default): when
-        ``d_x >= LINEAR_MIN_DX``. Both routes give the same sums (to rounding).
+        full score (two ``d_x x d_x`` products per step); ``None`` (default): :data:`LINEAR_ROUTE`
+        (by default per request, whichever is cheaper). Both routes give the same sums (to rounding).
     """
 
     def __init__(
@@ -416,7 +432,7 @@ class StepStream:
         if self.linear is False:
             return None
         get = getattr(self.process, "linear_score", None)
-        if get is None or (self.linear is None and self.X.shape[2] < LINEAR_MIN_DX):
+        if get is None or (self.linear is None and LINEAR_ROUTE is False):
             return None
         return get(self.device, self.dtype)
 
@@ -680,7 +696,7 @@ def sketch_chunk(w: Window, Th: torch.Tensor, Om: torch.Tensor) -> dict:
     yt = w.y @ Th  # (m, p)
     so = w.s_proj(Om)  # (m, k)
     p, k = yt.shape[1], so.shape[1]
-    if w.linear is not None:  # one lagged-sum product: s_t is never formed
+    if w.prefers_linear(p * k):  # one lagged-sum product: s_t is never formed
         acc = w.s_gram((yt[:, :, None] * so[:, None, :]).reshape(-1, p * k)).T
     else:
         s = w.s
@@ -739,13 +755,14 @@ def project_chunk(w: Window, Qt: torch.Tensor, lags: tuple[int, ...] = ()) -> di
     nt = k * (k + 1) // 2
     kc = w.kappa_c
     # the full scores: the lagged scores ride in the same product as y; the linear score: lagged sums
-    parts = [kc] + ([] if w.linear is not None else [w.s_lag(lag) for lag in lags])
+    lin_lags = bool(lags) and w.prefers_linear(y.shape[1])
+    parts = [kc] + ([] if lin_lags else [w.s_lag(lag) for lag in lags])
     if y.shape[1] <= nt:  # narrow outputs: reading y again costs less than copying into one operand
         acc = torch.cat([y.T @ (sq[:, a:] * sq[:, a:a + 1]) for a in range(k)], dim=1)
         done = [y.T @ part for part in parts]
     else:
         acc, done = _contract_wide(y, sq, parts)
-    lag_moments = done[1:] if w.linear is None else [w.s_gram(y, lag) for lag in lags]
+    lag_moments = [w.s_gram(y, lag) for lag in lags] if lin_lags else done[1:]
     yk = done[0] if done[0].shape[1] == w.groups.shape[0] else done[0][:, w.groups]
     BQ2 = ((w.basis @ Qt) ** 2).sum(1)  # (K,) ||Q^T b_k||^2
     ynorm = y.norm(dim=1)
