@@ -80,9 +80,16 @@ def instrument_chunk(w: Window, specs: tuple) -> dict:
         r = R.shape[1]
         # sum_t x_{t-k} [R_t, 1]^T = sum_u x_u [R, 1]_{u+k}^T: the narrow [R, 1] is shifted, and one product
         # with the window's x gives the x_1 and x_2 blocks and their sums
-        R1 = w._untake(torch.cat([R, R.new_ones((R.shape[0], 1))], dim=1))
-        S = torch.cat([w._shift_window(R1, -lag), w._shift_window(R1, -2 * lag)], dim=2).reshape(-1, 2 * (r + 1))
-        XS = Xf.T @ S  # (d, 2 (r + 1))
+        R1 = w._untake(torch.cat([R, R.new_ones((R.shape[0], 1))], dim=1))  # (n, W, r + 1)
+        S = R1.new_zeros((n, W, 2 * (r + 1)))  # row u: [R, 1]_{u+lag} and [R, 1]_{u+2 lag}
+        for j, k in enumerate((lag, 2 * lag)):
+            if k < W:
+                dst = S[:, :, j * (r + 1):(j + 1) * (r + 1)]
+                if k > 0:
+                    dst[:, :-k] = R1[:, k:]
+                else:
+                    dst[:, -k:] = R1[:, :k]
+        XS = Xf.T @ S.view(-1, 2 * (r + 1))  # (d, 2 (r + 1))
         out[(i, "one")] = R.sum(0)
         out[(i, "x1")] = XS[:, :r]
         out[(i, "x2")] = XS[:, r + 1:2 * r + 1]
