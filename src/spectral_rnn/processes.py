@@ -661,7 +661,8 @@ def _ls_block_sums(X, _Y, lengths: np.ndarray | None, centre: np.ndarray, chunk_
             tot = flat.sum(0)
             Z[:d, :d] += G - last.T @ last
             Sxx += G - first.T @ first
-            C[:d] += flat[:-1].T @ flat[1:] - last[:-1].T @ first[1:]
+            ft = torch.as_tensor(flat)  # torch's full product is faster than numpy's here; numpy's A^T A is
+            C[:d] += (ft[:-1].T @ ft[1:]).numpy() - last[:-1].T @ first[1:]  # symmetric, torch's is not
             Z[:d, d] += tot - last.sum(0)
             C[d] += tot - first.sum(0)
             n_pairs += xw.shape[0] * (T - 1)
