@@ -22,7 +22,11 @@ on CPU or GPU:
 
 The per-step second-order terms enter every pass only through ``sum_t y_t kappa_t^T``
 (a ``d_y x K`` matrix), combined with the constant basis at the end of the pass.
-Every pass sees the valid steps of one chunk at a time through a :class:`Window`.
+Every pass sees the valid steps of one chunk at a time through a :class:`Window`, and asks it
+for what it needs of the scores (:meth:`Window.s_proj`, :meth:`Window.s_gram`,
+:meth:`Window.kappa_sum`, ...): from the full scores, or, where the process's score is linear
+in the inputs (Gaussian AR(1)), from products of the inputs with ``d_x x c`` matrices and lagged
+sums, never forming the score (docs/method.md, section 6, "The linear score").
 """
 
 from __future__ import annotations
