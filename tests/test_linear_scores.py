@@ -200,3 +200,17 @@ def test_the_cheaper_route_is_chosen_per_request():
     w2 = next(iter(StepStream(X, Y, None, proc, two_sided=True).windows()))
     assert w2.prefers_linear(6) and not w2.prefers_linear(7)  # two-sided: c < d_x
     assert not next(iter(StepStream(X, Y, None, proc, linear=False).windows())).prefers_linear(1)
+
+
+def test_linear_route_in_float32_and_on_dask_blocks():
+    """The route is per window, so float32 passes and Dask blocks take it too, with the same sums."""
+    da = pytest.importorskip("dask.array")
+    proc, X, Y, _ = data(n=40)
+    rng = np.random.default_rng(3)
+    Q = np.linalg.qr(rng.standard_normal((7, 3)))[0]
+    want = StepStream(X, Y, None, proc, linear=False).project(Q, lags=(1,))
+    f32 = StepStream(X, Y, None, proc, linear=True, dtype=torch.float32).project(Q, lags=(1,))
+    np.testing.assert_allclose(f32, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
+    Xd, Yd = da.from_array(X, chunks=(13, -1, -1)), da.from_array(Y, chunks=(13, -1, -1))
+    dk = StepStream(Xd, Yd, None, proc, linear=True)
+    np.testing.assert_allclose(dk.project(Q, lags=(1,)), want, rtol=1e-10, atol=1e-12 * np.abs(want).max())
