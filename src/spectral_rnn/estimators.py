@@ -41,7 +41,7 @@ from ._checks import (
 )
 from ._params import Params, atomic_fit
 from .activations import Polynomial, as_polynomial
-from .decomposition import MIN_GAP, CPDecomposer
+from .decomposition import MIN_GAP, CPDecomposer, Decomposition
 from .metrics import prediction_error
 from .models import BRNN, IORNN
 from .moments import CHUNK_STEPS, StepStream
@@ -63,6 +63,29 @@ __all__ = ["SpectralIORNN", "SpectralBRNN", "solve_scales_and_recurrence", "chec
 #: share of the moment tensor's mass (and more than 200x an average step): the estimate
 #: would be that step's, not the data's
 MAX_PEAK_SHARE = 2e-3
+
+
+#: after a sketched decomposition, re-estimate each unit's input direction in the full input space
+#: (:func:`refine_directions`, one more pass)
+REFINE_DIRECTIONS = True
+
+
+def refine_directions(stream: StepStream, dec: Decomposition, Q: np.ndarray) -> Decomposition:
+    """One step of the tensor power method per unit, in the full input space: ``a_j`` is replaced by
+    ``T(w_j, I, a_j)`` normalised (``w_j`` the column of ``pinv(W)`` dual to unit ``j``), one pass.
+    The decomposition inside the span ``Q`` (d_x, k) saw each unit through its projection on ``Q``, so
+    its ``w_j`` carries the factor ``||Q^T a1_j||^2 / ||a1_j||^2``: ``w_j`` is divided by it.
+
+    The sketch finds the span of the A1 rows from contractions with random vectors, whose overlap
+    with each ``a1_j`` is only about ``1 / sqrt(d_x)`` of their norm: the span's error grows like
+    ``d_x / sqrt(N)``, and so does that of directions read inside it. A contraction with the unit's
+    own direction and output dual has overlap about 1, so its error is of order ``sqrt(d_x / N)``
+    (docs/method.md, section 6, "The input span at large d_x")."""
+    C = stream.contract_pairs(output_pinv(dec.W), dec.A.T)  # (d_x, r)
+    A = C.T / np.maximum(np.linalg.norm(C, axis=0), 1e-300)[:, None]
+    A *= np.where(np.sum(A * dec.A, axis=1) < 0, -1.0, 1.0)[:, None]
+    inside = np.sum((A @ Q) ** 2, axis=1)  # ||Q^T a_j||^2 of the unit-norm refined directions
+    return Decomposition(A=A, W=dec.W / inside[:, None], gap=dec.gap)
 
 
 def check_activation(f: Polynomial) -> None:
@@ -212,7 +235,7 @@ class _SpectralBase(Params):
 
         decomposer = self.decomposer if self.decomposer is not None else CPDecomposer()
         sketched = n_components + decomposer.oversample < X.shape[2]
-        n_passes = self._n_passes + sketched
+        n_passes = self._n_passes + (2 if sketched and REFINE_DIRECTIONS else 1 if sketched else 0)
         bar = _Progress(self.progress, n_passes * n_steps, "spectral fit")
         t0 = time.perf_counter()  # the linear part of y, subtracted in the tensor passes (spectral_rnn.control)
         control = control_for(self.control_variate, proc, X, Y, lengths, dtype, device)
@@ -353,7 +376,8 @@ class _SpectralBase(Params):
                 "which looks at outputs, does not help here); clip or rank-transform the inputs, robust='on' "
                 "(median of means), or raise max_peak_share"
             )
-        return decomposer.decompose_projected(Tp, Q, n_components, random_state=rng, min_gap=min_gap)
+        dec = decomposer.decompose_projected(Tp, Q, n_components, random_state=rng, min_gap=min_gap)
+        return refine_directions(stream, dec, Q) if sketched and REFINE_DIRECTIONS else dec
 
     def predict(self, X: object, lengths: object = None) -> np.ndarray:
         """Conditional mean of the outputs, ``(n_sequences, T, d_y)``."""

@@ -22,7 +22,11 @@ on CPU or GPU:
 
 The per-step second-order terms enter every pass only through ``sum_t y_t kappa_t^T``
 (a ``d_y x K`` matrix), combined with the constant basis at the end of the pass.
-Every pass sees the valid steps of one chunk at a time through a :class:`Window`.
+Every pass sees the valid steps of one chunk at a time through a :class:`Window`, and asks it
+for what it needs of the scores (:meth:`Window.s_proj`, :meth:`Window.s_gram`,
+:meth:`Window.kappa_sum`, ...): from the full scores, or, where the process's score is linear
+in the inputs (Gaussian AR(1)), from products of the inputs with ``d_x x c`` matrices and lagged
+sums, never forming the score (docs/method.md, section 6, "The linear score").
 """
 
 from __future__ import annotations
@@ -45,6 +49,9 @@ __all__ = ["StepStream", "Window", "cross_moment"]
 CHUNK_STEPS = 1 << 16
 #: at most this many numbers (steps x (d_x + d_y)) in one chunk's window of inputs and outputs
 CHUNK_ENTRIES = 1 << 21
+#: default route of the passes where the process has a linear score (Gaussian AR(1)): ``None``: per
+#: request, whichever costs fewer products (:meth:`Window.prefers_linear`); ``True``: always; ``False``: never
+LINEAR_ROUTE: bool | None = None
 
 
 class _Sums(dict):
@@ -126,8 +133,13 @@ class Window:
     """
 
     def __init__(self, stream: "StepStream", X: torch.Tensor, Y: torch.Tensor | None, mask: torch.Tensor,
-                 lengths: torch.Tensor | None, t0: int) -> None:
+                 lengths: torch.Tensor | None, t0: int, valid: torch.Tensor | None = None) -> None:
         self._stream, self._X, self._Y, self._mask, self._lengths, self._t0 = stream, X, Y, mask, lengths, t0
+        self._valid = valid  # (n, W): steps inside their sequence (None: all)
+        #: the process's linear score (:meth:`~spectral_rnn.processes.AR1Process.linear_score`) when the
+        #: stream may use it, else None (the scores are then computed in full, :attr:`scores`)
+        self.linear = stream._linear_terms()
+        self._route = stream.linear if stream.linear is not None else LINEAR_ROUTE
 
     def _shift(self, A: torch.Tensor, k: int) -> torch.Tensor:
         """``A`` at step ``t - k`` for every valid step ``t`` (zero outside the sequence:
@@ -193,6 +205,176 @@ class Window:
             s = s * (t[None, :] < self._lengths[:, None]).unsqueeze(-1)
         return self._shift(s, k)
 
+    # ------------------------------------------------------------- what the passes ask of the scores
+    # Each has two routes: from the full scores (:attr:`scores`), or, when the stream uses the
+    # process's linear score (Gaussian AR(1), :attr:`linear`), from products of the inputs with
+    # d x c matrices, so no d x d product is computed per step.
+
+    def _untake(self, g: torch.Tensor) -> torch.Tensor:
+        """Rows (m, c) of the valid, owned steps back to window shape (n, W, c), zero elsewhere."""
+        n, W = self._X.shape[:2]
+        if self._mask is None:
+            return g.reshape(n, W, g.shape[1])
+        H = g.new_zeros((n, W, g.shape[1]))
+        H[self._mask] = g
+        return H
+
+    def _has_next(self) -> torch.Tensor:
+        """(n, W - 1) bool: step ``t`` of the window has a successor in its sequence (as in
+        :meth:`~spectral_rnn.processes.AR1Process.score_terms`)."""
+        n, W = self._X.shape[:2]
+        t_abs = torch.arange(self._t0, self._t0 + W, device=self._X.device)
+        last = (torch.full((n, 1), self._t0 + W - 1, device=self._X.device) if self._lengths is None
+                else self._lengths[:, None].to(self._X.device) - 1)
+        return t_abs[None, :-1] < last
+
+    def prefers_linear(self, c: int) -> bool:
+        """Whether a request of width ``c`` (a projection on ``c`` columns, or a sum against ``c`` per-step
+        columns) goes by the linear score: where there is one, the route allows it, and the full scores
+        are not computed yet and cost more: two (two-sided: three) ``d_x x d_x`` products per step against
+        one (three) more ``d_x x c`` products."""
+        if self.linear is None or self._route is False:
+            return False
+        if self._route is True:
+            return True
+        if "_score_window" in self.__dict__:  # already paid for
+            return False
+        two = self._stream.two_sided
+        return (3 if two else 1) * c < (3 if two else 2) * self._X.shape[2]
+
+    def s_proj(self, M: torch.Tensor) -> torch.Tensor:
+        """``s_t M`` (m, c) for ``M`` (d_x, c): the scores projected on the columns of ``M``."""
+        L = self.linear
+        if not self.prefers_linear(M.shape[1]):
+            return self.s @ M
+        X = self._X
+        n, W, d = X.shape
+        c = M.shape[1]
+        two = self._stream.two_sided
+        mats = [L["P"] @ M, L["FtP"] @ M] + ([L["PF"] @ M, L["FtPF"] @ M] if two else [])
+        Z = (X.reshape(-1, d) @ torch.cat(mats, dim=1)).view(n, W, len(mats) * c)
+        S = Z[..., :c] - L["bP"] @ M  # x_t P M - b P M
+        S[:, 1:] -= Z[:, :-1, c:2 * c]  # - x_{t-1} F^T P M
+        if self._t0 == 0:  # the first step: its own law
+            S[:, 0] = X[:, 0] @ (L["P0"] @ M) - L["m0P0"] @ M
+        if two and W > 1:  # - r_{t+1}^T P F M where x_{t+1} exists
+            nxt = Z[:, 1:, 2 * c:3 * c] - Z[:, :-1, 3 * c:] - L["bPF"] @ M
+            S[:, :-1] -= nxt * self._has_next().unsqueeze(-1)
+        return self._take(S)
+
+    def s_gram(self, g: torch.Tensor, lag: int = 0) -> torch.Tensor:
+        """``sum_t g_t^T s_{t-lag}`` (c, d_x) for ``g`` (m, c) rows of the valid, owned steps (the
+        score of a step outside its sequence counts as zero)."""
+        L = self.linear
+        if not self.prefers_linear(g.shape[1]):
+            return g.T @ (self.s if lag == 0 else self.s_lag(lag))
+        X = self._X
+        n, W, d = X.shape
+        c = g.shape[1]
+        H = self._untake(g)
+        if lag:  # H_u = g_{u + lag}: the step whose score enters, zero outside the window
+            H = self._shift_window(H, -lag)
+            if self._valid is not None:
+                H = H * self._valid.unsqueeze(-1)
+        two = self._stream.two_sided
+        # one operand, one product with x: rows u hold H_u (for x_u) and H_{u+1} (for x_{u-1}); two-sided
+        # also Hc_u (H_u where x_{u+1} exists) and Hc_{u-1} (for x_{u+1})
+        B = H.new_zeros((n, W, (4 if two else 2) * c))
+        B[..., :c] = H
+        B[:, :-1, c:2 * c] = H[:, 1:]
+        if two:
+            Hc = B[..., 2 * c:3 * c]
+            Hc[:, :-1] = H[:, :-1] * self._has_next().unsqueeze(-1)
+            B[:, 1:, 3 * c:] = Hc[:, :-1]
+        R = B.reshape(-1, B.shape[2]).T @ X.reshape(-1, d)
+        h = H.reshape(-1, c).sum(0)
+        RH = R[:c]
+        out = -(R[c:2 * c] @ L["FtP"])
+        if self._t0 == 0:  # the first step: P0 (x_1 - m0) instead of the transition's score
+            H0 = H[:, 0]
+            R0, h0 = H0.T @ X[:, 0], H0.sum(0)
+            out += R0 @ L["P0"] - torch.outer(h0, L["m0P0"])
+            RH, h = RH - R0, h - h0
+        out += RH @ L["P"] - torch.outer(h, L["bP"])
+        if two:
+            hc = Hc.reshape(-1, c).sum(0)
+            out += R[2 * c:3 * c] @ L["FtPF"] - R[3 * c:] @ L["PF"] + torch.outer(hc, L["bPF"])
+        return out
+
+    def _shift_window(self, A: torch.Tensor, k: int) -> torch.Tensor:
+        """``A`` (n, W, c) at step ``t - k`` for every step of the window (zero outside it)."""
+        n, W = A.shape[:2]
+        out = torch.zeros_like(A)
+        if abs(k) < W:
+            if k > 0:
+                out[:, k:] = A[:, :-k]
+            else:
+                out[:, :k] = A[:, -k:]
+        return out
+
+    @cached_property
+    def _kappa_window(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(kc, groups, basis)``: the second-order weights in compact form, ``kappa = kc[..., groups]``,
+        with ``kc`` (n, W, G) and ``groups`` (K,). The full scores: ``G = K``; the linear score: one
+        column per block of the basis (the transition, the first step, the next step's factor)."""
+        L = self.linear
+        if L is None:
+            sw = self._score_window
+            return sw.kappa, torch.arange(sw.kappa.shape[-1], device=sw.kappa.device), sw.basis
+        X = self._X
+        n, W, d = X.shape
+        two = self._stream.two_sided
+        kc = X.new_zeros((n, W, 3 if two else 2))
+        kc[..., 0] = 1.0
+        if self._t0 == 0:
+            kc[:, 0, 0] = 0.0
+            kc[:, 0, 1] = 1.0
+        if two and W > 1:
+            kc[:, :-1, 2] = self._has_next().to(X.dtype)
+        groups = torch.arange(kc.shape[-1], device=X.device).repeat_interleave(d)
+        return kc, groups, L["two"] if two else L["one"]
+
+    @cached_property
+    def kappa_c(self) -> torch.Tensor:
+        """The compact second-order weights of the valid, owned steps (m, G); ``kappa = kappa_c[:, groups]``."""
+        return self._take(self._kappa_window[0])
+
+    @property
+    def groups(self) -> torch.Tensor:
+        return self._kappa_window[1]
+
+    @property
+    def basis(self) -> torch.Tensor:
+        """The constant basis (K, d_x) of the scores."""
+        return self._kappa_window[2]
+
+    @property
+    def tau(self) -> torch.Tensor | None:
+        """Third-order weights (m, K) or None (zero)."""
+        return None if self.linear is not None else self.scores.tau
+
+    def require_third(self) -> None:
+        if self.linear is None:
+            self.scores.require_third()
+
+    def kappa_proj(self, V: torch.Tensor, absolute: bool = False) -> torch.Tensor:
+        """``kappa_t V`` (m, r) for ``V`` (K, r) (``|kappa_t| V`` with ``absolute``)."""
+        kc = self.kappa_c.abs() if absolute else self.kappa_c
+        G = kc.shape[1]
+        if G == V.shape[0]:  # one weight per basis row
+            return kc @ V
+        return kc @ V.new_zeros((G, V.shape[1])).index_add_(0, self.groups, V)
+
+    def kappa_sum(self, g: torch.Tensor) -> torch.Tensor:
+        """``sum_t g_t^T kappa_t`` (c, K) for ``g`` (m, c)."""
+        out = g.T @ self.kappa_c
+        return out if out.shape[1] == self.groups.shape[0] else out[:, self.groups]
+
+    def s2_quad(self, A: torch.Tensor) -> torch.Tensor:
+        """``S_2(a_j, a_j) = (s . a_j)^2 - sum_k kappa_k (b_k . a_j)^2`` for rows ``a_j`` of ``A`` (r, d): (m, r)."""
+        sa = self.s_proj(A.T)
+        return sa * sa - self.kappa_proj((self.basis @ A.T) ** 2)
+
     @property
     def s(self) -> torch.Tensor:
         return self.scores.s
@@ -218,6 +400,11 @@ class StepStream:
         steps (robust to a few extreme steps, such as a sequence close to diverging).
     dual: with ``blocks``, passes return plain means but keep the median of means of the
         last pass too, so that :meth:`use_blocks` can switch to it without a second pass.
+    linear: whether the passes use the process's linear score where it has one (Gaussian
+        innovations: :meth:`~spectral_rnn.processes.AR1Process.linear_score`), asking for the
+        projections and lagged sums they need in ``O(d_x c)`` per step instead of computing the
+        full score (two ``d_x x d_x`` products per step); ``None`` (default): :data:`LINEAR_ROUTE`
+        (by default per request, whichever is cheaper). Both routes give the same sums (to rounding).
     """
 
     def __init__(
@@ -233,8 +420,10 @@ class StepStream:
         progress=None,
         blocks: int | None = None,
         dual: bool = False,
+        linear: bool | None = None,
     ) -> None:
         self.X, self.Y, self.lengths, self.process = X, Y, lengths, process
+        self.linear = linear
         self.two_sided = two_sided
         self.device, self.dtype = torch.device(device), dtype
         self.progress = progress
@@ -252,6 +441,15 @@ class StepStream:
         self.window_steps = min(chunk_steps, max(256, CHUNK_ENTRIES // max(1, width)))
         self._basis: np.ndarray | None = None
         self.lag_cross: dict = {}
+
+    def _linear_terms(self) -> dict | None:
+        """The process's linear score when the passes use it (see ``linear``), else None."""
+        if self.linear is False:
+            return None
+        get = getattr(self.process, "linear_score", None)
+        if get is None or (self.linear is None and LINEAR_ROUTE is False):
+            return None
+        return get(self.device, self.dtype)
 
     def _to(self, A: np.ndarray) -> torch.Tensor:
         """A chunk as a tensor of the compute dtype on the device (a float32 source is converted
@@ -287,7 +485,7 @@ class StepStream:
                 mask = torch.zeros(W, dtype=torch.bool, device=self.device)
                 mask[o0:o1] = True
                 mask = mask.expand(Xw.shape[0], W)
-            Lw = None
+            Lw, valid = None, None
             if self.lengths is not None:
                 Lw = torch.as_tensor(self.lengths[rows], device=self.device)
                 valid = torch.arange(w0, w1, device=self.device)[None, :] < Lw[:, None]
@@ -297,7 +495,7 @@ class StepStream:
                     Yw = Yw.masked_fill(~valid.unsqueeze(-1), 0.0)
             elif w1 < T:  # a window cut in time: mark its real end for the two-sided score
                 Lw = torch.full((Xw.shape[0],), T, device=self.device)
-            win = Window(self, Xw, Yw, mask, Lw, w0)
+            win = Window(self, Xw, Yw, mask, Lw, w0, valid)
             yield win
             del Xw, Yw, mask, Lw
             _trim_heap()
@@ -341,7 +539,7 @@ class StepStream:
         if self.device.type != "cpu":
             raise InputError("Dask inputs are fitted on the CPU (device='cpu'); each worker holds its blocks")
         cfg = {"process": self.process, "two_sided": self.two_sided, "dtype": self.dtype,
-               "chunk_steps": self.chunk_steps, "block_steps": self.block_steps,
+               "chunk_steps": self.chunk_steps, "block_steps": self.block_steps, "linear": self.linear,
                "blocks": self.blocks if blocks else None, "control": getattr(self, "control", None)}
         parts = compute_blocks(_dask_block_sums, self.X, self.Y, self.lengths, fn, args, cfg)
         sums = _Sums(blocks=bool(cfg["blocks"]))
@@ -366,6 +564,15 @@ class StepStream:
         B = self._basis_np()
         corr = np.einsum("ak,ki,kb->iab", m["yk"], B, B @ Omega)
         return m["acc"] - corr.reshape(Omega.shape[0], -1)
+
+    def contract_pairs(self, Theta: np.ndarray, Omega: np.ndarray) -> np.ndarray:
+        """``T(theta_j, I, omega_j)`` for each column pair ``j`` of ``Theta`` (d_y, r) and ``Omega`` (d_x, r):
+        returns (d_x, r). With ``theta_j`` the dual of the output weight of unit ``j`` and ``omega_j`` its
+        input direction, column ``j`` is a multiple of ``a1_j`` plus noise of order ``sqrt(d_x / N)``: one
+        step of the tensor power method in the full input space. Per chunk: :func:`pairs_chunk`."""
+        m = self.reduce(pairs_chunk, self._to(Theta), self._to(Omega))
+        B = self._basis_np()
+        return m["acc"] - B.T @ (m["yk"].T * (B @ Omega))
 
     def project(self, Q: np.ndarray, lags: tuple[int, ...] = ()) -> np.ndarray:
         """``T(I, Q, Q)`` for ``Q`` (d_x, k): returns (d_y, k, k). Per chunk: :func:`project_chunk`.
@@ -462,7 +669,7 @@ def _dask_block_sums(X: np.ndarray, Y: np.ndarray | None, lengths: np.ndarray | 
     """One Dask task: the pass ``fn`` over one block of whole sequences, returned as raw sums
     (not means), closed median-of-means blocks and maxima, to be added on the client."""
     st = StepStream(X, Y, lengths, cfg["process"], two_sided=cfg["two_sided"], dtype=cfg["dtype"],
-                    chunk_steps=cfg["chunk_steps"])
+                    chunk_steps=cfg["chunk_steps"], linear=cfg.get("linear"))
     st.control = cfg.get("control")
     if cfg["blocks"]:
         st.blocks, st.block_steps = cfg["blocks"], cfg["block_steps"]
@@ -502,14 +709,24 @@ def _accumulate(sums: "_Sums", part: dict) -> None:
 def sketch_chunk(w: Window, Th: torch.Tensor, Om: torch.Tensor) -> dict:
     """Partial sums of :meth:`StepStream.sketch`: ``acc`` (d_x, p k) = ``sum_t s_t ((Th^T y_t) (x) (Om^T s_t))``,
     ``yk`` (p, K) = ``sum_t (Th^T y_t) kappa_t^T``."""
-    sc = w.scores
-    yt = w.y_tensor @ Th  # (m, p)
-    so = sc.s @ Om  # (m, k)
+    yt = w.y_tensor @ Th  # (m, p); a control variate subtracted where the stream has one
+    so = w.s_proj(Om)  # (m, k)
     p, k = yt.shape[1], so.shape[1]
-    acc = sc.s.new_zeros((sc.s.shape[1], p * k))
-    for b in _row_blocks(yt.shape[0], p * k):
-        acc += sc.s[b].T @ (yt[b, :, None] * so[b, None, :]).reshape(-1, p * k)
-    return {"acc": acc, "yk": yt.T @ sc.kappa}
+    if w.prefers_linear(p * k):  # one lagged-sum product: s_t is never formed
+        acc = w.s_gram((yt[:, :, None] * so[:, None, :]).reshape(-1, p * k)).T
+    else:
+        s = w.s
+        acc = s.new_zeros((s.shape[1], p * k))
+        for b in _row_blocks(yt.shape[0], p * k):
+            acc += s[b].T @ (yt[b, :, None] * so[b, None, :]).reshape(-1, p * k)
+    return {"acc": acc, "yk": w.kappa_sum(yt)}
+
+
+def pairs_chunk(w: Window, Th: torch.Tensor, Om: torch.Tensor) -> dict:
+    """Partial sums of :meth:`StepStream.contract_pairs`: ``acc`` (d_x, r) = ``sum_t s_t (Th^T y_t) * (Om^T s_t)``,
+    ``yk`` (r, K) = ``sum_t (Th^T y_t) kappa_t^T``."""
+    yt = w.y_tensor @ Th  # (m, r); a control variate subtracted where the stream has one
+    return {"acc": w.s_gram(yt * w.s_proj(Om)).T, "yk": w.kappa_sum(yt)}
 
 
 def _contract_wide(y: torch.Tensor, sq: torch.Tensor, parts: list) -> tuple[torch.Tensor, list]:
@@ -548,65 +765,72 @@ def project_chunk(w: Window, Qt: torch.Tensor, lags: tuple[int, ...] = ()) -> di
     """Partial sums of :meth:`StepStream.project`: ``acc`` (d_y, k(k+1)/2) = ``sum_t y_t (u_a u_b)_{a<=b}``
     with ``u = Q^T s_t``; ``yk`` (d_y, K); the mass sums and the heaviest step (``max:peak``:
     its mass, ``||y_t||`` and ``||Q^T S_2 Q||`` bound); ``("lag", k)`` (d_y, d_x) = ``sum_t y_t s_{t-k}^T``."""
-    sc = w.scores
     y = w.y
     yt = w.y_tensor  # the tensor's outputs (a control variate subtracted); the lag moments keep y
-    sq = sc.s @ Qt  # (m, k)
+    sq = w.s_proj(Qt)  # (m, k)
     k = sq.shape[1]
     nt = k * (k + 1) // 2
-    lagged = [w.s_lag(lag) for lag in lags]
-    parts = [sc.kappa] + lagged
+    kc = w.kappa_c
+    # the full scores: the lagged scores ride in the same product as y; the linear score: lagged sums
+    lin_lags = bool(lags) and w.prefers_linear(y.shape[1])
+    lagged = [] if lin_lags else [w.s_lag(lag) for lag in lags]
+    parts = [kc] + lagged
     if yt is not y:
-        acc, done = _contract_wide(yt, sq, [sc.kappa])
+        acc, done = _contract_wide(yt, sq, [kc])
         done += [y.T @ part for part in lagged]
     elif y.shape[1] <= nt:  # narrow outputs: reading y again costs less than copying into one operand
         acc = torch.cat([y.T @ (sq[:, a:] * sq[:, a:a + 1]) for a in range(k)], dim=1)
         done = [y.T @ part for part in parts]
     else:
         acc, done = _contract_wide(y, sq, parts)
-    BQ2 = ((sc.basis @ Qt) ** 2).sum(1)  # (K,) ||Q^T b_k||^2
+    lag_moments = [w.s_gram(y, lag) for lag in lags] if lin_lags else done[1:]
+    yk = done[0] if done[0].shape[1] == w.groups.shape[0] else done[0][:, w.groups]
+    BQ2 = ((w.basis @ Qt) ** 2).sum(1)  # (K,) ||Q^T b_k||^2
     ynorm = y.norm(dim=1)
-    spart = (sq * sq).sum(1) + sc.kappa.abs() @ BQ2  # bounds ||Q^T S_2 Q||
+    spart = (sq * sq).sum(1) + w.kappa_proj(BQ2[:, None], absolute=True)[:, 0]  # bounds ||Q^T S_2 Q||
     mass = ynorm * spart  # each step's weight in the tensor
-    out = {"acc": acc, "yk": done[0], "mass": mass.sum(), "ynorm": ynorm.sum(), "spart": spart.sum()}
+    out = {"acc": acc, "yk": yk, "mass": mass.sum(), "ynorm": ynorm.sum(), "spart": spart.sum()}
     if mass.numel():  # a chunk may hold only padding
         i = int(mass.argmax())
         out["max:peak"] = torch.stack([mass[i], ynorm[i], spart[i]])
-    for lag, moment in zip(lags, done[1:]):
+    for lag, moment in zip(lags, lag_moments):
         out[("lag", lag)] = moment
     return out
 
 
 def lag_chunk(w: Window, lags: tuple[int, ...]) -> dict:
     """``("lag", k)`` (d_y, d_x) = ``sum_t y_t s_{t-k}^T`` for each lag ``k``."""
-    return {("lag", lag): w.y.T @ w.s_lag(lag) for lag in lags}
+    return {("lag", lag): w.s_gram(w.y, lag) for lag in lags}
 
 
 def first_order_chunk(w: Window) -> dict:
     """``M`` (d_y, d_x) = ``sum_t y_t s_t^T``."""
-    return {"M": w.y.T @ w.s}
+    return {"M": w.s_gram(w.y)}
 
 
 def project3_chunk(w: Window, Pt: torch.Tensor, Qt: torch.Tensor, lags: tuple[int, ...] = ()) -> dict:
     """Partial sums of :meth:`StepStream.project3` (``uuu`` (p, k^3), ``uk`` (p, k K), ``tau`` (p, K))
     and the lag cross-moments of :func:`lag_chunk`."""
-    sc = w.scores
-    sc.require_third()
+    w.require_third()
     yp = w.y_tensor @ Pt  # (m, p); a control variate subtracted where the stream has one
-    u = sc.s @ Qt  # (m, k)
-    k, K = u.shape[1], sc.kappa.shape[1]
+    u = w.s_proj(Qt)  # (m, k)
+    kc = w.kappa_c  # (m, G): kappa = kc[:, groups]
+    k, G = u.shape[1], kc.shape[1]
     uuu = yp.new_zeros((yp.shape[1], k**3))
-    uk = yp.new_zeros((yp.shape[1], k * K))
-    for b in _row_blocks(u.shape[0], k**3 + k * K):
+    uk = yp.new_zeros((yp.shape[1], k * G))
+    for b in _row_blocks(u.shape[0], k**3 + k * G):
         ub = u[b]
         uu = (ub[:, :, None] * ub[:, None, :]).reshape(-1, k * k)
         uuu += yp[b].T @ (uu[:, :, None] * ub[:, None, :]).reshape(-1, k**3)
-        uk += yp[b].T @ (ub[:, :, None] * sc.kappa[b][:, None, :]).reshape(-1, k * K)
+        uk += yp[b].T @ (ub[:, :, None] * kc[b][:, None, :]).reshape(-1, k * G)
+    if G != w.groups.shape[0]:
+        uk = uk.reshape(-1, k, G)[:, :, w.groups].reshape(uk.shape[0], -1)
     out = {"uuu": uuu, "uk": uk}
-    if sc.tau is not None:
-        out["tau"] = yp.T @ sc.tau
+    tau = w.tau
+    if tau is not None:
+        out["tau"] = yp.T @ tau
     for lag in lags:
-        out[("lag", lag)] = w.y.T @ w.s_lag(lag)
+        out[("lag", lag)] = w.s_gram(w.y, lag)
     return out
 
 

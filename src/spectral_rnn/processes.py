@@ -101,10 +101,10 @@ def tail_index(sample: np.ndarray) -> np.ndarray:
     k = int(np.sqrt(m))
     if k < 10:
         return np.full(sample.shape[1], np.inf)
-    a = np.abs(sample)
-    top = -np.sort(-np.partition(a, m - k - 1, axis=0)[m - k - 1:], axis=0)  # (k + 1, d) descending
-    logs = np.log(np.maximum(top[:k], 1e-300)) - np.log(np.maximum(top[k], 1e-300))
-    mean = logs.mean(axis=0)
+    a = np.ascontiguousarray(np.abs(sample).T)  # (d, m), each coordinate's values contiguous: partitioned row by row
+    top = -np.sort(-np.partition(a, m - k - 1, axis=1)[:, m - k - 1:], axis=1)  # (d, k + 1) descending
+    logs = np.log(np.maximum(top[:, :k], 1e-300)) - np.log(np.maximum(top[:, k:], 1e-300))
+    mean = logs.mean(axis=1)
     return np.where(mean > 0, 1.0 / np.maximum(mean, 1e-300), np.inf)
 
 
@@ -553,6 +553,35 @@ class AR1Process(Params):
             }
         return self._cache[key]
 
+    def linear_score(self, device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor] | None:
+        """The score as a linear function of the inputs, when it is one (Gaussian innovations and a
+        Gaussian first step), else ``None``. Row form (``x`` rows, ``P = Sigma^-1``, ``P0 = Sigma0^-1``)::
+
+            s_t = x_t P - x_{t-1} F^T P - b P                    (t >= 1)
+            s_1 = x_1 P0 - m0 P0                                 (the first step)
+            s_t -= x_{t+1} P F - x_t F^T P F - b P F             (two-sided, where x_{t+1} exists)
+
+        so a pass can ask for ``s_t M`` (``M`` (d, c)) in ``O(d c)`` per step and for ``sum_t g_t^T s_t``
+        from lagged sums ``sum_t g_t^T x_{t+j}`` contracted afterwards, never forming ``s_t`` (two
+        ``d x d`` products per step). Keys: ``P``, ``FtP`` (``F^T P``), ``PF``, ``FtPF`` (d, d);
+        ``bP``, ``bPF``, ``m0P0`` (d,); ``P0`` (d, d); ``one``, ``two``: the constant bases of
+        :meth:`score_terms` (whose ``kappa`` is 1 on the rows of the block that applies at a step)."""
+        if not (isinstance(getattr(self, "law_", None), GaussianLaw)
+                and isinstance(getattr(self, "first_law_", None), GaussianLaw)):
+            return None
+        key = ("linear", str(device), dtype)
+        if key not in self._cache:
+            to = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=dtype, device=device)  # noqa: E731
+            W, W0, F, b = self.whiten_, self.whiten0_, self.F_, self.intercept_
+            P, P0 = W.T @ W, W0.T @ W0
+            PF = P @ F
+            self._cache[key] = {
+                "P": to(P), "FtP": to(F.T @ P), "PF": to(PF), "FtPF": to(F.T @ PF), "P0": to(P0),
+                "bP": to(b @ P), "bPF": to(b @ PF), "m0P0": to(self.initial_mean_ @ P0),
+                "one": to(np.vstack([W, W0])), "two": to(np.vstack([W, W0, -(W @ F)])),
+            }
+        return self._cache[key]
+
     def score_terms(
         self, X: torch.Tensor, lengths: torch.Tensor | None = None, t0: int = 0, two_sided: bool = False
     ) -> StepScores:
@@ -666,12 +695,34 @@ def _ls_block_sums(X, _Y, lengths: np.ndarray | None, centre: np.ndarray, chunk_
     centred at ``centre``: ``(Z, C, Sxx, n_pairs)`` with ``Z = sum [x_{t-1}; 1][x_{t-1}; 1]^T``,
     ``C = sum [x_{t-1}; 1] x_t^T``, ``Sxx = sum x_t x_t^T`` over all transitions. A pure function of
     the block: blocks are summed (serially, or as Dask tasks)."""
-    d = X.shape[2]
+    n, T, d = X.shape
     Z = np.zeros((d + 1, d + 1))
     C = np.zeros((d + 1, d))
     Sxx = np.zeros((d, d))
     n_pairs = 0
     ctr = torch.as_tensor(centre)
+    cap = min(chunk_steps, max(256, (1 << 21) // d))  # at most 2M numbers per chunk, as _pairs
+    if lengths is None and 2 <= T <= cap:
+        # whole sequences in every chunk: the sums of the flat chunk, less the terms that straddle two
+        # sequences or lack a partner; one symmetric and one full d x d product per step (the
+        # transitions' sums took three full ones and copies of x_{t-1} and x_t)
+        for rows, _, _, _, _ in iter_windows(n, T, cap):
+            _trim_heap()
+            xw = np.asarray(X[rows], dtype=np.float64) - centre  # (nb, T, d), centred (a new array)
+            flat = xw.reshape(-1, d)
+            first, last = xw[:, 0], xw[:, -1]
+            G = flat.T @ flat  # numpy sees A^T A: a symmetric rank-k update (half a product)
+            tot = flat.sum(0)
+            Z[:d, :d] += G - last.T @ last
+            Sxx += G - first.T @ first
+            ft = torch.as_tensor(flat)  # torch's full product is faster than numpy's here; numpy's A^T A is
+            C[:d] += (ft[:-1].T @ ft[1:]).numpy() - last[:-1].T @ first[1:]  # symmetric, torch's is not
+            Z[:d, d] += tot - last.sum(0)
+            C[d] += tot - first.sum(0)
+            n_pairs += xw.shape[0] * (T - 1)
+        Z[d, :d] = Z[:d, d]
+        Z[d, d] = n_pairs
+        return Z, C, Sxx, n_pairs
     for prev, cur, _ in AR1Process._pairs(X, lengths, chunk_steps):
         _trim_heap()
         if cur.shape[0] == 0:

@@ -66,20 +66,49 @@ def instrument_chunk(w: Window, specs: tuple) -> dict:
     ``O(m d_x d_h)``: ``phi`` is never multiplied by ``x_t`` itself, and the second-order score enters
     as ``S_2(a_j, a_j) = (s . a_j)^2 - sum_k kappa_k (b_k . a_j)^2``."""
     out = {}
+    X = w._X
+    n, W, d = X.shape
+    Xf = X.reshape(-1, d)
+    # the chains' products with x, their scores and their outputs: one request each for all chains
+    A_all = torch.cat([Ah for Ah, _, _, _ in specs])  # (sum d_h, d_x)
+    XA_all = (Xf @ A_all.T).view(n, W, -1)  # A_hat x at every step of the window: shifted, not x itself
+    orders = sorted({order for _, _, order, _ in specs})
+    sc_all = {o: w.s_proj(A_all.T) if o == 1 else w.s2_quad(A_all) for o in orders}  # S_1(a_j) or S_2(a_j, a_j)
+    lags = sorted({0} | {1 if direction == "past" else -1 for _, _, _, direction in specs})
+    y_all = dict(zip(lags, w.lagged_products("_Y", torch.cat([Wp for _, Wp, _, _ in specs], dim=1), tuple(lags))))
+    widths = [2 * (3 * Ah.shape[0] + 1) for Ah, _, _, _ in specs]
+    S = X.new_zeros((n, W, sum(widths)))  # per chain, row u: [R, 1]_{u+lag} and [R, 1]_{u+2 lag}
+    parts = []
+    a0 = s0 = 0
     for i, (Ah, Wp, order, direction) in enumerate(specs):
-        if direction == "past":
-            x1, x2, lag = w.x_prev, w.x_prev2, 1
-        else:
-            x1, x2, lag = w.x_next, w.x_next2, -1
-        q = (x1 @ Ah.T) ** 2
-        sc = w.s @ Ah.T if order == 1 else w.scores.s2_quad(Ah)  # S_1(a_j) or S_2(a_j, a_j)
-        yW, ylagW = w.lagged_products("_Y", Wp, (0, lag))  # y_t Wp and y_{t-lag} Wp: y read once
-        R = torch.cat([w.x @ Ah.T, ylagW, yW * sc], dim=1)  # (m, 3 d_h)
+        lag = 1 if direction == "past" else -1
+        cols = slice(a0, a0 + Ah.shape[0])
+        XA = XA_all[..., cols]
+        x1A = w._shift(XA, lag)  # A_hat x_{t-lag} (the instrument's x_1), rows
+        q = x1A * x1A
+        R = torch.cat([w._take(XA), y_all[lag][:, cols], y_all[0][:, cols] * sc_all[order][:, cols]], dim=1)
+        r = R.shape[1]  # 3 d_h
+        # sum_t x_{t-k} [R_t, 1]^T = sum_u x_u [R, 1]_{u+k}^T: the narrow [R, 1] is shifted, and one product
+        # with the window's x (for all chains) gives the x_1 and x_2 blocks and their sums
+        R1 = w._untake(torch.cat([R, R.new_ones((R.shape[0], 1))], dim=1))  # (n, W, r + 1)
+        for j, k in enumerate((lag, 2 * lag)):
+            if abs(k) < W:
+                dst = S[:, :, s0 + j * (r + 1):s0 + (j + 1) * (r + 1)]
+                if k > 0:
+                    dst[:, :-k] = R1[:, k:]
+                else:
+                    dst[:, -k:] = R1[:, :k]
+        parts.append((i, R, q, r, s0))
+        a0 += Ah.shape[0]
+        s0 += 2 * (r + 1)
+    XS_all = Xf.T @ S.view(-1, S.shape[2])  # (d, sum of widths)
+    for i, R, q, r, s0 in parts:
+        XS = XS_all[:, s0:s0 + 2 * (r + 1)]
         out[(i, "one")] = R.sum(0)
-        out[(i, "x1")] = x1.T @ R
-        out[(i, "x2")] = x2.T @ R
+        out[(i, "x1")] = XS[:, :r]
+        out[(i, "x2")] = XS[:, r + 1:2 * r + 1]
         out[(i, "q")] = q.T @ R
-        out[(i, "phi")] = torch.cat([R.new_full((1,), float(R.shape[0])), x1.sum(0), x2.sum(0), q.sum(0)])
+        out[(i, "phi")] = torch.cat([R.new_full((1,), float(R.shape[0])), XS[:, r], XS[:, 2 * r + 1], q.sum(0)])
     return out
 
 
