@@ -76,10 +76,11 @@ __all__ = ["uses_odd_route", "fit_iornn_odd", "fit_brnn_odd", "decompose_symmetr
 NLS_STEPS = (100_000, 300_000)
 
 #: the least standard deviation of its hidden state a fitted unit keeps (on the data the scales are
-#: fitted on). Below it ``f`` is linear to within about ``SCALE_FLOOR^2 / 3`` (0.1% for tanh), so only
-#: the product of the unit's input and output weights is identified and the L-BFGS stage may drive ``s_j`` towards 0 and the
-#: read-out towards infinity (seen on a real series: ``A1 = 3e-8``, ``A2 = 8e6``, a start that
-#: backpropagation could not move); such a unit is rescaled to this level, its read-out refitted.
+#: fitted on). Below it ``f`` is linear to within about ``SCALE_FLOOR^2 / 3`` (0.1% for tanh), so
+#: only the product of the unit's input and output weights is identified, and the L-BFGS stage
+#: may drive ``s_j`` towards 0 and the read-out towards infinity (seen on a real series:
+#: ``A1 = 3e-8``, ``A2 = 8e6``, a start that backpropagation could not move); such a unit is
+#: rescaled to this level and its read-out refitted.
 SCALE_FLOOR = 0.05
 
 
