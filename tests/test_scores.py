@@ -273,10 +273,10 @@ def test_io_rnn_default_scores_on_non_gaussian_inputs(law):
 @pytest.mark.parametrize("law", ["laplace", "uniform", "bimodal", "t10"])
 def test_acceptance_non_gaussian_defaults(kind, law):
     """Issue floors at 1e6 steps, median over 5 seeds: A1, A2 <= 0.05, U <= 0.10, prediction <= 3e-3.
-    Known shortfall (see README, "Your inputs are not Gaussian"): the BRNN on uniform and bimodal
-    innovations, where two-sided scores need a density the data barely have."""
-    if kind == "brnn" and law in ("uniform", "bimodal"):
-        pytest.skip("BRNN with uniform/bimodal innovations misses the floor (measured, README)")
+    Known shortfall (see README, "Your inputs are not Gaussian"): the BRNN on uniform innovations,
+    refused, since its two-sided score needs a smooth density and the uniform law has edges."""
+    if kind == "brnn" and law == "uniform":
+        pytest.skip("BRNN with uniform innovations: refused (no smooth density has their two-sided score; README)")
     from spectral_rnn import prediction_error
 
     kw = {"d_x": 10, "d_h": 4} if kind == "iornn" else {"d_x": 12, "d_h": 3}
