@@ -387,3 +387,22 @@ def test_heavy_tailed_inputs_refused_unless_no_tail_check(tmp_path, capsys):
     code, out, err = run(capsys, *argv, "--no-tail-check")
     assert code == 0, err
     assert isinstance(load_model(tmp_path / "m"), IORNN)
+
+
+def test_control_variate_option(tmp_path, capsys):
+    """--control-variate on/off reaches the estimator (Laplace inputs: auto is on, so off differs);
+    a bad value exits 2 with one line."""
+    from spectral_rnn import make_planted
+
+    p = make_planted("iornn", d_x=4, d_h=2, d_y=3, n_steps=30_000, innovations="laplace", random_state=0)
+    save_data(tmp_path / "lap.npz", inputs=p.X, outputs=p.Y)
+    models = {}
+    for opt in ("auto", "on", "off"):
+        code, out, err = run(capsys, "fit", tmp_path / "lap.npz", "--hidden-size", "2", "--activation", "0,1,0.5",
+                             "--control-variate", opt, "--out", tmp_path / f"{opt}.safetensors")
+        assert code == 0, err
+        models[opt] = load_model(tmp_path / f"{opt}.safetensors")
+    assert np.array_equal(models["auto"].A1, models["on"].A1)
+    assert not np.allclose(models["on"].A1, models["off"].A1, rtol=0, atol=1e-9)
+    assert_one_line_error(*run(capsys, "fit", tmp_path / "lap.npz", "--hidden-size", "2", "--activation", "0,1,0.5",
+                               "--control-variate", "maybe", "--out", tmp_path / "x.safetensors"))

@@ -175,6 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "extreme steps dominate), on (always median of means), off (plain means; refuse such data)")
     f.add_argument("--threads", type=_positive_int, default=None,
                    help="threads of torch and the BLAS pool during the fit (default: the CPUs other jobs leave free)")
+    f.add_argument("--control-variate", choices=("auto", "on", "off"), default="auto",
+                   help="subtract from the outputs their linear fit on neighbouring inputs in the tensor passes "
+                        "(same tensor in expectation, less noise): auto (default: on for non-Gaussian inputs), "
+                        "on, off")
     f.add_argument("--no-tail-check", dest="tail_check", action="store_false",
                    help="fit even when an input's innovations look too heavy-tailed for the moments to converge "
                         "(tail index below 3.5; refused by default)")
@@ -313,7 +317,8 @@ def _cmd_fit(a: argparse.Namespace) -> int:
     est = Estimator(hidden_size=a.hidden_size, activation=a.activation, device=a.device,
                     random_state=a.seed, progress=sys.stderr.isatty(), outlier_factor=a.outlier_factor,
                     scores=a.scores, first_step=a.first_step, min_gap=a.min_gap, robust=a.robust,
-                    n_threads=a.threads, tail_check=a.tail_check)
+                    n_threads=a.threads, tail_check=a.tail_check,
+                    control_variate={"auto": "auto", "on": True, "off": False}[a.control_variate])
     t0 = time.perf_counter()
     est.fit(X, Y, lengths)
     seconds = time.perf_counter() - t0
