@@ -144,12 +144,7 @@ class Window:
     def _shift(self, A: torch.Tensor, k: int) -> torch.Tensor:
         """``A`` at step ``t - k`` for every valid step ``t`` (zero outside the sequence:
         padding is zeroed before a window is made)."""
-        n, W = A.shape[:2]
-        if abs(k) >= W:
-            return self._take(torch.zeros_like(A))
-        pad = A.new_zeros((n, abs(k)) + tuple(A.shape[2:]))
-        out = torch.cat([pad, A[:, :-k]], dim=1) if k > 0 else torch.cat([A[:, -k:], pad], dim=1)
-        return self._take(out)
+        return self._take(self._shift_window(A, k))
 
     def _take(self, A: torch.Tensor) -> torch.Tensor:
         """Rows of the valid, owned steps of a per-step window array (n, W, ...) -> (m, ...)."""
@@ -302,8 +297,10 @@ class Window:
         return out
 
     def _shift_window(self, A: torch.Tensor, k: int) -> torch.Tensor:
-        """``A`` (n, W, c) at step ``t - k`` for every step of the window (zero outside it)."""
-        n, W = A.shape[:2]
+        """``A`` (n, W, ...) at step ``t - k`` for every step of the window (zero outside it)."""
+        W = A.shape[1]
+        if k == 0:
+            return A
         out = torch.zeros_like(A)
         if abs(k) < W:
             if k > 0:

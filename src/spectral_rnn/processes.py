@@ -575,10 +575,11 @@ class AR1Process(Params):
             W, W0, F, b = self.whiten_, self.whiten0_, self.F_, self.intercept_
             P, P0 = W.T @ W, W0.T @ W0
             PF = P @ F
+            p = self._params(device, dtype)  # P, PF and the bases, as score_terms holds them
             self._cache[key] = {
-                "P": to(P), "FtP": to(F.T @ P), "PF": to(PF), "FtPF": to(F.T @ PF), "P0": to(P0),
+                "P": p["P"], "FtP": to(F.T @ P), "PF": p["PF"], "FtPF": to(F.T @ PF), "P0": to(P0),
                 "bP": to(b @ P), "bPF": to(b @ PF), "m0P0": to(self.initial_mean_ @ P0),
-                "one": to(np.vstack([W, W0])), "two": to(np.vstack([W, W0, -(W @ F)])),
+                "one": p["one"], "two": p["two"],
             }
         return self._cache[key]
 
