@@ -184,6 +184,11 @@ HIST_RANGE = (-16.0, 16.0)
 HIST_BINS = 8192
 
 
+def _bin_centres(n_bins: int) -> torch.Tensor:
+    """The centres (n_bins,) of the innovation histogram's bins over :data:`HIST_RANGE`."""
+    return torch.as_tensor(HIST_RANGE[0] + (np.arange(n_bins) + 0.5) * (HIST_RANGE[1] - HIST_RANGE[0]) / n_bins)
+
+
 def innovation_stats(chunks, d: int, max_sample: int = 200_000, n_total: int | None = None,
                      histogram: bool = False) -> InnovationStats:
     """Accumulate :class:`InnovationStats` from an iterable of ``(m, d)`` arrays or tensors.
@@ -470,7 +475,7 @@ class SmoothLaw(MarginalLaw):
         for i in range(d):
             if stats.hist is not None:  # every step, at the histogram's bin centres
                 nb = stats.hist.shape[1]
-                w = torch.as_tensor(HIST_RANGE[0] + (np.arange(nb) + 0.5) * (HIST_RANGE[1] - HIST_RANGE[0]) / nb)
+                w = _bin_centres(nb)
                 p = torch.as_tensor(stats.hist[i] / stats.hist[i].sum())
             else:
                 w = torch.as_tensor(stats.sample[:, i], dtype=torch.float64)
@@ -705,8 +710,7 @@ class SteinCorrectedLaw(MarginalLaw):
         L = self.degree
         if stats.hist is not None:
             d, nb = stats.hist.shape
-            width = (HIST_RANGE[1] - HIST_RANGE[0]) / nb
-            grid = torch.as_tensor(HIST_RANGE[0] + (np.arange(nb) + 0.5) * width)
+            grid = _bin_centres(nb)
             weights = torch.as_tensor(stats.hist / stats.hist.sum(1, keepdims=True))  # (d, nb)
             w = grid[:, None].expand(nb, d).contiguous()
             wt = weights.T  # (nb, d)
