@@ -69,6 +69,9 @@ def test_compare_bad_inputs(data):
         run_comparison(X, Y, hidden_size=4, lrs=(), budget=1)
     with pytest.raises(InputError):
         run_comparison(X[:10], Y, hidden_size=4, budget=1)
+    # everything after the data is keyword-only: a positional hidden size is refused by Python
+    with pytest.raises(TypeError, match="positional"):
+        run_comparison(X, Y, None, 4)
 
 
 def test_cli_fit_refine_and_compare(tmp_path, data, capsys):

@@ -30,17 +30,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ._checks import (
-    InputError,
-    SpectralRNNError,
-    check_nonnegative_int,
-    check_positive_int,
-    check_random_state,
-    check_real,
-    check_xy,
-    resolve_device,
-    valid_mask,
-)
+from ._checks import (InputError, SpectralRNNError, check_nonnegative_int, check_positive_int, check_random_state,
+                      check_real, check_xy, resolve_device, valid_mask)
 from .activations import ActivationLike, as_activation
 from . import estimators
 from .io import _atomic_write, check_output_path
@@ -263,10 +254,11 @@ def run_comparison(
     X: object,
     Y: object,
     lengths: object = None,
+    *,
+    truth=None,
     hidden_size: int = 4,
     activation: ActivationLike = (0.0, 1.0, 0.5),
     bidirectional: bool = False,
-    truth=None,
     budget: float = 60.0,
     test_fraction: float = 0.1,
     seeds: int | Sequence[int] = 3,
@@ -289,12 +281,13 @@ def run_comparison(
     Parameters
     ----------
     X, Y, lengths: the data (``(n, T, d_x)``, ``(n, T, d_y)``, ``(n,)``); ``test_fraction``
-        of the sequences are held out for evaluation, the rest train every method.
+        of the sequences are held out for evaluation, the rest train every method. Every
+        other parameter is keyword-only.
+    truth: the true model, if known: held-out error is then measured against its
+        conditional mean instead of the noisy held-out outputs.
     hidden_size, activation, bidirectional: the architecture (hidden size per chain);
         ``kind``: a registered model kind (:mod:`spectral_rnn.kinds`; default ``"iornn"``, or
         ``"brnn"`` with ``bidirectional``).
-    truth: the true model, if known: held-out error is then measured against its
-        conditional mean instead of the noisy held-out outputs.
     budget: wall-time budget in seconds of every BPTT run and of spectral + refinement
         together (runs may stop earlier by early stopping).
     seeds: number of baseline seeds (or the seeds); lrs, init_scales: the baseline grid
