@@ -1,10 +1,24 @@
 """Hand the memory of a finished chunk back to the system (glibc), so a pass's resident memory stays flat.
 
 glibc serves chunk-sized arrays (a few MB) from its heap once its dynamic mmap threshold has
-grown (it does after the first large block is freed), and the heap then fragments: without a
-trim after each chunk the resident memory of a 1e7-step fit from a float32 memory map grew by
-about 800 MB (measured: 885 MB peak beyond the data, 150 MB with the trim). ``malloc_trim(0)``
-returns the free pages; it runs after every 16th chunk (every chunk costs 1.6-1.8x in speed), and only inside :func:`trimming` (data read by slices). ``SPECTRAL_RNN_NO_TRIM=1`` turns it off (for measurements).
+grown (it does after the first large block is freed), and the heap then fragments: the free
+pages stay resident. Without trims the resident memory of a 1e7-step fit from a float32
+memory map grew by about 800 MB (measured: 885 MB peak beyond the data, 150 MB with the
+trim), and that of a 1e7-step fit from arrays in memory by 250-590 MB (its working set is
+about 100 MB; after the fit and one trim, 15 MB remain: fragmentation, not a leak).
+
+:func:`trim_heap` runs after every chunk of a pass, inside :func:`trimming` (the estimators'
+``fit``):
+
+* data read by slices (memory maps, Zarr, chunks): ``malloc_trim(0)`` after every
+  :data:`EVERY`-th chunk (a trim at every chunk costs 1.6-1.8x in speed);
+* arrays in memory, where a trim's page faults cost more than memory: a trim only when the
+  anonymous resident memory has grown more than :data:`HEAP_BUDGET_MB` beyond its level when
+  the fit began, a cheap read of ``/proc/self/statm`` otherwise. When a trim leaves more than
+  half the budget in use (a working set that large is the fit's own), the budget doubles
+  for the rest of the fit, so trims stay rare.
+
+``SPECTRAL_RNN_NO_TRIM=1`` turns trims off (for measurements).
 """
 
 from __future__ import annotations
@@ -13,7 +27,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 
-__all__ = ["trim_heap", "trimming", "task_heap"]
+__all__ = ["trim_heap", "trimming", "task_heap", "anon_rss_mb"]
 
 
 def _load(name: str):
@@ -30,33 +44,73 @@ _MALLOPT = _load("mallopt")
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
 _GLIBC_MMAP_THRESHOLD = 128 * 1024  # glibc's default, fixed once a threshold is set by hand
 _ENABLED = not os.environ.get("SPECTRAL_RNN_NO_TRIM")
-_ACTIVE = [False]
+
+#: data read by slices: trim at every EVERY-th call (a trim at every chunk made the 1e6-step fit 1.6-1.8x slower)
+EVERY = 16
+#: arrays in memory: trim when the anonymous resident memory exceeds its level at the start of the fit by this
+HEAP_BUDGET_MB = 128
+_PAGE_MB = os.sysconf("SC_PAGE_SIZE") / 2**20 if hasattr(os, "sysconf") else 4096 / 2**20
+
+
+class _State:
+    """What :func:`trim_heap` needs inside one :func:`trimming` block."""
+
+    def __init__(self, sliced: bool | None) -> None:
+        self.sliced = sliced  # None: outside any fit (no trims)
+        self.calls = 0
+        self.base = anon_rss_mb() if sliced is False else None
+        self.budget = float(HEAP_BUDGET_MB)
+
+
+_STATE = [_State(None)]
+
+
+def anon_rss_mb() -> float | None:
+    """This process's resident memory not backed by files (heap, anonymous maps), in MB: resident
+    minus shared pages of ``/proc/self/statm``; ``None`` where that file does not exist."""
+    try:
+        with open("/proc/self/statm", "rb") as fh:
+            fields = fh.read().split()
+        return (int(fields[1]) - int(fields[2])) * _PAGE_MB
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 @contextlib.contextmanager
-def trimming(active: bool) -> Iterator[None]:
-    """Trim during the block only when ``active``: the estimators turn it on for data read by
-    slices (memory maps, Zarr, chunks), where memory is the constraint; for arrays in memory the
-    page faults after each trim would cost speed (about 1.2-1.4x for a 1e6-step fit)."""
-    before = _ACTIVE[0]
-    _ACTIVE[0] = bool(active)
+def trimming(sliced: bool) -> Iterator[None]:
+    """Trim the heap during the block: every :data:`EVERY` chunks for data read by slices
+    (``sliced``: memory maps, Zarr, chunks), where memory is the constraint; for arrays in
+    memory only when the heap has grown :data:`HEAP_BUDGET_MB` beyond its level at the start of
+    the block (a trim's page faults cost speed: about 1.2-1.4x for a 1e6-step fit trimmed every
+    16 chunks)."""
+    before = _STATE[0]
+    _STATE[0] = _State(bool(sliced))
     try:
         yield
     finally:
-        _ACTIVE[0] = before
-
-
-#: trim at every EVERY-th call (a trim at every chunk made the 1e6-step fit 1.6-1.8x slower)
-EVERY = 16
-_calls = [0]
+        _STATE[0] = before
 
 
 def trim_heap() -> None:
-    """``malloc_trim(0)`` at every :data:`EVERY`-th call, where glibc has it."""
-    if _MALLOC_TRIM is not None and _ENABLED and _ACTIVE[0]:
-        _calls[0] += 1
-        if _calls[0] % EVERY == 0:
+    """Called after each chunk: ``malloc_trim(0)`` when the rule of the current :func:`trimming`
+    block says so (module docs), where glibc has it."""
+    st = _STATE[0]
+    if _MALLOC_TRIM is None or not _ENABLED or st.sliced is None:
+        return
+    st.calls += 1
+    if st.sliced:
+        if st.calls % EVERY == 0:
             _MALLOC_TRIM(0)
+        return
+    if st.base is None:
+        return
+    now = anon_rss_mb()
+    if now is None or now - st.base <= st.budget:
+        return
+    _MALLOC_TRIM(0)
+    after = anon_rss_mb()
+    if after is not None and after - st.base > st.budget / 2:  # the working set itself is that large
+        st.budget = 2 * (after - st.base)
 
 
 @contextlib.contextmanager
