@@ -301,12 +301,15 @@ class Window:
         W = A.shape[1]
         if k == 0:
             return A
-        out = torch.zeros_like(A)
-        if abs(k) < W:
-            if k > 0:
-                out[:, k:] = A[:, :-k]
-            else:
-                out[:, :k] = A[:, -k:]
+        if abs(k) >= W:
+            return torch.zeros_like(A)
+        out = torch.empty_like(A)  # every entry is written below: no zero fill of the whole window
+        if k > 0:
+            out[:, k:] = A[:, :-k]
+            out[:, :k] = 0
+        else:
+            out[:, :k] = A[:, -k:]
+            out[:, k:] = 0
         return out
 
     @cached_property

@@ -77,7 +77,8 @@ def instrument_chunk(w: Window, specs: tuple) -> dict:
     lags = sorted({0} | {1 if direction == "past" else -1 for _, _, _, direction in specs})
     y_all = dict(zip(lags, w.lagged_products("_Y", torch.cat([Wp for _, Wp, _, _ in specs], dim=1), tuple(lags))))
     widths = [2 * (3 * Ah.shape[0] + 1) for Ah, _, _, _ in specs]
-    S = X.new_zeros((n, W, sum(widths)))  # per chain, row u: [R, 1]_{u+lag} and [R, 1]_{u+2 lag}
+    S = X.new_empty((n, W, sum(widths)))  # per chain, row u: [R, 1]_{u+lag} and [R, 1]_{u+2 lag}; each
+    # block below is written in full (shifted rows, zeros where the shift leaves the window)
     parts = []
     a0 = s0 = 0
     for i, (Ah, Wp, order, direction) in enumerate(specs):
@@ -92,12 +93,15 @@ def instrument_chunk(w: Window, specs: tuple) -> dict:
         # with the window's x (for all chains) gives the x_1 and x_2 blocks and their sums
         R1 = w._untake(torch.cat([R, R.new_ones((R.shape[0], 1))], dim=1))  # (n, W, r + 1)
         for j, k in enumerate((lag, 2 * lag)):
-            if abs(k) < W:
-                dst = S[:, :, s0 + j * (r + 1):s0 + (j + 1) * (r + 1)]
-                if k > 0:
-                    dst[:, :-k] = R1[:, k:]
-                else:
-                    dst[:, -k:] = R1[:, :k]
+            dst = S[:, :, s0 + j * (r + 1):s0 + (j + 1) * (r + 1)]
+            if abs(k) >= W:
+                dst.zero_()
+            elif k > 0:
+                dst[:, :-k] = R1[:, k:]
+                dst[:, -k:] = 0
+            else:
+                dst[:, -k:] = R1[:, :k]
+                dst[:, :-k] = 0
         parts.append((i, R, q, r, s0))
         a0 += Ah.shape[0]
         s0 += 2 * (r + 1)
