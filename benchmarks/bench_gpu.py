@@ -18,8 +18,9 @@ noise, then copied to the host as float32. The script prints, per row:
 * the errors against the planted truth (A1, U; up to permutation) and the peak device memory
   allocated during the GPU fit.
 
-``--resident`` also fits from a float32 CUDA tensor (the data already on the device) where
-the estimator accepts one without moving it to the host. Exits 1 if a GPU fit disagrees with
+``--resident`` also fits from float32 CUDA tensors (``cuda f32``: the data already on the
+device, read there by the fit, :class:`~spectral_rnn._checks.DeviceSequences`); the plain pass of
+those rows reads the resident tensors (float64 copies on the device and one ``Y^T X``). Exits 1 if a GPU fit disagrees with
 the CPU fit by more than 1e-6. Rows stop early (with a line saying so) when the previous N's
 GPU fit took so long that the next would exceed ``--max-fit-s``.
 """
@@ -175,7 +176,7 @@ def main() -> int:
                 sync()
                 t_gpu = time.perf_counter() - t0
                 peak = (torch.cuda.max_memory_allocated() - base) / 2**20 if cuda else float("nan")
-                t_plain = plain_pass(X, Y, DEV)
+                t_plain = plain_pass(Xi, Yi, DEV)  # resident rows: the plain pass reads the resident tensors
                 diff = float("nan")
                 if cpu is not None:
                     g, c = gpu.model_.parameters(), cpu.model_.parameters()

@@ -1,10 +1,13 @@
-"""Data sources: memory maps (float32 converted per chunk), Zarr arrays and iterables of chunks give
-the in-memory fit; the chunk contract is enforced; the CLI reads a directory or a Zarr store."""
+"""Data sources: memory maps (float32 converted per chunk), Zarr arrays, iterables of chunks and
+tensors on an accelerator (read where they lie) give the in-memory fit; the chunk contract is
+enforced; the CLI reads a directory or a Zarr store."""
 
 import numpy as np
 import pytest
+import torch
 
 from spectral_rnn import InputError, SpectralBRNN, SpectralIORNN, make_planted
+from spectral_rnn._checks import DeviceSequences, as_sequences
 from spectral_rnn.cli import main
 from spectral_rnn.sources import ChunkedSequences, open_chunks, open_data_dir
 
@@ -117,3 +120,54 @@ def test_tanh_route_reads_sources_by_slices(tmp_path):
     np.save(tmp_path / "Y.npy", Y)
     Xm, Ym = np.load(tmp_path / "X.npy", mmap_mode="r"), np.load(tmp_path / "Y.npy", mmap_mode="r")
     _same(SpectralIORNN(2, "tanh", random_state=0).fit(Xm, Ym, L), ref)
+
+
+class _HostReads(DeviceSequences):
+    """:class:`DeviceSequences` over a CPU tensor (the code path of a GPU tensor, on any machine)
+    that counts the time steps copied to the host through ``__getitem__``."""
+
+    steps = 0
+
+    def __getitem__(self, key):
+        out = super().__getitem__(key)
+        _HostReads.steps += out.size // self.shape[2]
+        return out
+
+
+@pytest.mark.parametrize("kind", ["iornn", "brnn"])
+def test_device_tensor_is_read_where_it_lies(kind):
+    """A tensor on an accelerator is fitted from device slices: the result equals the fit from host
+    arrays, and only fixed-size subsamples (the law's choice, the centre, the first steps) reach
+    the host, never the data: 1e6 steps, under 40% of them."""
+    E, d_h = (SpectralIORNN, 2) if kind == "iornn" else (SpectralBRNN, 1)
+    p = make_planted(kind, 6, d_h, 5, n_steps=1_000_000, random_state=0, n_test=0)
+    X, Y = p.X.astype(np.float32), p.Y.astype(np.float32)
+    ref = E(d_h, random_state=0).fit(X, Y)
+    _HostReads.steps = 0
+    got = E(d_h, random_state=0).fit(_HostReads(torch.as_tensor(X)), _HostReads(torch.as_tensor(Y)))
+    _same(got, ref, ("A1", "U", "A2") + (("B1", "V", "B2") if kind == "brnn" else ()))
+    assert 0 < _HostReads.steps < 0.4 * X.shape[0] * X.shape[1]
+
+
+def test_device_sequences_slices_and_ragged_lengths(planted):
+    X, Y = planted
+    L = np.random.default_rng(1).integers(3, 11, X.shape[0])
+    D = DeviceSequences(torch.as_tensor(X))
+    assert D.shape == X.shape and D.dtype == np.float32 and "DeviceSequences" in repr(D)
+    np.testing.assert_array_equal(D[::7, 0], X[::7, 0])
+    np.testing.assert_array_equal(D[np.array([5, 2, 9])], X[[5, 2, 9]])
+    assert isinstance(D.device_slice((slice(0, 4), slice(1, 3))), torch.Tensor)
+    np.testing.assert_array_equal(np.asarray(D), X)
+    half = DeviceSequences(torch.as_tensor(X).to(torch.bfloat16))  # converted once, on its device
+    assert half.dtype == np.float32
+    # ragged sequences take the generic route of the autoregression (host slices): same estimate
+    ref = SpectralIORNN(2, random_state=0).fit(X, Y, L)
+    _same(SpectralIORNN(2, random_state=0).fit(D, DeviceSequences(torch.as_tensor(Y)), L), ref)
+
+
+def test_cpu_tensors_stay_plain_arrays():
+    """Only tensors on an accelerator become DeviceSequences: a CPU tensor is viewed as a numpy array."""
+    t = torch.zeros((3, 4, 2))
+    for keep in (False, True):
+        out = as_sequences(t, keep_device=keep)
+        assert isinstance(out, np.ndarray) and out.shape == (3, 4, 2)

@@ -22,6 +22,8 @@ __all__ = [
     "IllConditionedError",
     "NotFittedError",
     "as_sequences",
+    "DeviceSequences",
+    "read_slice",
     "check_lengths",
     "check_xy",
     "inputs_checked_once",
@@ -81,14 +83,60 @@ def _target_dtype(dtype: np.dtype) -> np.dtype:
     return np.dtype(np.float32) if dtype.itemsize <= 2 else np.dtype(np.float64)
 
 
+class DeviceSequences:
+    """Sequences held in a torch tensor on an accelerator, ``(n_sequences, T, d)``, read where
+    they lie: the fit's passes take device slices (:meth:`device_slice`, :func:`read_slice`)
+    and never copy the whole tensor to the host; any other reader gets a host copy of the
+    slice it asks for (``A[key]``: a numpy array), so small subsamples work as for any array
+    read by slices. ``dtype``: the numpy dtype of the tensor (float32 or float64; float16
+    and bfloat16 tensors are converted to float32 on their device, once)."""
+
+    def __init__(self, tensor: torch.Tensor) -> None:
+        t = tensor.detach()
+        if t.dtype in (torch.float16, torch.bfloat16):
+            t = t.to(torch.float32)
+        self.tensor = t
+        self.shape = tuple(t.shape)
+        self.dtype = np.dtype(str(t.dtype).removeprefix("torch."))
+        self.ndim = t.ndim
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def device_slice(self, key) -> torch.Tensor:
+        """``tensor[key]`` on the tensor's device (numpy index arrays moved there first)."""
+        if not isinstance(key, tuple):
+            key = (key,)
+        key = tuple(torch.as_tensor(k, device=self.tensor.device) if isinstance(k, np.ndarray) else k for k in key)
+        return self.tensor[key]
+
+    def __getitem__(self, key) -> np.ndarray:
+        return self.device_slice(key).cpu().numpy()
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        """A host copy of everything (the fit itself never asks for one)."""
+        a = self.tensor.cpu().numpy()
+        return a if dtype is None else a.astype(dtype)
+
+    def __repr__(self) -> str:
+        return f"DeviceSequences(shape={self.shape}, dtype={self.dtype}, device={self.tensor.device})"
+
+
+def read_slice(A: object, key) -> object:
+    """``A[key]``, as a tensor on its own device when ``A`` is :class:`DeviceSequences` (no host copy)."""
+    return A.device_slice(key) if isinstance(A, DeviceSequences) else A[key]
+
+
 def _is_lazy_array(X: object) -> bool:
-    """An array-like that is read by slices (a Zarr array, an HDF5 data set), not a numpy array,
-    a tensor or a nesting of lists."""
-    return (not isinstance(X, (np.ndarray, torch.Tensor, list, tuple)) and hasattr(X, "shape")
-            and hasattr(X, "dtype") and hasattr(X, "__getitem__") and (type(X).__module__.split(".")[0] in ("zarr", "h5py", "dask") or type(X).__name__ == "ChunkedSequences"))
+    """An array-like that is read by slices (a Zarr array, an HDF5 data set, a tensor on an
+    accelerator as :class:`DeviceSequences`), not a numpy array, a tensor or a nesting of lists."""
+    return isinstance(X, DeviceSequences) or (
+        not isinstance(X, (np.ndarray, torch.Tensor, list, tuple)) and hasattr(X, "shape")
+        and hasattr(X, "dtype") and hasattr(X, "__getitem__")
+        and (type(X).__module__.split(".")[0] in ("zarr", "h5py", "dask") or type(X).__name__ == "ChunkedSequences"))
 
 
-def as_sequences(X: object, name: str = "X", dim: int | None = None) -> np.ndarray:
+def as_sequences(X: object, name: str = "X", dim: int | None = None, keep_device: bool = False) -> np.ndarray:
     """Return ``X`` as a float array of shape ``(n_sequences, T, d)`` that torch can read.
 
     Any real dtype numpy holds is accepted: float32 and float64 arrays are returned as
@@ -97,7 +145,9 @@ def as_sequences(X: object, name: str = "X", dim: int | None = None) -> np.ndarr
     byte-swapped float32) or float64 (long double, wider integers, a byte-swapped
     float64), or in its own dtype (a negative-stride view, e.g. a time-reversed one).
 
-    Raises :class:`InputError` for a wrong rank, a non-numeric dtype, an empty
+    With ``keep_device`` (the estimators' ``fit``), a floating-point 3-D tensor on an
+    accelerator is returned as :class:`DeviceSequences`, read where it lies; otherwise a
+    tensor is copied to the host. Raises :class:`InputError` for a wrong rank, a non-numeric dtype, an empty
     array, a ragged nesting or a last dimension different from ``dim``. Finite values
     are checked by :func:`check_finite` on the valid steps only (padding is never read).
     """
@@ -109,6 +159,9 @@ def as_sequences(X: object, name: str = "X", dim: int | None = None) -> np.ndarr
         if dim is not None and X.shape[2] != dim:
             raise InputError(f"{name} has last dimension {X.shape[2]}, expected {dim}")
         return X
+    if keep_device and isinstance(X, torch.Tensor) and X.device.type != "cpu" and X.dtype.is_floating_point \
+            and X.ndim == 3:
+        return as_sequences(DeviceSequences(X), name, dim)  # read where it lies, slice by slice
     if isinstance(X, torch.Tensor):
         X = X.detach().cpu()
         if X.dtype in (torch.float16, torch.bfloat16):
@@ -231,6 +284,10 @@ def _check_finite(arr, lengths, name: str, block_steps: int, limit: float | None
     n, T = arr.shape[:2]
     per = max(1, block_steps // T)
     axes = tuple(range(2, arr.ndim))
+    if isinstance(arr, DeviceSequences):  # two reductions where the data lie; blocks only if they find something
+        hi, lo = float(arr.tensor.amax()), float(arr.tensor.amin())
+        if np.isfinite(hi) and np.isfinite(lo) and (limit is None or max(hi, -lo) <= limit):
+            return
     if type(arr).__module__.split(".")[0] == "dask":  # one Dask reduction; blocks only if it finds something
         import dask
 
@@ -265,11 +322,12 @@ def _check_finite(arr, lengths, name: str, block_steps: int, limit: float | None
 
 
 def check_xy(
-    X: object, Y: object, lengths: object, d_x: int | None = None, d_y: int | None = None
+    X: object, Y: object, lengths: object, d_x: int | None = None, d_y: int | None = None, keep_device: bool = False
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Validate inputs ``X`` (n, T, d_x), outputs ``Y`` (n, T, d_y) and ``lengths`` together."""
-    X = as_sequences(X, "inputs", dim=d_x)
-    Y = as_sequences(Y, "outputs", dim=d_y)
+    """Validate inputs ``X`` (n, T, d_x), outputs ``Y`` (n, T, d_y) and ``lengths`` together
+    (``keep_device``: see :func:`as_sequences`)."""
+    X = as_sequences(X, "inputs", dim=d_x, keep_device=keep_device)
+    Y = as_sequences(Y, "outputs", dim=d_y, keep_device=keep_device)
     if Y.shape[:2] != X.shape[:2]:
         raise InputError(
             f"inputs and outputs disagree: inputs have {X.shape[0]} sequences of {X.shape[1]} steps, "

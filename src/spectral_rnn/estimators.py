@@ -219,7 +219,7 @@ class _SpectralBase(Params):
         robust_blocks = check_positive_int(self.robust_blocks, "robust_blocks")
         if robust_blocks < 3:
             raise InputError(f"robust_blocks must be at least 3, got {robust_blocks}")
-        X, Y, lengths = check_xy(X, Y, lengths)
+        X, Y, lengths = check_xy(X, Y, lengths, keep_device=True)  # a GPU tensor is read where it lies
         X_all, lengths_all = X, lengths
         X, Y, lengths, n_dropped = drop_extreme_sequences(X, Y, lengths, outlier_factor)
         n_steps = int(X.shape[0] * X.shape[1] if lengths is None else lengths.sum())

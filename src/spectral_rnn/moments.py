@@ -37,7 +37,7 @@ from functools import cached_property
 import numpy as np
 import torch
 
-from ._checks import InputError, iter_windows
+from ._checks import InputError, iter_windows, read_slice
 from ._dask import compute_blocks, is_dask
 from ._heap import trim_heap as _trim_heap
 from .processes import MarkovProcess
@@ -477,8 +477,8 @@ class StepStream:
             if sums is not None and block_nominal and block_nominal + nominal > self.block_steps:
                 sums.end_block(block_n)
                 block_n, block_nominal = 0, 0
-            Xw = self._to(self.X[rows, w0:w1])
-            Yw = None if self.Y is None else self._to(self.Y[rows, w0:w1])
+            Xw = self._to(read_slice(self.X, (rows, slice(w0, w1))))  # a device source stays on its device
+            Yw = None if self.Y is None else self._to(read_slice(self.Y, (rows, slice(w0, w1))))
             W = w1 - w0
             mask = None  # None: every step of the window counts
             if (o0, o1) != (0, W):

@@ -382,7 +382,7 @@ def _fit_odd(est, X, Y, lengths, bidirectional: bool):
     f = as_activation(est.activation)
     _check_odd(f)
     d_h, chunk_steps, dtype, outlier_factor, min_gap = est._common_params()
-    X, Y, lengths = check_xy(X, Y, lengths)
+    X, Y, lengths = check_xy(X, Y, lengths, keep_device=True)  # a GPU tensor is read where it lies
     X_all, lengths_all = X, lengths
     X, Y, lengths, n_dropped = drop_extreme_sequences(X, Y, lengths, outlier_factor)
     n_steps = int(X.shape[0] * X.shape[1] if lengths is None else lengths.sum())

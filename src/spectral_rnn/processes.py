@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from ._checks import (
+    DeviceSequences,
     IllConditionedError,
     InputError,
     SpectralRNNError,
@@ -691,6 +692,11 @@ def _first_step_moments(X, d: int) -> tuple[np.ndarray, np.ndarray]:
     return c + m, (s2 - n * np.outer(m, m)) / (n - 1)
 
 
+def _host(a) -> np.ndarray:
+    """``a`` as a numpy array on the host (a tensor on any device, or a numpy array as it is)."""
+    return a.cpu().numpy() if isinstance(a, torch.Tensor) else a
+
+
 def _ls_block_sums(X, _Y, lengths: np.ndarray | None, centre: np.ndarray, chunk_steps: int):
     """The least-squares sums of the autoregression over a block of sequences, in coordinates
     centred at ``centre``: ``(Z, C, Sxx, n_pairs)`` with ``Z = sum [x_{t-1}; 1][x_{t-1}; 1]^T``,
@@ -707,19 +713,25 @@ def _ls_block_sums(X, _Y, lengths: np.ndarray | None, centre: np.ndarray, chunk_
         # whole sequences in every chunk: the sums of the flat chunk, less the terms that straddle two
         # sequences or lack a partner; one symmetric and one full d x d product per step (the
         # transitions' sums took three full ones and copies of x_{t-1} and x_t)
+        # sequences on an accelerator (DeviceSequences): the same sums, computed where they lie
+        on_device = isinstance(X, DeviceSequences)
+        ctr_dev = torch.as_tensor(centre, device=X.tensor.device) if on_device else None
         for rows, _, _, _, _ in iter_windows(n, T, cap):
             _trim_heap()
-            xw = np.asarray(X[rows], dtype=np.float64) - centre  # (nb, T, d), centred (a new array)
+            if on_device:
+                xw = X.device_slice(rows).to(torch.float64) - ctr_dev
+            else:
+                xw = np.asarray(X[rows], dtype=np.float64) - centre  # (nb, T, d), centred (a new array)
             flat = xw.reshape(-1, d)
             first, last = xw[:, 0], xw[:, -1]
             G = flat.T @ flat  # numpy sees A^T A: a symmetric rank-k update (half a product)
             tot = flat.sum(0)
-            Z[:d, :d] += G - last.T @ last
-            Sxx += G - first.T @ first
+            Z[:d, :d] += _host(G - last.T @ last)
+            Sxx += _host(G - first.T @ first)
             ft = torch.as_tensor(flat)  # torch's full product is faster than numpy's here; numpy's A^T A is
-            C[:d] += (ft[:-1].T @ ft[1:]).numpy() - last[:-1].T @ first[1:]  # symmetric, torch's is not
-            Z[:d, d] += tot - last.sum(0)
-            C[d] += tot - first.sum(0)
+            C[:d] += _host(ft[:-1].T @ ft[1:]) - _host(last[:-1].T @ first[1:])  # symmetric, torch's is not
+            Z[:d, d] += _host(tot - last.sum(0))
+            C[d] += _host(tot - first.sum(0))
             n_pairs += xw.shape[0] * (T - 1)
         Z[d, :d] = Z[:d, d]
         Z[d, d] = n_pairs

@@ -42,6 +42,7 @@ from ._checks import (
     check_finite,
     check_lengths,
     check_xy,
+    read_slice,
     resolve_device,
 )
 from ._dask import compute_blocks, is_dask
@@ -180,10 +181,10 @@ class _Chain:
         idx = rows if isinstance(rows, slice) else rows.cpu().numpy()
         dev = self.A.device
         trim_heap()
-        Xc = self.X.oindex[idx] if (not isinstance(idx, slice) and hasattr(self.X, "oindex")) else self.X[idx]
+        Xc = self.X.oindex[idx] if (not isinstance(idx, slice) and hasattr(self.X, "oindex")) else read_slice(self.X, idx)
         with warnings.catch_warnings():  # a read-only memory map: only read
             warnings.simplefilter("ignore", UserWarning)
-            Xc = torch.as_tensor(np.asarray(Xc)).to(dev, torch.float64)
+            Xc = (Xc if isinstance(Xc, torch.Tensor) else torch.as_tensor(np.asarray(Xc))).to(dev, torch.float64)
         valid = None
         if self.lengths is not None:
             L = torch.as_tensor(self.lengths[idx], device=dev)
