@@ -44,19 +44,34 @@ def _cpu_seconds() -> float:
     return t[0] + t[1]
 
 
+def _process_age() -> float | None:
+    """Seconds since this process started (``/proc``), or None where that cannot be read."""
+    try:
+        with open("/proc/self/stat", "rb") as fh:
+            start_ticks = int(fh.read().rsplit(b")", 1)[1].split()[19])  # field 22: start time, in clock ticks
+        with open("/proc/uptime", "rb") as fh:
+            uptime = float(fh.read().split()[0])
+        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 # (monotonic time, this process's CPU seconds) samples. The first two stand for the work done
-# before this module was imported (Python's start, imports), taken as one busy core just before it.
+# before this module was imported (Python's start, imports, the user's own work): spread evenly
+# over the process's life (where /proc tells its age), else taken as one busy core just before.
 _t0, _c0 = time.monotonic(), _cpu_seconds()
-_SAMPLES: list[tuple[float, float]] = [(_t0 - _c0, 0.0), (_t0, _c0)]
+_age = _process_age()
+_SAMPLES: list[tuple[float, float]] = [(_t0 - max(_c0, _age if _age is not None else 0.0, 1e-3), 0.0), (_t0, _c0)]
 
 
 def own_load(now: float | None = None, cpu: float | None = None) -> float:
     """This process's share of the 1-minute load average: its CPU use between the recorded
     samples (one per call, and two at import), each interval's rate weighted as the kernel
     weighs it, ``exp(-(now - end) / 60) - exp(-(now - start) / 60)``. Within an interval the
-    rate is taken as uniform, so recent work after a long idle time is under-counted: the
-    estimate errs towards fewer threads, never more. Records a sample (``now``, ``cpu``:
-    the monotonic clock and :func:`_cpu_seconds`, read when not given)."""
+    rate is taken as uniform, so recent work after a long idle time is under-counted and the
+    estimate errs towards fewer threads (only where the process's age cannot be read is the
+    work before the import taken as recent). Records a sample (``now``, ``cpu``: the
+    monotonic clock and :func:`_cpu_seconds`, read when not given)."""
     now = time.monotonic() if now is None else now
     cpu = _cpu_seconds() if cpu is None else cpu
     share, end_t, end_c = 0.0, now, cpu
