@@ -274,13 +274,14 @@ class Window:
         two = self._stream.two_sided
         # one operand, one product with x: rows u hold H_u (for x_u) and H_{u+1} (for x_{u-1}); two-sided
         # also Hc_u (H_u where x_{u+1} exists) and Hc_{u-1} (for x_{u+1})
-        B = H.new_zeros((n, W, (4 if two else 2) * c))
+        B = H.new_empty((n, W, (4 if two else 2) * c))
         B[..., :c] = H
-        B[:, :-1, c:2 * c] = H[:, 1:]
+        self._shift_window(H, -1, out=B[..., c:2 * c])
         if two:
             Hc = B[..., 2 * c:3 * c]
             Hc[:, :-1] = H[:, :-1] * self._has_next().unsqueeze(-1)
-            B[:, 1:, 3 * c:] = Hc[:, :-1]
+            Hc[:, -1] = 0
+            self._shift_window(Hc, 1, out=B[..., 3 * c:])
         R = B.reshape(-1, B.shape[2]).T @ X.reshape(-1, d)
         h = H.reshape(-1, c).sum(0)
         RH = R[:c]
@@ -296,15 +297,20 @@ class Window:
             out += R[2 * c:3 * c] @ L["FtPF"] - R[3 * c:] @ L["PF"] + torch.outer(hc, L["bPF"])
         return out
 
-    def _shift_window(self, A: torch.Tensor, k: int) -> torch.Tensor:
-        """``A`` (n, W, ...) at step ``t - k`` for every step of the window (zero outside it)."""
+    @staticmethod
+    def _shift_window(A: torch.Tensor, k: int, out: torch.Tensor | None = None) -> torch.Tensor:
+        """``A`` (n, W, ...) at step ``t - k`` for every step of the window (zero outside it),
+        written into ``out`` (same shape; e.g. a slice of a wider operand) when given."""
         W = A.shape[1]
+        if out is None:
+            if k == 0:
+                return A
+            out = torch.empty_like(A)  # every entry is written below: no zero fill of the whole window
         if k == 0:
-            return A
-        if abs(k) >= W:
-            return torch.zeros_like(A)
-        out = torch.empty_like(A)  # every entry is written below: no zero fill of the whole window
-        if k > 0:
+            out.copy_(A)
+        elif abs(k) >= W:
+            out.zero_()
+        elif k > 0:
             out[:, k:] = A[:, :-k]
             out[:, :k] = 0
         else:

@@ -78,7 +78,7 @@ def instrument_chunk(w: Window, specs: tuple) -> dict:
     y_all = dict(zip(lags, w.lagged_products("_Y", torch.cat([Wp for _, Wp, _, _ in specs], dim=1), tuple(lags))))
     widths = [2 * (3 * Ah.shape[0] + 1) for Ah, _, _, _ in specs]
     S = X.new_empty((n, W, sum(widths)))  # per chain, row u: [R, 1]_{u+lag} and [R, 1]_{u+2 lag}; each
-    # block below is written in full (shifted rows, zeros where the shift leaves the window)
+    # block is written in full by the shift (zeros where it leaves the window)
     parts = []
     a0 = s0 = 0
     for i, (Ah, Wp, order, direction) in enumerate(specs):
@@ -92,16 +92,8 @@ def instrument_chunk(w: Window, specs: tuple) -> dict:
         # sum_t x_{t-k} [R_t, 1]^T = sum_u x_u [R, 1]_{u+k}^T: the narrow [R, 1] is shifted, and one product
         # with the window's x (for all chains) gives the x_1 and x_2 blocks and their sums
         R1 = w._untake(torch.cat([R, R.new_ones((R.shape[0], 1))], dim=1))  # (n, W, r + 1)
-        for j, k in enumerate((lag, 2 * lag)):
-            dst = S[:, :, s0 + j * (r + 1):s0 + (j + 1) * (r + 1)]
-            if abs(k) >= W:
-                dst.zero_()
-            elif k > 0:
-                dst[:, :-k] = R1[:, k:]
-                dst[:, -k:] = 0
-            else:
-                dst[:, -k:] = R1[:, :k]
-                dst[:, :-k] = 0
+        for j, k in enumerate((lag, 2 * lag)):  # row u of the block: [R, 1] at step u + k
+            w._shift_window(R1, -k, out=S[:, :, s0 + j * (r + 1):s0 + (j + 1) * (r + 1)])
         parts.append((i, R, q, r, s0))
         a0 += Ah.shape[0]
         s0 += 2 * (r + 1)
