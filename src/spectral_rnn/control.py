@@ -21,6 +21,7 @@ Laplace inputs it cuts the errors at 1e6 steps about threefold (README).
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import torch
@@ -63,13 +64,18 @@ def fit_control(X, Y, lengths: np.ndarray | None, max_steps: int = CONTROL_STEPS
 
 
 def control_for(option: object, process: object, X, Y, lengths: np.ndarray | None, dtype: torch.dtype,
-                device: torch.device) -> torch.Tensor | None:
+                device: torch.device, timings: dict | None = None) -> torch.Tensor | None:
     """The control variate an estimator's passes use: ``fit_control`` as a tensor, or ``None``.
     ``option`` is the estimator's ``control_variate``: ``True``, ``False`` or ``"auto"`` (on unless
-    the fitted input law is the Gaussian closed form)."""
+    the fitted input law is the Gaussian closed form). ``timings``: the fit's stage timings, where
+    the seconds of the fit are recorded as ``"control"`` when there is one."""
     if option not in ("auto", True, False):
         raise InputError(f"control_variate must be 'auto', True or False, got {option!r}")
     on = option is True or (option == "auto" and not isinstance(getattr(process, "law_", None), GaussianLaw))
     if not on:
         return None
-    return torch.as_tensor(fit_control(X, Y, lengths), dtype=dtype, device=device)
+    t0 = time.perf_counter()
+    B = torch.as_tensor(fit_control(X, Y, lengths), dtype=dtype, device=device)
+    if timings is not None:
+        timings["control"] = time.perf_counter() - t0
+    return B

@@ -235,12 +235,10 @@ class _SpectralBase(Params):
 
         decomposer = self.decomposer if self.decomposer is not None else CPDecomposer()
         sketched = n_components + decomposer.oversample < X.shape[2]
-        n_passes = self._n_passes + (2 if sketched and REFINE_DIRECTIONS else 1 if sketched else 0)
+        n_passes = self._n_passes + sketched * (1 + REFINE_DIRECTIONS)  # the sketch, and refine_directions
         bar = _Progress(self.progress, n_passes * n_steps, "spectral fit")
-        t0 = time.perf_counter()  # the linear part of y, subtracted in the tensor passes (spectral_rnn.control)
-        control = control_for(self.control_variate, proc, X, Y, lengths, dtype, device)
-        if control is not None:
-            timings["control"] = time.perf_counter() - t0
+        # the linear part of y, subtracted in the tensor passes (spectral_rnn.control)
+        control = control_for(self.control_variate, proc, X, Y, lengths, dtype, device, timings)
 
         def make_stream(blocks: int | None, dual: bool = False) -> StepStream:
             st = StepStream(X, Y, lengths, proc, two_sided=self._two_sided, device=device, dtype=dtype,
