@@ -189,6 +189,18 @@ def _bin_centres(n_bins: int) -> torch.Tensor:
     return torch.as_tensor(HIST_RANGE[0] + (np.arange(n_bins) + 0.5) * (HIST_RANGE[1] - HIST_RANGE[0]) / n_bins)
 
 
+def _weighted_points(stats: "InnovationStats") -> tuple[torch.Tensor, torch.Tensor]:
+    """Points ``w`` (m, d) and their weights (m, d), each column summing to 1, over which a law's
+    fit takes expectations: every step's histogram at its bin centres where the statistics have
+    one, else the sample with equal weights."""
+    if stats.hist is not None:
+        d, nb = stats.hist.shape
+        w = _bin_centres(nb)[:, None].expand(nb, d).contiguous()
+        return w, torch.as_tensor(stats.hist / stats.hist.sum(1, keepdims=True)).T
+    w = torch.as_tensor(np.ascontiguousarray(stats.sample), dtype=torch.float64)
+    return w, torch.full_like(w, 1.0 / w.shape[0])
+
+
 def innovation_stats(chunks, d: int, max_sample: int = 200_000, n_total: int | None = None,
                      histogram: bool = False) -> InnovationStats:
     """Accumulate :class:`InnovationStats` from an iterable of ``(m, d)`` arrays or tensors.
@@ -472,14 +484,9 @@ class SmoothLaw(MarginalLaw):
         kt, wt = torch.as_tensor(knots), torch.as_tensor(widths)
         d = stats.sample.shape[1]
         coefs = np.zeros((d, 2 + knots.size))
+        points, weights = _weighted_points(stats)
         for i in range(d):
-            if stats.hist is not None:  # every step, at the histogram's bin centres
-                nb = stats.hist.shape[1]
-                w = _bin_centres(nb)
-                p = torch.as_tensor(stats.hist[i] / stats.hist[i].sum())
-            else:
-                w = torch.as_tensor(stats.sample[:, i], dtype=torch.float64)
-                p = torch.full_like(w, 1.0 / w.shape[0])
+            w, p = points[:, i], weights[:, i]
             phi, dphi = self._basis(w, kt, wt, 1)
             G = (phi.T @ (phi * p[:, None])).numpy()
             h = (dphi * p[:, None]).sum(0).numpy()
@@ -669,6 +676,14 @@ class MixtureLaw(MarginalLaw):
         return self._table(w)
 
 
+def _stein_products(law: MarginalLaw, w: torch.Tensor) -> list[torch.Tensor]:
+    """The one-dimensional scores of orders 1-3 of a fitted ``law`` at ``w``: ``h1 = psi``,
+    ``h2 = psi^2 - kappa``, ``h3 = psi^3 - 3 psi kappa + tau`` (``p^(m) / p`` up to sign)."""
+    psi, kappa, tau = law.terms(w)
+    tau = torch.zeros_like(w) if tau is None else tau
+    return [psi, psi * psi - kappa, psi**3 - 3 * psi * kappa + tau]
+
+
 class SteinCorrectedLaw(MarginalLaw):
     """A density law whose scores are corrected by polynomials so that Stein's identities hold
     exactly on the data for every polynomial up to ``degree``.
@@ -708,19 +723,9 @@ class SteinCorrectedLaw(MarginalLaw):
         out = SteinCorrectedLaw(self.base, self.degree)
         out.base_ = base
         L = self.degree
-        if stats.hist is not None:
-            d, nb = stats.hist.shape
-            grid = _bin_centres(nb)
-            weights = torch.as_tensor(stats.hist / stats.hist.sum(1, keepdims=True))  # (d, nb)
-            w = grid[:, None].expand(nb, d).contiguous()
-            wt = weights.T  # (nb, d)
-        else:
-            w = torch.as_tensor(np.ascontiguousarray(stats.sample), dtype=torch.float64)
-            d = w.shape[1]
-            wt = torch.full_like(w, 1.0 / w.shape[0])
-        psi, kappa, tau = base.terms(w)
-        tau = torch.zeros_like(w) if tau is None else tau
-        h = [psi, psi * psi - kappa, psi**3 - 3 * psi * kappa + tau]
+        w, wt = _weighted_points(stats)  # (m, d) each
+        d = w.shape[1]
+        h = _stein_products(base, w)
         pw = torch.stack([w**k for k in range(2 * L + 1)])  # (2L+1, m, d)
         mom = (pw * wt).sum(1).numpy()  # (2L+1, d): E[w^k]
         coef = np.zeros((3, d, L + 1))
@@ -735,8 +740,6 @@ class SteinCorrectedLaw(MarginalLaw):
 
     def exact_terms(self, w: torch.Tensor):
         """``(psi, kappa, tau)`` of the corrected law, from the base law's terms and the polynomials."""
-        psi, kappa, tau = self.base_.terms(w)
-        tau = torch.zeros_like(w) if tau is None else tau
         c = torch.as_tensor(self.coef_, dtype=w.dtype, device=w.device)  # (3, d, L+1)
 
         def poly(cm):
@@ -745,9 +748,7 @@ class SteinCorrectedLaw(MarginalLaw):
                 out = out * w + cm[:, k]
             return out
 
-        h1 = psi + poly(c[0])
-        h2 = psi * psi - kappa + poly(c[1])
-        h3 = psi**3 - 3 * psi * kappa + tau + poly(c[2])
+        h1, h2, h3 = (h + poly(c[m]) for m, h in enumerate(_stein_products(self.base_, w)))
         kap = h1 * h1 - h2
         return h1, kap, h3 - h1**3 + 3 * h1 * kap
 
