@@ -189,14 +189,15 @@ def test_refined_directions_beat_the_sketch(monkeypatch):
 
 def test_the_cheaper_route_is_chosen_per_request():
     """Auto route: narrow requests go by the linear score while the full scores are not computed;
-    a request wider than the full scores' cost computes them, and later requests reuse them."""
+    a request wider than the full scores' cost computes them (the score itself, from its linear form:
+    no second-order weights are built), and later requests reuse them."""
     proc, X, Y, _ = data(d_x=7)
     w = next(iter(StepStream(X, Y, None, proc).windows()))
     assert w.prefers_linear(13) and not w.prefers_linear(14)  # one-sided: c < 2 d_x
     w.s_proj(torch.zeros((7, 3), dtype=torch.float64))
     assert "_score_window" not in w.__dict__
     w.s_gram(torch.zeros((w.n, 20), dtype=torch.float64))
-    assert "_score_window" in w.__dict__ and not w.prefers_linear(1)
+    assert "_s_window" in w.__dict__ and "_score_window" not in w.__dict__ and not w.prefers_linear(1)
     w2 = next(iter(StepStream(X, Y, None, proc, two_sided=True).windows()))
     assert w2.prefers_linear(6) and not w2.prefers_linear(7)  # two-sided: c < d_x
     assert not next(iter(StepStream(X, Y, None, proc, linear=False).windows())).prefers_linear(1)

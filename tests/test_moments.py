@@ -225,3 +225,24 @@ def test_projection_reads_wide_outputs_once(two_sided, d_y, monkeypatch):
     np.testing.assert_allclose(lag[1], np.einsum("ntd,nte->de", Y[:, 1:] @ Wp, sc[:, :-1]) / n, rtol=1e-10, atol=1e-13)
     np.testing.assert_allclose(lag[-1], np.einsum("ntd,nte->de", Y[:, :-1] @ Wp, sc[:, 1:]) / n, rtol=1e-10,
                                atol=1e-13)
+
+
+@pytest.mark.parametrize("n, W", [(1, 1), (1, 5), (4, 1), (4, 2), (3, 7)])
+def test_shifted_gram_equals_the_shifted_copy(n, W):
+    """``Window._shifted_gram(A, B, k)`` (one product of the flat arrays offset by k rows, less the
+    pairs across two sequences) equals ``A^T`` times ``B`` shifted in time with zero fill, for every
+    offset, including offsets past the window."""
+    import torch
+
+    from spectral_rnn.moments import Window
+
+    rng = np.random.default_rng(n * 10 + W)
+    A = torch.as_tensor(rng.standard_normal((n, W, 3)))
+    B = torch.as_tensor(rng.standard_normal((n, W, 4)))
+    for k in range(-W - 1, W + 2):
+        Bk = torch.zeros_like(B)  # Bk[:, u] = B[:, u + k] where that step is in the window
+        for u in range(W):
+            if 0 <= u + k < W:
+                Bk[:, u] = B[:, u + k]
+        want = A.reshape(-1, 3).T @ Bk.reshape(-1, 4)
+        np.testing.assert_allclose(Window._shifted_gram(A, B, k).numpy(), want.numpy(), atol=1e-12, err_msg=f"k={k}")

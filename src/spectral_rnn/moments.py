@@ -184,21 +184,14 @@ class Window:
         d = self._X.shape[2]
         return self.y - (B[0] + self.x_prev @ B[1:d + 1] + self.x @ B[d + 1:2 * d + 1] + self.x_next @ B[2 * d + 1:])
 
-    def lagged_products(self, source: str, M: torch.Tensor, lags: tuple[int, ...]) -> list[torch.Tensor]:
-        """``(A @ M)`` at step ``t - k`` for every valid step ``t`` and each ``k`` in ``lags``, with ``A``
-        the window array ``source`` (``"_X"`` or ``"_Y"``): one product for all lags, and the (m, c)
-        results shifted instead of the wider (m, d) inputs."""
-        P = getattr(self, source) @ M  # (n, W, c); padding is zero, so its product is too
-        return [self._take(P) if k == 0 else self._shift(P, k) for k in lags]
-
-    def s_lag(self, k: int) -> torch.Tensor:
-        """The score of ``x_{t-k}`` at every valid step ``t`` (zero where that step does not exist)."""
-        s = self._score_window.s
+    @cached_property
+    def _s_padded(self) -> torch.Tensor:
+        """The score at every step of the window (n, W, d_x), zero on padding (where it means nothing)."""
+        s = self._s_window
         if self._lengths is not None and bool((self._lengths < self._t0 + s.shape[1]).any()):
-            # the score is meaningless on padding
             t = torch.arange(self._t0, self._t0 + s.shape[1], device=s.device)
             s = s * (t[None, :] < self._lengths[:, None]).unsqueeze(-1)
-        return self._shift(s, k)
+        return s
 
     # ------------------------------------------------------------- what the passes ask of the scores
     # Each has two routes: from the full scores (:attr:`scores`), or, when the stream uses the
@@ -232,37 +225,70 @@ class Window:
             return False
         if self._route is True:
             return True
-        if "_score_window" in self.__dict__:  # already paid for
+        if "_score_window" in self.__dict__ or "_s_window" in self.__dict__:  # already paid for
             return False
         two = self._stream.two_sided
         return (3 if two else 1) * c < (3 if two else 2) * self._X.shape[2]
 
     def s_proj(self, M: torch.Tensor) -> torch.Tensor:
         """``s_t M`` (m, c) for ``M`` (d_x, c): the scores projected on the columns of ``M``."""
-        L = self.linear
+        if M.shape[0] == M.shape[1] and torch.equal(M, torch.eye(M.shape[0], dtype=M.dtype, device=M.device)):
+            return self.s  # the input span is not sketched: the scores themselves
         if not self.prefers_linear(M.shape[1]):
             return self.s @ M
+        return self._take(self._linear_window(M))
+
+    def _linear_window(self, M: torch.Tensor) -> torch.Tensor:
+        """``s_t M`` (n, W, c) at every step of the window, from the linear score: products of the
+        window's x with ``d_x x c`` matrices (two; two-sided three), each a contiguous (n, W, c)
+        array, and shifts in time. With ``r_t = x_t - F x_{t-1} - b`` (row form)::
+
+            s_t M = x_t P M - x_{t-1} F^T P M - b P M                  (t >= 1; the first step: its own law)
+                    - (x_{t+1} P F M - x_t F^T P F M - b P F M)        (two-sided, where x_{t+1} exists)
+
+        the two-sided terms in ``x_t`` and the constants join the first product, and the steps
+        without a successor (the window's last column, a sequence's last step) take theirs back."""
+        L = self.linear
         X = self._X
         n, W, d = X.shape
-        c = M.shape[1]
-        two = self._stream.two_sided
-        mats = [L["P"] @ M, L["FtP"] @ M] + ([L["PF"] @ M, L["FtPF"] @ M] if two else [])
-        Z = (X.reshape(-1, d) @ torch.cat(mats, dim=1)).view(n, W, len(mats) * c)
-        S = Z[..., :c] - L["bP"] @ M  # x_t P M - b P M
-        S[:, 1:] -= Z[:, :-1, c:2 * c]  # - x_{t-1} F^T P M
-        if self._t0 == 0:  # the first step: its own law
-            S[:, 0] = X[:, 0] @ (L["P0"] @ M) - L["m0P0"] @ M
-        if two and W > 1:  # - r_{t+1}^T P F M where x_{t+1} exists
-            nxt = Z[:, 1:, 2 * c:3 * c] - Z[:, :-1, 3 * c:] - L["bPF"] @ M
-            S[:, :-1] -= nxt * self._has_next().unsqueeze(-1)
-        return self._take(S)
+        Xf = X.reshape(-1, d)
+        PM, bPM = L["P"] @ M, L["bP"] @ M
+        if self._stream.two_sided:
+            FtPFM, bPFM = L["FtPF"] @ M, L["bPF"] @ M
+            S = torch.addmm(bPFM - bPM, Xf, PM + FtPFM).view(n, W, -1)
+            if W > 1:
+                S[:, :-1] -= (Xf @ (L["PF"] @ M)).view(n, W, -1)[:, 1:]  # - x_{t+1} P F M
+            S[:, -1] -= X[:, -1] @ FtPFM + bPFM  # no successor in the window
+            if W > 1:
+                ends = ~self._has_next()  # a sequence's last step (x_{t+1} is zero padding there)
+                if bool(ends.any()):
+                    at = ends.nonzero(as_tuple=True)
+                    S[at] -= X[at] @ FtPFM + bPFM
+        else:
+            S = torch.addmm(-bPM, Xf, PM).view(n, W, -1)
+        if W > 1:
+            S[:, 1:] -= (Xf @ (L["FtP"] @ M)).view(n, W, -1)[:, :-1]  # - x_{t-1} F^T P M
+        if self._t0 == 0:  # the first step: its own law, x_1 P0 M - m0 P0 M, instead of x_1 P M - b P M
+            S[:, 0] += X[:, 0] @ (L["P0"] @ M - PM) - L["m0P0"] @ M + bPM
+        return S
+
+    @cached_property
+    def _s_window(self) -> torch.Tensor:
+        """The score at every step of the window (n, W, d_x): from the linear score where the stream
+        may use it (no second-order weights are built), else from the process's full scores."""
+        if self.linear is None or self._route is False or "_score_window" in self.__dict__:
+            return self._score_window.s
+        return self._linear_window(torch.eye(self._X.shape[2], dtype=self._X.dtype, device=self._X.device))
 
     def s_gram(self, g: torch.Tensor, lag: int = 0) -> torch.Tensor:
         """``sum_t g_t^T s_{t-lag}`` (c, d_x) for ``g`` (m, c) rows of the valid, owned steps (the
         score of a step outside its sequence counts as zero)."""
         L = self.linear
         if not self.prefers_linear(g.shape[1]):
-            return g.T @ (self.s if lag == 0 else self.s_lag(lag))
+            if lag == 0:
+                return g.T @ self.s
+            # sum_t g_t^T s_{t-lag} = sum_u G_{u+lag}^T s_u: the window's scores against the rows offset by lag
+            return self._shifted_gram(self._s_padded, self._untake(g), lag).T
         X = self._X
         n, W, d = X.shape
         c = g.shape[1]
@@ -272,20 +298,16 @@ class Window:
             if self._valid is not None:
                 H = H * self._valid.unsqueeze(-1)
         two = self._stream.two_sided
-        # one operand, one product with x: rows u hold H_u (for x_u) and H_{u+1} (for x_{u-1}); two-sided
-        # also Hc_u (H_u where x_{u+1} exists) and Hc_{u-1} (for x_{u+1})
-        B = H.new_empty((n, W, (4 if two else 2) * c))
-        B[..., :c] = H
-        self._shift_window(H, -1, out=B[..., c:2 * c])
+        # products with the window's x: H_u with x_u, H_{u+1} with x_u (the score of x_{u+1} holds -F^T P x_u);
+        # two-sided also Hc_u (H_u where x_{u+1} exists) with x_u, and Hc_{u-1} with x_u (for x_{u+1})
+        RH = H.reshape(-1, c).T @ X.reshape(-1, d)
+        R_next = self._shifted_gram(X, H, 1).T
         if two:
-            Hc = B[..., 2 * c:3 * c]
+            Hc = torch.zeros_like(H)
             Hc[:, :-1] = H[:, :-1] * self._has_next().unsqueeze(-1)
-            Hc[:, -1] = 0
-            self._shift_window(Hc, 1, out=B[..., 3 * c:])
-        R = B.reshape(-1, B.shape[2]).T @ X.reshape(-1, d)
+            Rc, Rc_prev = Hc.reshape(-1, c).T @ X.reshape(-1, d), self._shifted_gram(X, Hc, -1).T
         h = H.reshape(-1, c).sum(0)
-        RH = R[:c]
-        out = -(R[c:2 * c] @ L["FtP"])
+        out = -(R_next @ L["FtP"])
         if self._t0 == 0:  # the first step: P0 (x_1 - m0) instead of the transition's score
             H0 = H[:, 0]
             R0, h0 = H0.T @ X[:, 0], H0.sum(0)
@@ -294,7 +316,7 @@ class Window:
         out += RH @ L["P"] - torch.outer(h, L["bP"])
         if two:
             hc = Hc.reshape(-1, c).sum(0)
-            out += R[2 * c:3 * c] @ L["FtPF"] - R[3 * c:] @ L["PF"] + torch.outer(hc, L["bPF"])
+            out += Rc @ L["FtPF"] - Rc_prev @ L["PF"] + torch.outer(hc, L["bPF"])
         return out
 
     @staticmethod
@@ -316,6 +338,29 @@ class Window:
         else:
             out[:, :k] = A[:, -k:]
             out[:, k:] = 0
+        return out
+
+    @staticmethod
+    def _shifted_gram(A: torch.Tensor, B: torch.Tensor, k: int) -> torch.Tensor:
+        """``sum_u A_u^T B_{u+k}`` (a, b) over the steps ``u`` of the window with ``u + k`` inside
+        it, for window arrays ``A`` (n, W, a) and ``B`` (n, W, b): the sum ``A^T shift(B, -k)``
+        without the shifted copy. One product of the flattened arrays offset by ``k`` rows, less
+        the ``|k|`` products of the pairs it wrongly takes across two sequences (rows ``n - 1``)."""
+        n, W, a = A.shape
+        b = B.shape[2]
+        if abs(k) >= W or n == 0:
+            return A.new_zeros((a, b))
+        Af, Bf = A.reshape(-1, a), B.reshape(-1, b)
+        if k == 0:
+            return Af.T @ Bf
+        if k > 0:  # flat rows i and i + k; wrong where u + k passes the end: (seq, u) with (seq + 1, u + k - W)
+            out = Af[:-k].T @ Bf[k:]
+            for u in range(W - k, W):
+                out -= A[:-1, u].T @ B[1:, u + k - W]
+        else:  # flat rows i and i - |k|; wrong where u + k < 0: (seq, u) with (seq - 1, u + k + W)
+            out = Af[-k:].T @ Bf[:k]
+            for u in range(-k):
+                out -= A[1:, u].T @ B[:-1, u + k + W]
         return out
 
     @cached_property
@@ -381,9 +426,10 @@ class Window:
         sa = self.s_proj(A.T)
         return sa * sa - self.kappa_proj((self.basis @ A.T) ** 2)
 
-    @property
+    @cached_property
     def s(self) -> torch.Tensor:
-        return self.scores.s
+        """The scores of the valid, owned steps (m, d_x)."""
+        return self._take(self._s_window)
 
     @property
     def n(self) -> int:
@@ -483,8 +529,9 @@ class StepStream:
             if sums is not None and block_nominal and block_nominal + nominal > self.block_steps:
                 sums.end_block(block_n)
                 block_n, block_nominal = 0, 0
-            Xw = self._to(read_slice(self.X, (rows, slice(w0, w1))))  # a device source stays on its device
-            Yw = None if self.Y is None else self._to(read_slice(self.Y, (rows, slice(w0, w1))))
+            # a device source stays on its device; contiguous, so the passes flatten it without a copy
+            Xw = self._to(read_slice(self.X, (rows, slice(w0, w1)))).contiguous()
+            Yw = None if self.Y is None else self._to(read_slice(self.Y, (rows, slice(w0, w1)))).contiguous()
             W = w1 - w0
             mask = None  # None: every step of the window counts
             if (o0, o1) != (0, W):
@@ -777,20 +824,14 @@ def project_chunk(w: Window, Qt: torch.Tensor, lags: tuple[int, ...] = ()) -> di
     k = sq.shape[1]
     nt = k * (k + 1) // 2
     kc = w.kappa_c
-    # the full scores: the lagged scores ride in the same product as y; the linear score: lagged sums
-    lin_lags = bool(lags) and w.prefers_linear(y.shape[1])
-    lagged = [] if lin_lags else [w.s_lag(lag) for lag in lags]
-    parts = [kc] + lagged
-    if yt is not y:
-        acc, done = _contract_wide(yt, sq, [kc])
-        done += [y.T @ part for part in lagged]
-    elif y.shape[1] <= nt:  # narrow outputs: reading y again costs less than copying into one operand
-        acc = torch.cat([y.T @ (sq[:, a:] * sq[:, a:a + 1]) for a in range(k)], dim=1)
-        done = [y.T @ part for part in parts]
+    if yt.shape[1] <= nt:  # narrow outputs: reading y again costs less than copying into one operand
+        acc = torch.cat([yt.T @ (sq[:, a:] * sq[:, a:a + 1]) for a in range(k)], dim=1)
+        yk = yt.T @ kc
     else:
-        acc, done = _contract_wide(y, sq, parts)
-    lag_moments = [w.s_gram(y, lag) for lag in lags] if lin_lags else done[1:]
-    yk = done[0] if done[0].shape[1] == w.groups.shape[0] else done[0][:, w.groups]
+        acc, (yk,) = _contract_wide(yt, sq, [kc])
+    if yk.shape[1] != w.groups.shape[0]:
+        yk = yk[:, w.groups]
+    lag_moments = [w.s_gram(y, lag) for lag in lags]  # sums offset in time: nothing shifted
     BQ2 = ((w.basis @ Qt) ** 2).sum(1)  # (K,) ||Q^T b_k||^2
     ynorm = y.norm(dim=1)
     spart = (sq * sq).sum(1) + w.kappa_proj(BQ2[:, None], absolute=True)[:, 0]  # bounds ||Q^T S_2 Q||

@@ -74,37 +74,35 @@ def instrument_chunk(w: Window, specs: tuple) -> dict:
     XA_all = (Xf @ A_all.T).view(n, W, -1)  # A_hat x at every step of the window: shifted, not x itself
     orders = sorted({order for _, _, order, _ in specs})
     sc_all = {o: w.s_proj(A_all.T) if o == 1 else w.s2_quad(A_all) for o in orders}  # S_1(a_j) or S_2(a_j, a_j)
-    lags = sorted({0} | {1 if direction == "past" else -1 for _, _, _, direction in specs})
-    y_all = dict(zip(lags, w.lagged_products("_Y", torch.cat([Wp for _, Wp, _, _ in specs], dim=1), tuple(lags))))
-    widths = [2 * (3 * Ah.shape[0] + 1) for Ah, _, _, _ in specs]
-    S = X.new_empty((n, W, sum(widths)))  # per chain, row u: [R, 1]_{u+lag} and [R, 1]_{u+2 lag}; each
-    # block is written in full by the shift (zeros where it leaves the window)
-    parts = []
-    a0 = s0 = 0
+    PY = w._Y @ torch.cat([Wp for _, Wp, _, _ in specs], dim=1)  # ytil at every step of the window
+    owned = w._mask
+    a0 = 0
     for i, (Ah, Wp, order, direction) in enumerate(specs):
         lag = 1 if direction == "past" else -1
-        cols = slice(a0, a0 + Ah.shape[0])
+        h = Ah.shape[0]
+        cols = slice(a0, a0 + h)
+        r = 3 * h
+        # [R_t, 1] at every step of the window, zero off the owned steps:
+        # R_t = [A_hat x_t, ytil_{t-lag}, ytil_t * S(a_j, ..)]
+        R1 = X.new_empty((n, W, r + 1))
+        R1[..., :h] = XA_all[..., cols]
+        w._shift_window(PY[..., cols], lag, out=R1[..., h:2 * h])
+        torch.mul(PY[..., cols], w._untake(sc_all[order][:, cols]), out=R1[..., 2 * h:r])
+        R1[..., r] = 1.0
+        if owned is not None:
+            R1.masked_fill_(~owned.unsqueeze(-1), 0.0)
+        # sum_t z_{t-k} [R_t, 1]^T = sum_u z_u [R, 1]_{u+k}^T: products of the window's x (and of
+        # q = (A_hat x)^2) with [R, 1] offset by k steps, nothing shifted or copied
+        X1, X2 = w._shifted_gram(X, R1, lag), w._shifted_gram(X, R1, 2 * lag)  # (d, r + 1)
         XA = XA_all[..., cols]
-        x1A = w._shift(XA, lag)  # A_hat x_{t-lag} (the instrument's x_1), rows
-        q = x1A * x1A
-        R = torch.cat([w._take(XA), y_all[lag][:, cols], y_all[0][:, cols] * sc_all[order][:, cols]], dim=1)
-        r = R.shape[1]  # 3 d_h
-        # sum_t x_{t-k} [R_t, 1]^T = sum_u x_u [R, 1]_{u+k}^T: the narrow [R, 1] is shifted, and one product
-        # with the window's x (for all chains) gives the x_1 and x_2 blocks and their sums
-        R1 = w._untake(torch.cat([R, R.new_ones((R.shape[0], 1))], dim=1))  # (n, W, r + 1)
-        for j, k in enumerate((lag, 2 * lag)):  # row u of the block: [R, 1] at step u + k
-            w._shift_window(R1, -k, out=S[:, :, s0 + j * (r + 1):s0 + (j + 1) * (r + 1)])
-        parts.append((i, R, q, r, s0))
-        a0 += Ah.shape[0]
-        s0 += 2 * (r + 1)
-    XS_all = Xf.T @ S.view(-1, S.shape[2])  # (d, sum of widths)
-    for i, R, q, r, s0 in parts:
-        XS = XS_all[:, s0:s0 + 2 * (r + 1)]
-        out[(i, "one")] = R.sum(0)
-        out[(i, "x1")] = XS[:, :r]
-        out[(i, "x2")] = XS[:, r + 1:2 * r + 1]
-        out[(i, "q")] = q.T @ R
-        out[(i, "phi")] = torch.cat([R.new_full((1,), float(R.shape[0])), XS[:, r], XS[:, 2 * r + 1], q.sum(0)])
+        Q1 = w._shifted_gram(XA * XA, R1, lag)  # (d_h, r + 1): q_t = (A_hat x_{t-lag})^2
+        tot = R1.sum((0, 1))
+        out[(i, "one")] = tot[:r]
+        out[(i, "x1")] = X1[:, :r]
+        out[(i, "x2")] = X2[:, :r]
+        out[(i, "q")] = Q1[:, :r]
+        out[(i, "phi")] = torch.cat([tot[r:], X1[:, r], X2[:, r], Q1[:, r]])
+        a0 += h
     return out
 
 
