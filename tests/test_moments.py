@@ -204,9 +204,9 @@ def test_stein_cross_moment_orders(order):
 @pytest.mark.parametrize("two_sided", [False, True])
 @pytest.mark.parametrize("d_y", [3, 30])
 def test_projection_reads_wide_outputs_once(two_sided, d_y, monkeypatch):
-    """The projection contracts y with the triangle of u u^T, kappa and the lagged scores: by
-    separate products for narrow outputs, through one fused operand (blocks of rows) for wide
-    ones (d_y = 30 above every part's width). Both give the dense tensor and the lag moments."""
+    """The projection contracts y with the triangle of u u^T and kappa through one operand built in
+    blocks of rows (several per chunk here), for narrow and wide outputs (d_y = 30 above every
+    part's width), and sums the lagged scores offset in time: the dense tensor and the lag moments."""
     import torch
 
     from spectral_rnn import moments

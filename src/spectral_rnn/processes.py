@@ -726,7 +726,7 @@ def _ls_block_sums(X, _Y, lengths: np.ndarray | None, centre: np.ndarray, chunk_
             first, last = xw[:, 0], xw[:, -1]
             G = flat.T @ flat  # numpy sees A^T A: a symmetric rank-k update (half a product)
             ft = torch.as_tensor(flat)  # torch's full product is faster than numpy's here; numpy's A^T A is
-            tot = _host(ft.sum(0))  # symmetric, torch's is not; torch's column sums 3x numpy's
+            tot = _host(ft.new_ones(ft.shape[0]) @ ft)  # symmetric, torch's is not; column sums as a product: 6x numpy's
             Z[:d, :d] += _host(G - last.T @ last)
             Sxx += _host(G - first.T @ first)
             C[:d] += _host(ft[:-1].T @ ft[1:]) - _host(last[:-1].T @ first[1:])

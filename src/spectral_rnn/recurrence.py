@@ -26,7 +26,7 @@ import torch
 from ._checks import IllConditionedError
 from ._fitting import MAX_COND
 from .activations import Polynomial
-from .moments import StepStream, Window
+from .moments import StepStream, Window, colsum
 
 __all__ = ["InstrumentMoments", "ChainEstimate", "instrument_moments", "instrument_chunk",
            "solve_scales_and_recurrence", "MAX_COND"]
@@ -96,7 +96,7 @@ def instrument_chunk(w: Window, specs: tuple) -> dict:
         X1, X2 = w._shifted_gram(X, R1, lag), w._shifted_gram(X, R1, 2 * lag)  # (d, r + 1)
         XA = XA_all[..., cols]
         Q1 = w._shifted_gram(XA * XA, R1, lag)  # (d_h, r + 1): q_t = (A_hat x_{t-lag})^2
-        tot = R1.sum((0, 1))
+        tot = colsum(R1.view(-1, r + 1))
         out[(i, "one")] = tot[:r]
         out[(i, "x1")] = X1[:, :r]
         out[(i, "x2")] = X2[:, :r]

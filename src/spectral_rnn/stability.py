@@ -101,35 +101,41 @@ class StabilityReport:
 
 def _peaks(drive: torch.Tensor, W: torch.Tensor, f: Activation, valid: torch.Tensor | None, reverse: bool,
            limit: float, stop_early: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sequence largest ``|h_t|`` of ``h_t = f(drive_t + W h_prev)`` and a divergence flag.
+    """The largest ``|h_t|`` (a 0-d tensor) of ``h_t = f(drive_t + W h_prev)`` over the sequences
+    and steps of ``drive`` (n, T, d_h), and a per-sequence divergence flag (n,).
 
     A sequence whose state exceeds ``limit`` (or is not finite) is flagged and its state
     reset to zero, so the others go on without overflow. ``stop_early``: return at the
-    first divergence (the flags are then partial, but ``any()`` is right).
+    first divergence (the flags are then partial, but ``any()`` is right). One reduction per
+    step while nothing diverges (a per-sequence one only at a step where something does).
     """
     n, T, dh = drive.shape
-    h = drive.new_zeros((n, dh))
-    peak = drive.new_zeros(n)
+    peak = drive.new_zeros(())
     bad = torch.zeros(n, dtype=torch.bool, device=drive.device)
+    if n == 0:
+        return peak, bad
+    h = drive.new_zeros((n, dh))
+    D = drive.transpose(0, 1).contiguous()  # (T, n, d_h): each step's drive contiguous
     Wt = W.T.contiguous()
+    zero = torch.zeros((), dtype=drive.dtype, device=drive.device)
     for t in (range(T - 1, -1, -1) if reverse else range(T)):
-        new = f(torch.addmm(drive[:, t], h, Wt))
+        new = f(torch.addmm(D[t], h, Wt))
         if valid is not None:
-            v = valid[:, t : t + 1]
-            new = torch.where(v, new, torch.zeros((), dtype=new.dtype, device=new.device))
-        a = new.abs().amax(1)
-        over = ~(a <= limit)  # NaN counts as over
-        if bool(over.any()):
+            new = torch.where(valid[:, t : t + 1], new, zero)
+        top = new.abs().amax()
+        if not bool(top <= limit):  # NaN counts as over
+            a = new.abs().amax(1)
+            over = ~(a <= limit)
             bad |= over
             if stop_early:
                 return peak, bad
-            new = torch.where(over[:, None], torch.zeros((), dtype=new.dtype, device=new.device), new)
-            a = torch.where(over, torch.zeros((), dtype=a.dtype, device=a.device), a)
+            new = torch.where(over[:, None], zero, new)
+            top = torch.where(over, zero, a).amax()
         if valid is not None and not reverse:
             h = torch.where(valid[:, t : t + 1], new, h)  # padding leaves a forward state as it is
         else:
             h = new
-        peak = torch.maximum(peak, a)
+        peak = torch.maximum(peak, top)
     return peak, bad
 
 
@@ -222,8 +228,7 @@ class _Chain:
         for r in chunks:
             drive, v = self.drive(r)
             p, b = _peaks(drive, W, self.f, v, self.reverse, self.limit, stop_early)
-            if p.numel():
-                peak = max(peak, float(p.max()))
+            peak = max(peak, float(p))
             if bool(b.any()):
                 local = torch.nonzero(b).flatten().cpu()
                 bads.append(local + r.start if isinstance(r, slice) else r.cpu()[local])
