@@ -20,6 +20,7 @@ PyTorch and gets its scores by automatic differentiation.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
@@ -711,27 +712,35 @@ def _ls_block_sums(X, _Y, lengths: np.ndarray | None, centre: np.ndarray, chunk_
     cap = min(chunk_steps, max(256, (1 << 21) // d))  # at most 2M numbers per chunk, as _pairs
     if lengths is None and 2 <= T <= cap:
         # whole sequences in every chunk: the sums of the flat chunk, less the terms that straddle two
-        # sequences or lack a partner; one symmetric and one full d x d product per step (the
-        # transitions' sums took three full ones and copies of x_{t-1} and x_t)
-        # sequences on an accelerator (DeviceSequences): the same sums, computed where they lie
+        # sequences or lack a partner; two d x d products per step (the transitions' sums took three
+        # full ones and copies of x_{t-1} and x_t). All in torch, where the data are (on an
+        # accelerator: DeviceSequences); a host chunk is centred into one reused float64 buffer (a
+        # new array per chunk cost its page faults: as much as the products)
         on_device = isinstance(X, DeviceSequences)
-        ctr_dev = torch.as_tensor(centre, device=X.tensor.device) if on_device else None
+        ctr = torch.as_tensor(centre, device=X.tensor.device) if on_device else ctr
+        buf = None
         for rows, _, _, _, _ in iter_windows(n, T, cap):
             _trim_heap()
             if on_device:
-                xw = X.device_slice(rows).to(torch.float64) - ctr_dev
+                xw = X.device_slice(rows).to(torch.float64) - ctr
             else:
-                xw = np.asarray(X[rows], dtype=np.float64) - centre  # (nb, T, d), centred (a new array)
+                src = np.asarray(X[rows])
+                with warnings.catch_warnings():  # a read-only memory map: only read
+                    warnings.simplefilter("ignore", UserWarning)
+                    src = torch.as_tensor(src)
+                if buf is None:
+                    buf = torch.empty(src.shape, dtype=torch.float64)
+                xw = torch.sub(src, ctr, out=buf[:src.shape[0]])  # (nb, T, d), centred, float64
             flat = xw.reshape(-1, d)
             first, last = xw[:, 0], xw[:, -1]
-            G = flat.T @ flat  # numpy sees A^T A: a symmetric rank-k update (half a product)
-            ft = torch.as_tensor(flat)  # torch's full product is faster than numpy's here; numpy's A^T A is
-            tot = _host(ft.new_ones(ft.shape[0]) @ ft)  # symmetric, torch's is not; column sums as a product: 6x numpy's
+            ones = flat.new_ones(flat.shape[0])
+            G = flat.T @ flat
+            tot = ones @ flat
             Z[:d, :d] += _host(G - last.T @ last)
             Sxx += _host(G - first.T @ first)
-            C[:d] += _host(ft[:-1].T @ ft[1:]) - _host(last[:-1].T @ first[1:])
-            Z[:d, d] += tot - _host(last.sum(0))
-            C[d] += tot - _host(first.sum(0))
+            C[:d] += _host(flat[:-1].T @ flat[1:] - last[:-1].T @ first[1:])
+            Z[:d, d] += _host(tot - ones[:xw.shape[0]] @ last)
+            C[d] += _host(tot - ones[:xw.shape[0]] @ first)
             n_pairs += xw.shape[0] * (T - 1)
         Z[d, :d] = Z[:d, d]
         Z[d, d] = n_pairs
