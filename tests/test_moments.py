@@ -152,6 +152,9 @@ def test_instrument_moments_ragged_and_chunks():
                                         [(A_hat, Wp, order, "past")])
             for k in want:
                 np.testing.assert_allclose(getattr(got, k), want[k] / lengths.sum(), rtol=1e-10, atol=1e-13)
+            # the largest |a_j . x_t| over the valid steps (padding never counts), for the stability check
+            top = np.max([np.abs(X[i, :L] @ A_hat.T).max(axis=0) for i, L in enumerate(lengths)], axis=0)
+            np.testing.assert_allclose(got.ax_max, top, rtol=1e-13)
     # E[phi] starts with the constant instrument 1
     assert got.phi[0] == pytest.approx(1.0)
 

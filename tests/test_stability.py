@@ -187,3 +187,27 @@ def test_dask_inputs_are_checked_where_they_lie(planted):
     _, rep_stable_ref = stabilize(truth, X, L)
     assert rep_stable.method == rep_stable_ref.method and rep_stable.peak_after == pytest.approx(
         rep_stable_ref.peak_after, rel=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["iornn", "brnn"])
+def test_fit_passes_its_drive_bound_to_the_check(kind, monkeypatch):
+    """The spectral fit's instrument pass carries each chain's largest |(A1 x_t)_j|, so the check reads
+    X only to simulate: the value it is given equals the one read from X (ragged inputs, padding NaN)."""
+    from spectral_rnn import SpectralBRNN, SpectralIORNN, stability
+
+    p = make_planted(kind, 8, 2, 6, n_steps=60_000, random_state=1, n_test=10)
+    Xp, Yp, lengths = ragged(p.X, p.Y, seed=3, min_length=3)
+    given = []
+    real = stability._stabilize_chain
+
+    def spy(ch, *args):
+        given.append((args[-1], ch.drive_max()))
+        return real(ch, *args)
+
+    monkeypatch.setattr(stability, "_stabilize_chain", spy)
+    est = (SpectralIORNN if kind == "iornn" else SpectralBRNN)(2, random_state=0).fit(Xp, Yp, lengths)
+    assert len(given) == len(est.model_.chains)
+    for passed, read in given:
+        assert passed is not None and passed == pytest.approx(read, rel=1e-12)
+    with pytest.raises(InputError, match="one value per chain"):
+        stabilize(est.model_, Xp, lengths, drive_max=[1.0] * 3)

@@ -69,6 +69,10 @@ MAX_PEAK_SHARE = 2e-3
 #: (:func:`refine_directions`, one more pass)
 REFINE_DIRECTIONS = True
 
+#: key of ``_fit_components``'s extras that carries each chain's largest drive to the stability
+#: check (taken out before the fitted attributes are set)
+DRIVE = "_drive_max"
+
 
 def refine_directions(stream: StepStream, dec: Decomposition, Q: np.ndarray) -> Decomposition:
     """One step of the tensor power method per unit, in the full input space: ``a_j`` is replaced by
@@ -281,8 +285,11 @@ class _SpectralBase(Params):
             bar.close()
         t0 = time.perf_counter()
         # a polynomial recursion must not diverge on the inputs it was fitted on (all of them,
-        # including sequences outlier_factor left out): shrink U (V) if it does, and say so
-        model, stability = stabilize(model, X_all, lengths_all, device=device)
+        # including sequences outlier_factor left out): shrink U (V) if it does, and say so; the
+        # instrument pass's largest drives stand for a read of X when it saw all of them
+        drive = fitted.pop(DRIVE, None)
+        model, stability = stabilize(model, X_all, lengths_all, device=device,
+                                     drive_max=drive if n_dropped == 0 and drive and None not in drive else None)
         timings["stability"] = time.perf_counter() - t0
         # fitted state is assigned only here, once the whole fit has succeeded
         self._set_fitted(model, stability, proc, X.shape[2], n_steps, n_dropped,
@@ -465,7 +472,7 @@ class SpectralIORNN(_SpectralBase):
         Wpinv = output_pinv(dec.W)
         (mom,) = instrument_moments(stream, [(dec.A, Wpinv, f.degree - 1, "past")])
         est = solve_scales_and_recurrence(mom, dec.A, dec.W, f)
-        return IORNN(est.A1, est.U, est.A2, f), {"mu_": est.mu}
+        return IORNN(est.A1, est.U, est.A2, f), {"mu_": est.mu, DRIVE: [est.drive_max]}
 
 
 
@@ -516,4 +523,5 @@ class SpectralBRNN(_SpectralBase):
         fw = solve_scales_and_recurrence(mom_f, dec.A[fwd], dec.W[fwd], f)
         bw = solve_scales_and_recurrence(mom_b, dec.A[bwd], dec.W[bwd], f)
         return BRNN(fw.A1, fw.U, fw.A2, bw.A1, bw.U, bw.A2, f), {"mu_": np.concatenate([fw.mu, bw.mu]),
-                                                                   "separation_": share}
+                                                                   "separation_": share,
+                                                                   DRIVE: [fw.drive_max, bw.drive_max]}

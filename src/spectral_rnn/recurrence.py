@@ -38,23 +38,27 @@ class InstrumentMoments:
     ``phi`` (n_phi,): ``E[phi_t]``; ``phi_ax`` (n_phi, d_h): ``E[phi_t (A_hat x_t)^T]``;
     ``phi_lag`` (n_phi, d_h): ``E[phi_t ytil_lag^T]`` (``ytil_{t-1}``, or ``ytil_{t+1}`` for the
     backward chain); ``r`` (n_phi, d_h): column j ``E[phi_t ytil_{t,j} S(a_j, .., a_j)]`` with the score
-    of order 1 (quadratic activation) or 2 (cubic)."""
+    of order 1 (quadratic activation) or 2 (cubic). ``ax_max`` (d_h,): the largest ``|A_hat x_t|`` of
+    each unit over the steps (the stability check's drive bound, without another read of x)."""
 
     phi: np.ndarray
     phi_ax: np.ndarray
     phi_lag: np.ndarray
     r: np.ndarray
+    ax_max: np.ndarray | None = None
 
 
 @dataclass
 class ChainEstimate:
     """The parameters of one chain: ``A1`` (d_h, d_x), ``U`` (d_h, d_h), ``A2`` (d_h, d_y) and
-    ``mu`` (d_h,), the estimate of ``E[f''(z_j)]`` (cubic) or ``2 c2`` (quadratic)."""
+    ``mu`` (d_h,), the estimate of ``E[f''(z_j)]`` (cubic) or ``2 c2`` (quadratic); ``drive_max``: the
+    largest ``|(A1 x_t)_j|`` over the steps of the pass, when the moments carried it."""
 
     A1: np.ndarray
     U: np.ndarray
     A2: np.ndarray
     mu: np.ndarray
+    drive_max: float | None = None
 
 
 def instrument_chunk(w: Window, specs: tuple) -> dict:
@@ -62,7 +66,8 @@ def instrument_chunk(w: Window, specs: tuple) -> dict:
     (``A_hat`` (d_h, d_x), ``Wpinv`` (d_y, d_h), order, direction) and
     ``R_t = [A_hat x_t, Wpinv^T y_lag, (Wpinv^T y_t) * S(a_j, ..)]`` (3 d_h,): the products of
     ``R`` with each block of ``phi_t = [1, x_1, x_2, (A_hat x_1)^2]`` (``(i, "one")``, ``(i, "x1")``,
-    ``(i, "x2")``, ``(i, "q")``) and ``(i, "phi")`` = ``sum_t phi_t``; the reduction is a sum. Cost
+    ``(i, "x2")``, ``(i, "q")``) and ``(i, "phi")`` = ``sum_t phi_t``, reduced by a sum; and
+    ``"max:ax{i}.{j}"`` (1,), the largest ``|a_j . x_t|`` of the window, reduced by a maximum. Cost
     ``O(m d_x d_h)``: ``phi`` is never multiplied by ``x_t`` itself, and the second-order score enters
     as ``S_2(a_j, a_j) = (s . a_j)^2 - sum_k kappa_k (b_k . a_j)^2``."""
     out = {}
@@ -76,6 +81,8 @@ def instrument_chunk(w: Window, specs: tuple) -> dict:
     sc_all = {o: w.s_proj(A_all.T) if o == 1 else w.s2_quad(A_all) for o in orders}  # S_1(a_j) or S_2(a_j, a_j)
     PY = w._Y @ torch.cat([Wp for _, Wp, _, _ in specs], dim=1)  # ytil at every step of the window
     owned = w._mask
+    # every step of the window is a valid step of some chunk, or zero padding: its maximum is safe
+    ax_max = XA_all.abs().amax(dim=(0, 1)) if XA_all.numel() else None
     a0 = 0
     for i, (Ah, Wp, order, direction) in enumerate(specs):
         lag = 1 if direction == "past" else -1
@@ -102,6 +109,9 @@ def instrument_chunk(w: Window, specs: tuple) -> dict:
         out[(i, "x2")] = X2[:, :r]
         out[(i, "q")] = Q1[:, :r]
         out[(i, "phi")] = torch.cat([tot[r:], X1[:, r], X2[:, r], Q1[:, r]])
+        if ax_max is not None:
+            for j in range(h):
+                out[f"max:ax{i}.{j}"] = ax_max[a0 + j:a0 + j + 1]
         a0 += h
     return out
 
@@ -129,8 +139,9 @@ def instrument_moments(
     for i, (A_hat, _, _, _) in enumerate(specs):
         d_h = A_hat.shape[0]
         G = np.concatenate([m[(i, "one")][None], m[(i, "x1")], m[(i, "x2")], m[(i, "q")]])  # (n_phi, 3 d_h)
+        ax_max = np.array([m[f"max:ax{i}.{j}"][0] for j in range(d_h)]) if f"max:ax{i}.0" in m else None
         out.append(InstrumentMoments(phi=m[(i, "phi")], phi_ax=G[:, :d_h], phi_lag=G[:, d_h:2 * d_h],
-                                     r=G[:, 2 * d_h:]))
+                                     r=G[:, 2 * d_h:], ax_max=ax_max))
     return out
 
 
@@ -179,4 +190,5 @@ def solve_scales_and_recurrence(mom: InstrumentMoments, A_hat: np.ndarray, W: np
     gain = mu * scale**2  # mu_j s_j^2
     if np.any(np.abs(gain) <= 1e-12 * np.max(np.abs(gain))) or not np.all(np.isfinite(gain)):
         raise IllConditionedError("a hidden unit's scale came out (near) zero: the model is not identified from these data")
-    return ChainEstimate(A1=scale[:, None] * A_hat, U=Ut / gain[None, :], A2=W / gain[:, None], mu=mu)
+    drive = None if mom.ax_max is None else float(np.max(np.abs(scale) * mom.ax_max))
+    return ChainEstimate(A1=scale[:, None] * A_hat, U=Ut / gain[None, :], A2=W / gain[:, None], mu=mu, drive_max=drive)

@@ -28,6 +28,8 @@ it is shrunk further by ``margin`` until it passes).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import math
 import warnings
 from dataclasses import dataclass
@@ -253,12 +255,14 @@ def _block_run(Xb: np.ndarray, _Y: None, Lb: np.ndarray | None, spec: tuple, fac
     return _block_chain(Xb, Lb, spec).run(factor, stop_early=stop_early)
 
 
-def _stabilize_chain(ch: _Chain, margin: float, rtol: float, name: str, wname: str, iname: str):
+def _stabilize_chain(ch: _Chain, margin: float, rtol: float, name: str, wname: str, iname: str,
+                     drive_max: float | None = None):
     """(factor, method, peak_before, peak_after, diverged) for one chain (``diverged``: the
-    indices of the sequences that diverged at the original scale, or ``None`` when none did)."""
+    indices of the sequences that diverged at the original scale, or ``None`` when none did);
+    ``drive_max``: the chain's largest drive when known (else read from the inputs)."""
     if ch.f.bounded:
         return 1.0, "bounded activation", math.nan, math.nan, None
-    r = bound_certifies(ch.f, ch.drive_max(), ch.W.cpu().numpy(), ch.limit)
+    r = bound_certifies(ch.f, ch.drive_max() if drive_max is None else drive_max, ch.W.cpu().numpy(), ch.limit)
     if math.isfinite(r):
         return 1.0, "bound", r, r, None
     peak, bad = ch.run(1.0)
@@ -328,6 +332,7 @@ def stabilize(
     limit: float | None = None,
     device: str | None = None,
     chunk_steps: int = 1 << 18,
+    drive_max: Sequence[float] | None = None,
 ):
     """Make sure ``model``'s recursion stays bounded on inputs ``X``; shrink ``U`` (``V``) if not.
 
@@ -343,6 +348,9 @@ def stabilize(
     limit: ``|hidden state|`` above which a recursion counts as divergent (default: the
         limit of ``predict``, 1e6).
     device, chunk_steps: where to run, and about how many time steps per block.
+    drive_max: per chain (``model.chains`` order), the largest ``|(A1 x_t)_j|`` over the valid
+        steps of ``X``, when the caller knows it (the spectral fit's instrument pass does):
+        the a-priori bound then needs no read of ``X``. Default: computed from ``X``.
 
     Returns
     -------
@@ -372,11 +380,13 @@ def stabilize(
     W = {k: torch.as_tensor(v, dtype=torch.float64, device=dev) for k, v in model.parameters().items()}
     n, T = X.shape[:2]
     rows = max(1, min(int(chunk_steps), max(256, (1 << 21) // X.shape[2])) // max(T, 1))  # <= 2M numbers read
+    if drive_max is not None and len(drive_max) != len(model.chains):
+        raise InputError(f"drive_max needs one value per chain ({len(model.chains)}), got {len(drive_max)}")
     results = [
         _stabilize_chain(_Chain(X, lengths, W[c.input], W[c.recurrent], getattr(model, c.activation), c.reverse, limit,
                                 rows), margin, rtol, "backward chain" if c.reverse else "forward chain", c.recurrent,
-                         c.input)
-        for c in model.chains
+                         c.input, None if drive_max is None else float(drive_max[k]))
+        for k, c in enumerate(model.chains)
     ]
     factors = [r[0] for r in results]
     changed = any(f != 1.0 for f in factors)
