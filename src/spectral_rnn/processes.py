@@ -734,7 +734,13 @@ def _ls_block_sums(X, _Y, lengths: np.ndarray | None, centre: np.ndarray, chunk_
             flat = xw.reshape(-1, d)
             first, last = xw[:, 0], xw[:, -1]
             ones = flat.new_ones(flat.shape[0])
-            G = flat.T @ flat
+            # numpy sees A^T A and does a symmetric rank-k update (half the flops): 2x torch's full
+            # product at d = 300, 2x slower at d = 10 (measured crossover near 64)
+            if on_device or d < 64:
+                G = flat.T @ flat
+            else:
+                fn = flat.numpy()
+                G = torch.from_numpy(fn.T @ fn)
             tot = ones @ flat
             Z[:d, :d] += _host(G - last.T @ last)
             Sxx += _host(G - first.T @ first)
