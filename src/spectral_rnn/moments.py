@@ -803,17 +803,16 @@ def _contract_pairs(y: torch.Tensor, sq: torch.Tensor, part: torch.Tensor) -> tu
     nt = k * (k + 1) // 2
     width = nt + part.shape[1]
     step = max(64, min(PAIR_BLOCK_ENTRIES, TEMP_ENTRIES) // width)
-    uT, pT = sq.T.contiguous(), part.T
     G = y.new_zeros((y.shape[1], width))
     F = y.new_empty((width, min(step, m)))
     for i in range(0, m, step):
-        u = uT[:, i:i + step]
+        u = sq[i:i + step].T.contiguous()  # (k, rows): transposed block by block, in cache
         Fb = F[:, :u.shape[1]]
         c = 0
         for a in range(k):
             torch.mul(u[a:], u[a], out=Fb[c:c + k - a])
             c += k - a
-        Fb[nt:] = pT[:, i:i + step]
+        Fb[nt:] = part[i:i + step].T
         G.addmm_(y[i:i + step].T, Fb.T)
     return G[:, :nt], G[:, nt:]
 
