@@ -153,9 +153,16 @@ def test_autoregression_sums_of_whole_sequences_equal_the_transitions(chunk):
     assert fast[3] == slow[3] == 50 * 8
     for a, b in zip(fast[:3], slow[:3]):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-10)
-    p1, p2 = AR1Process().fit(X), AR1Process().fit(X, lengths=full)
-    for name in ("F_", "intercept_", "noise_cov_"):
+    # the whole sequences' route also sums the first steps (the ragged one reads them apart)
+    n1, s1, S2 = fast[4]
+    assert n1 == 50 and slow[4] is None
+    np.testing.assert_allclose(s1, (X[:, 0] - centre).sum(0), rtol=1e-12)
+    np.testing.assert_allclose(S2, (X[:, 0] - centre).T @ (X[:, 0] - centre), rtol=1e-12)
+    p1, p2 = AR1Process(first_step="own").fit(X), AR1Process(first_step="own").fit(X, lengths=full)
+    for name in ("F_", "intercept_", "noise_cov_", "initial_mean_", "initial_cov_"):
         np.testing.assert_allclose(getattr(p1, name), getattr(p2, name), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(p1.initial_mean_, X[:, 0].mean(0), rtol=1e-12)
+    np.testing.assert_allclose(p1.initial_cov_, np.cov(X[:, 0].T), rtol=1e-10)
 
 
 @pytest.mark.parametrize("two_sided", [False, True])

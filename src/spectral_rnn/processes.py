@@ -370,6 +370,7 @@ class AR1Process(Params):
         else:
             parts = [_ls_block_sums(X, None, lengths, centre, chunk_steps)]
         Z, C, Sxx, n_pairs = (sum(p[i] for p in parts) for i in range(4))
+        first = None if any(p[4] is None for p in parts) else [sum(p[4][i] for p in parts) for i in range(3)]
         if n_pairs < 2 * (d + 1):
             raise InputError(
                 f"too few transitions to fit the input process: {n_pairs} pairs (x_{{t-1}}, x_t) for input dimension {d}; "
@@ -387,7 +388,12 @@ class AR1Process(Params):
         self.F_ = F
         self.intercept_ = B[d] + centre - F @ centre
         self.noise_cov_ = 0.5 * (Sigma + Sigma.T)
-        self._fit_first_law(X, lengths, n, d)
+        if first is not None and first[0] >= 2:  # from the sums above: no read of the first steps
+            m1 = first[1] / first[0]
+            own = (centre + m1, (first[2] - first[0] * np.outer(m1, m1)) / (first[0] - 1))
+        else:
+            own = _first_step_moments(X, d) if n >= 2 else (None, None)
+        self._fit_first_law(n, d, *own)
         self._complete()
         self._fit_laws(X, lengths, chunk_steps)
         return self
@@ -416,9 +422,9 @@ class AR1Process(Params):
                 "remove them from the inputs, or replace them by a noisy feature"
             )
 
-    def _fit_first_law(self, X: np.ndarray, lengths: np.ndarray | None, n: int, d: int) -> None:
+    def _fit_first_law(self, n: int, d: int, m_own: np.ndarray | None, S_own: np.ndarray | None) -> None:
+        """The law of ``x_1`` (``first_step``), given the first steps' own mean and covariance."""
         own_ok = n >= 10 * (d + 1)
-        m_own, S_own = _first_step_moments(X, d) if n >= 2 else (None, None)
         try:
             stat = self._stationary()
         except InputError:
@@ -700,14 +706,17 @@ def _host(a) -> np.ndarray:
 
 def _ls_block_sums(X, _Y, lengths: np.ndarray | None, centre: np.ndarray, chunk_steps: int):
     """The least-squares sums of the autoregression over a block of sequences, in coordinates
-    centred at ``centre``: ``(Z, C, Sxx, n_pairs)`` with ``Z = sum [x_{t-1}; 1][x_{t-1}; 1]^T``,
-    ``C = sum [x_{t-1}; 1] x_t^T``, ``Sxx = sum x_t x_t^T`` over all transitions. A pure function of
-    the block: blocks are summed (serially, or as Dask tasks)."""
+    centred at ``centre``: ``(Z, C, Sxx, n_pairs, first)`` with ``Z = sum [x_{t-1}; 1][x_{t-1}; 1]^T``,
+    ``C = sum [x_{t-1}; 1] x_t^T``, ``Sxx = sum x_t x_t^T`` over all transitions, and ``first`` the
+    first steps' ``(count, sum x_1, sum x_1 x_1^T)``, which the sums of whole sequences compute
+    anyway (``None`` on the route of ragged sequences). A pure function of the block: blocks are
+    summed (serially, or as Dask tasks)."""
     n, T, d = X.shape
     Z = np.zeros((d + 1, d + 1))
     C = np.zeros((d + 1, d))
     Sxx = np.zeros((d, d))
     n_pairs = 0
+    S1, S2 = np.zeros(d), np.zeros((d, d))  # the first steps' sums (whole sequences only)
     ctr = torch.as_tensor(centre)
     cap = min(chunk_steps, max(256, (1 << 21) // d))  # at most 2M numbers per chunk, as _pairs
     if lengths is None and 2 <= T <= cap:
@@ -742,15 +751,18 @@ def _ls_block_sums(X, _Y, lengths: np.ndarray | None, centre: np.ndarray, chunk_
                 fn = flat.numpy()
                 G = torch.from_numpy(fn.T @ fn)
             tot = ones @ flat
+            FF, f1 = _host(first.T @ first), _host(ones[:xw.shape[0]] @ first)
             Z[:d, :d] += _host(G - last.T @ last)
-            Sxx += _host(G - first.T @ first)
+            Sxx += _host(G) - FF
             C[:d] += _host(flat[:-1].T @ flat[1:] - last[:-1].T @ first[1:])
             Z[:d, d] += _host(tot - ones[:xw.shape[0]] @ last)
-            C[d] += _host(tot - ones[:xw.shape[0]] @ first)
+            C[d] += _host(tot) - f1
             n_pairs += xw.shape[0] * (T - 1)
+            S1 += f1
+            S2 += FF
         Z[d, :d] = Z[:d, d]
         Z[d, d] = n_pairs
-        return Z, C, Sxx, n_pairs
+        return Z, C, Sxx, n_pairs, (n, S1, S2)
     for prev, cur, _ in AR1Process._pairs(X, lengths, chunk_steps):
         _trim_heap()
         if cur.shape[0] == 0:
@@ -763,7 +775,7 @@ def _ls_block_sums(X, _Y, lengths: np.ndarray | None, centre: np.ndarray, chunk_
         C += G[:, d + 1:].numpy()
         Sxx += (cur.T @ cur).numpy()
         n_pairs += cur.shape[0]
-    return Z, C, Sxx, n_pairs
+    return Z, C, Sxx, n_pairs, None
 
 
 class GaussianAR1(AR1Process):
