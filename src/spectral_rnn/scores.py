@@ -222,12 +222,13 @@ def innovation_stats(chunks, d: int, max_sample: int = 200_000, n_total: int | N
         w = torch.as_tensor(w, dtype=torch.float64)
         w2 = w * w
         w3 = w2 * w
-        powers[1] += w.sum(0).numpy()
-        powers[2] += w2.sum(0).numpy()
-        powers[3] += w3.sum(0).numpy()
-        powers[4] += (w2 * w2).sum(0).numpy()
-        powers[5] += (w2 * w3).sum(0).numpy()
-        powers[6] += (w3 * w3).sum(0).numpy()
+        ones = w.new_ones(w.shape[0])  # column sums as vector products: 2-3x torch's sum over rows
+        powers[1] += (ones @ w).numpy()
+        powers[2] += (ones @ w2).numpy()
+        powers[3] += (ones @ w3).numpy()
+        powers[4] += (ones @ (w2 * w2)).numpy()
+        powers[5] += (ones @ (w2 * w3)).numpy()
+        powers[6] += (ones @ (w3 * w3)).numpy()
         n += w.shape[0]
         if hist is not None:
             idx = ((w - lo) / width).floor().clamp(0, HIST_BINS - 1).long() + offsets
