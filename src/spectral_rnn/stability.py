@@ -28,10 +28,9 @@ it is shrunk further by ``margin`` until it passes).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
