@@ -792,18 +792,23 @@ def pairs_chunk(w: Window, Th: torch.Tensor, Om: torch.Tensor) -> dict:
 PAIR_BLOCK_ENTRIES = 1 << 19
 
 
-def _contract_pairs(y: torch.Tensor, sq: torch.Tensor, part: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(y^T [u_a u_b for a <= b (row-major upper triangle)], y^T part)``: (d_y, k(k+1)/2) and (d_y, c)
-    for ``y`` (m, d_y), ``sq = u`` (m, k) and ``part`` (m, c), in one product per block of rows. The
-    operand is built transposed, one contiguous row per pair ``u_a * u_b`` (products of contiguous
-    rows of ``u^T``; the row-major layout made each product a strided one), in blocks of rows that
-    keep it within :data:`PAIR_BLOCK_ENTRIES` numbers (and :data:`TEMP_ENTRIES`), so it is written
-    and read in cache."""
+def _contract_pairs(y: torch.Tensor, sq: torch.Tensor, part: torch.Tensor, norm_of: torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(y^T [u_a u_b for a <= b (row-major upper triangle)], y^T part, ||u_t||^2, ||z_t||)``: (d_y,
+    k(k+1)/2), (d_y, c), (m,) and (m,) for ``y`` (m, d_y), ``sq = u`` (m, k), ``part`` (m, c) and
+    ``z = norm_of`` (m, d_z; default ``y``), in one product per block of rows. The operand is built
+    transposed, one contiguous row per pair ``u_a * u_b`` (products of contiguous rows of ``u^T``;
+    the row-major layout made each product a strided one), in blocks of rows that keep it within
+    :data:`PAIR_BLOCK_ENTRIES` numbers (and :data:`TEMP_ENTRIES`), so it is written and read in
+    cache; the row norms (the projection's weight of each step) are taken from the same blocks."""
     m, k = sq.shape
+    z = y if norm_of is None else norm_of
     nt = k * (k + 1) // 2
     width = nt + part.shape[1]
     step = max(64, min(PAIR_BLOCK_ENTRIES, TEMP_ENTRIES) // width)
+    diag = torch.as_tensor([a * k - a * (a - 1) // 2 for a in range(k)], device=y.device)  # rows u_a u_a
     G = y.new_zeros((y.shape[1], width))
+    usq, znorm = y.new_empty(m), y.new_empty(m)
     F = y.new_empty((width, min(step, m)))
     for i in range(0, m, step):
         u = sq[i:i + step].T.contiguous()  # (k, rows): transposed block by block, in cache
@@ -814,7 +819,9 @@ def _contract_pairs(y: torch.Tensor, sq: torch.Tensor, part: torch.Tensor) -> tu
             c += k - a
         Fb[nt:] = part[i:i + step].T
         G.addmm_(y[i:i + step].T, Fb.T)
-    return G[:, :nt], G[:, nt:]
+        torch.sum(Fb.index_select(0, diag), 0, out=usq[i:i + step])
+        torch.linalg.vector_norm(z[i:i + step], dim=1, out=znorm[i:i + step])
+    return G[:, :nt], G[:, nt:], usq, znorm
 
 
 def project_chunk(w: Window, Qt: torch.Tensor, lags: tuple[int, ...] = ()) -> dict:
@@ -824,13 +831,12 @@ def project_chunk(w: Window, Qt: torch.Tensor, lags: tuple[int, ...] = ()) -> di
     y = w.y
     yt = w.y_tensor  # the tensor's outputs (a control variate subtracted); the lag moments keep y
     sq = w.s_proj(Qt)  # (m, k)
-    acc, yk = _contract_pairs(yt, sq, w.kappa_c)
+    acc, yk, usq, ynorm = _contract_pairs(yt, sq, w.kappa_c, norm_of=y)
     if yk.shape[1] != w.groups.shape[0]:
         yk = yk[:, w.groups]
     lag_moments = [w.s_gram(y, lag) for lag in lags]  # sums offset in time: nothing shifted
     BQ2 = ((w.basis @ Qt) ** 2).sum(1)  # (K,) ||Q^T b_k||^2
-    ynorm = y.norm(dim=1)
-    spart = (sq * sq).sum(1) + w.kappa_proj(BQ2[:, None], absolute=True)[:, 0]  # bounds ||Q^T S_2 Q||
+    spart = usq + w.kappa_proj(BQ2[:, None], absolute=True)[:, 0]  # bounds ||Q^T S_2 Q||
     mass = ynorm * spart  # each step's weight in the tensor
     out = {"acc": acc, "yk": yk, "mass": mass.sum(), "ynorm": ynorm.sum(), "spart": spart.sum()}
     if mass.numel():  # a chunk may hold only padding
