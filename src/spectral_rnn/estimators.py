@@ -69,10 +69,6 @@ MAX_PEAK_SHARE = 2e-3
 #: (:func:`refine_directions`, one more pass)
 REFINE_DIRECTIONS = True
 
-#: key of ``_fit_components``'s extras that carries each chain's largest drive to the stability
-#: check (taken out before the fitted attributes are set)
-DRIVE = "_drive_max"
-
 
 def refine_directions(stream: StepStream, dec: Decomposition, Q: np.ndarray) -> Decomposition:
     """One step of the tensor power method per unit, in the full input space: ``a_j`` is replaced by
@@ -182,7 +178,8 @@ class _SpectralBase(Params):
         self.n_threads = n_threads
         self.control_variate = control_variate
 
-    # the recipe both estimators follow; subclasses fill in _fit_components
+    # the recipe both estimators follow; subclasses fill in _fit_components: (model, fitted attributes,
+    # each chain's largest drive |(A1 x_t)_j| from the instrument pass, None where it is not known)
     _two_sided = False
     _chains = 1
     _project_lags: tuple[int, ...] = ()
@@ -279,7 +276,7 @@ class _SpectralBase(Params):
                 raise IllConditionedError(str(exc) + _score_hint(proc)) from None
             timings["decomposition"] = time.perf_counter() - t0
             t0 = time.perf_counter()
-            model, fitted = self._fit_components(stream, dec, f)
+            model, fitted, drive = self._fit_components(stream, dec, f)
             timings["recurrence"] = time.perf_counter() - t0
         finally:
             bar.close()
@@ -287,9 +284,8 @@ class _SpectralBase(Params):
         # a polynomial recursion must not diverge on the inputs it was fitted on (all of them,
         # including sequences outlier_factor left out): shrink U (V) if it does, and say so; the
         # instrument pass's largest drives stand for a read of X when it saw all of them
-        drive = fitted.pop(DRIVE, None)
         model, stability = stabilize(model, X_all, lengths_all, device=device,
-                                     drive_max=drive if n_dropped == 0 and drive and None not in drive else None)
+                                     drive_max=drive if n_dropped == 0 and None not in drive else None)
         timings["stability"] = time.perf_counter() - t0
         # fitted state is assigned only here, once the whole fit has succeeded
         self._set_fitted(model, stability, proc, X.shape[2], n_steps, n_dropped,
@@ -468,11 +464,11 @@ class SpectralIORNN(_SpectralBase):
     def _fit_odd(self, X, Y, lengths):
         return fit_iornn_odd(self, X, Y, lengths)
 
-    def _fit_components(self, stream: StepStream, dec, f: Polynomial) -> tuple[IORNN, dict]:
+    def _fit_components(self, stream: StepStream, dec, f: Polynomial) -> tuple[IORNN, dict, list]:
         Wpinv = output_pinv(dec.W)
         (mom,) = instrument_moments(stream, [(dec.A, Wpinv, f.degree - 1, "past")])
         est = solve_scales_and_recurrence(mom, dec.A, dec.W, f)
-        return IORNN(est.A1, est.U, est.A2, f), {"mu_": est.mu, DRIVE: [est.drive_max]}
+        return IORNN(est.A1, est.U, est.A2, f), {"mu_": est.mu}, [est.drive_max]
 
 
 
@@ -503,7 +499,7 @@ class SpectralBRNN(_SpectralBase):
     def _fit_odd(self, X, Y, lengths):
         return fit_brnn_odd(self, X, Y, lengths)
 
-    def _fit_components(self, stream: StepStream, dec, f: Polynomial) -> tuple[BRNN, dict]:
+    def _fit_components(self, stream: StepStream, dec, f: Polynomial) -> tuple[BRNN, dict, list]:
         d_h = self.hidden_size
         Wpinv = output_pinv(dec.W)
         lag = stream.lag_score_moments(Wpinv, lags=(1, -1))
@@ -522,6 +518,5 @@ class SpectralBRNN(_SpectralBase):
             (dec.A[fwd], Wpinv[:, fwd], f.degree - 1, "past"), (dec.A[bwd], Wpinv[:, bwd], f.degree - 1, "future")])
         fw = solve_scales_and_recurrence(mom_f, dec.A[fwd], dec.W[fwd], f)
         bw = solve_scales_and_recurrence(mom_b, dec.A[bwd], dec.W[bwd], f)
-        return BRNN(fw.A1, fw.U, fw.A2, bw.A1, bw.U, bw.A2, f), {"mu_": np.concatenate([fw.mu, bw.mu]),
-                                                                   "separation_": share,
-                                                                   DRIVE: [fw.drive_max, bw.drive_max]}
+        return (BRNN(fw.A1, fw.U, fw.A2, bw.A1, bw.U, bw.A2, f),
+                {"mu_": np.concatenate([fw.mu, bw.mu]), "separation_": share}, [fw.drive_max, bw.drive_max])

@@ -41,7 +41,7 @@ from ._checks import InputError, iter_windows, read_slice
 from ._dask import compute_blocks, is_dask
 from ._heap import trim_heap as _trim_heap
 from .processes import MarkovProcess
-from .scores import StepScores
+from .scores import StepScores, colsum
 
 __all__ = ["StepStream", "Window", "cross_moment"]
 
@@ -107,12 +107,6 @@ class _Sums(dict):
             out[k] = torch.stack(vals).median(dim=0).values.cpu().numpy() if len(vals) > 2 else \
                 torch.stack(vals).mean(dim=0).cpu().numpy()
         return out
-
-
-def colsum(A: torch.Tensor) -> torch.Tensor:
-    """Column sums (c,) of a tall 2-D array (rows, c): one vector-matrix product, 2-3x faster than
-    torch's reduction over the rows of a narrow array."""
-    return A.new_ones(A.shape[0]) @ A
 
 
 def _lagged(source: str, k: int) -> cached_property:

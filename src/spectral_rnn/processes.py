@@ -48,6 +48,7 @@ from .scores import (
     MomentLaw,
     StepScores,
     StudentTLaw,
+    colsum,
     innovation_stats,
     make_law,
 )
@@ -742,7 +743,6 @@ def _ls_block_sums(X, _Y, lengths: np.ndarray | None, centre: np.ndarray, chunk_
                 xw = torch.sub(src, ctr, out=buf[:src.shape[0]])  # (nb, T, d), centred, float64
             flat = xw.reshape(-1, d)
             first, last = xw[:, 0], xw[:, -1]
-            ones = flat.new_ones(flat.shape[0])
             # numpy sees A^T A and does a symmetric rank-k update (half the flops): 2x torch's full
             # product at d = 300, 2x slower at d = 10 (measured crossover near 64)
             if on_device or d < 64:
@@ -750,12 +750,12 @@ def _ls_block_sums(X, _Y, lengths: np.ndarray | None, centre: np.ndarray, chunk_
             else:
                 fn = flat.numpy()
                 G = torch.from_numpy(fn.T @ fn)
-            tot = ones @ flat
-            FF, f1 = _host(first.T @ first), _host(ones[:xw.shape[0]] @ first)
+            tot = colsum(flat)
+            FF, f1 = _host(first.T @ first), _host(colsum(first))
             Z[:d, :d] += _host(G - last.T @ last)
             Sxx += _host(G) - FF
             C[:d] += _host(flat[:-1].T @ flat[1:] - last[:-1].T @ first[1:])
-            Z[:d, d] += _host(tot - ones[:xw.shape[0]] @ last)
+            Z[:d, d] += _host(tot - colsum(last))
             C[d] += _host(tot) - f1
             n_pairs += xw.shape[0] * (T - 1)
             S1 += f1

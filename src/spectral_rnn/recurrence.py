@@ -26,7 +26,8 @@ import torch
 from ._checks import IllConditionedError
 from ._fitting import MAX_COND
 from .activations import Polynomial
-from .moments import StepStream, Window, colsum
+from .moments import StepStream, Window
+from .scores import colsum
 
 __all__ = ["InstrumentMoments", "ChainEstimate", "instrument_moments", "instrument_chunk",
            "solve_scales_and_recurrence", "MAX_COND"]

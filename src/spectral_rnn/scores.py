@@ -201,6 +201,12 @@ def _weighted_points(stats: "InnovationStats") -> tuple[torch.Tensor, torch.Tens
     return w, torch.full_like(w, 1.0 / w.shape[0])
 
 
+def colsum(A: torch.Tensor) -> torch.Tensor:
+    """Column sums (c,) of a tall 2-D array (rows, c): one vector-matrix product, 2-3x faster than
+    torch's reduction over the rows of a narrow array."""
+    return A.new_ones(A.shape[0]) @ A
+
+
 def innovation_stats(chunks, d: int, max_sample: int = 200_000, n_total: int | None = None,
                      histogram: bool = False) -> InnovationStats:
     """Accumulate :class:`InnovationStats` from an iterable of ``(m, d)`` arrays or tensors.
@@ -222,13 +228,12 @@ def innovation_stats(chunks, d: int, max_sample: int = 200_000, n_total: int | N
         w = torch.as_tensor(w, dtype=torch.float64)
         w2 = w * w
         w3 = w2 * w
-        ones = w.new_ones(w.shape[0])  # column sums as vector products: 2-3x torch's sum over rows
-        powers[1] += (ones @ w).numpy()
-        powers[2] += (ones @ w2).numpy()
-        powers[3] += (ones @ w3).numpy()
-        powers[4] += (ones @ (w2 * w2)).numpy()
-        powers[5] += (ones @ (w2 * w3)).numpy()
-        powers[6] += (ones @ (w3 * w3)).numpy()
+        powers[1] += colsum(w).numpy()
+        powers[2] += colsum(w2).numpy()
+        powers[3] += colsum(w3).numpy()
+        powers[4] += colsum(w2 * w2).numpy()
+        powers[5] += colsum(w2 * w3).numpy()
+        powers[6] += colsum(w3 * w3).numpy()
         n += w.shape[0]
         if hist is not None:
             idx = ((w - lo) / width).floor().clamp(0, HIST_BINS - 1).long() + offsets
