@@ -288,3 +288,16 @@ def test_clock_and_first_evaluation_time(toy_arrays):
     h = train_classifier(m, Xt, yt, Xd, yd, budget_s=6.5, eval_every_s=2.0, clock=lambda: float(next(ticks)),
                          batch_size=8, patience=100)
     assert h.time == [0.0, 2.25, 4.5, 6.0, 6.75]
+
+
+def test_readout_in_float32_ends_where_float64_does(toy_arrays):
+    """The read-out's default float32 solve (the speed of the spectral start) reaches the float64 solve's loss."""
+    feat, ts, Xt, Xd, yt, yd = toy_arrays
+    losses, weights = [], []
+    for dtype in (torch.float64, torch.float32):
+        m = make_classifier("rnn", feat.n_features, 6, len(ts), seed=0)
+        losses.append(fit_readout(m, Xt, yt, dtype=dtype, max_iter=200))
+        weights.append(m.readout.weight.detach().double())
+    assert not torch.equal(weights[0], weights[1])  # two solves in two precisions, not one
+    assert abs(losses[1] - losses[0]) <= 1e-5
+    assert torch.linalg.norm(weights[1] - weights[0]) <= 5e-3 * torch.linalg.norm(weights[0])
