@@ -237,8 +237,8 @@ def test_law_contract(name):
 
 def test_decomposer_contract():
     dec = CPDecomposer(n_als=5)
-    assert repr(dec) == "CPDecomposer(n_als=5, oversample=6)"
-    assert sklearn_base.clone(dec).get_params() == {"n_als": 5, "oversample": 6}
+    assert repr(dec) == "CPDecomposer(n_als=5, oversample=6, als_tol=1e-08)"
+    assert sklearn_base.clone(dec).get_params() == {"n_als": 5, "oversample": 6, "als_tol": 1e-8}
     assert dec.set_params(oversample=3) is dec and dec.oversample == 3
     assert pickle.loads(pickle.dumps(dec)).get_params() == dec.get_params()
     rng = np.random.default_rng(0)

@@ -180,3 +180,46 @@ def test_many_draws_never_fail():
     for seed in range(30):
         a_err, w_err = factor_errors(A, W, decompose(T, 4, random_state=seed))
         assert a_err < 1e-6 and w_err < 1e-6, (seed, a_err, w_err)
+
+
+def _planted_correlated(seed, d_out=8, d_in=10, r=8, rho=0.5):
+    """A full-rank output mode (r = d_out, as in the BRNN's tensor) and input factors sharing a common
+    direction (pairwise cosines about 0.5): a tensor on which alternating least squares converges slowly."""
+    rng = np.random.default_rng(seed)
+    A = rho * rng.standard_normal(d_in) + (1 - rho) * rng.standard_normal((r, d_in))
+    A /= np.linalg.norm(A, axis=1, keepdims=True)
+    W = rng.standard_normal((r, d_out))
+    return np.einsum("jy,ja,jb->yab", W, A, A), A, W
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_als_runs_to_convergence_so_the_error_shrinks_with_the_noise(seed):
+    """Sweeps run until the factors stop moving: the error is then proportional to the noise in the
+    tensor (consistency), where a fixed ten sweeps stop short of the optimum by several times the
+    statistical error (what made the BRNN's error grow from 3e6 to 3e7 steps)."""
+    from spectral_rnn.decomposition import ALS_TOL, MAX_ALS
+
+    T, A, W = _planted_correlated(seed)
+    N = np.random.default_rng(100 + seed).standard_normal(T.shape)
+    N = 0.5 * (N + N.transpose(0, 2, 1))
+    noisy = {eps: T + eps * np.linalg.norm(T) * N / np.linalg.norm(N) for eps in (1e-3, 1e-4)}
+    errs = {}
+    for eps, Tn in noisy.items():
+        dec = decompose(Tn, 8, random_state=0, min_gap=1.0)
+        assert dec.als_sweeps < MAX_ALS and dec.als_change <= ALS_TOL
+        errs[eps] = factor_errors(A, W, dec)[0]
+    few = decompose(noisy[1e-3], 8, random_state=0, n_als=10, als_tol=0.0, min_gap=1.0)
+    assert few.als_sweeps == 10
+    assert errs[1e-4] <= 0.15 * errs[1e-3], errs  # error proportional to the noise
+    assert errs[1e-3] <= 0.5 * factor_errors(A, W, few)[0]  # ten sweeps were not the optimum
+
+
+def test_als_settings_are_checked():
+    T, _, _ = planted()
+    for bad in (-1, 2.5, True, "10"):
+        with pytest.raises(InputError, match="n_als"):
+            decompose(T, 4, random_state=0, n_als=bad)
+    for bad in (-1e-3, float("nan"), "x"):
+        with pytest.raises(InputError, match="als_tol"):
+            decompose(T, 4, random_state=0, als_tol=bad)
+    assert decompose(T, 4, random_state=0, n_als=0).als_sweeps == 0

@@ -9,7 +9,7 @@ docs/method.md, section 'Decomposition', which needs no positivity:
 3. simultaneous diagonalisation (Jennrich) of two random contractions of the core,
    several draws, keeping the best-conditioned one;
 4. output factors by least squares;
-5. a few alternating least-squares sweeps.
+5. alternating least-squares sweeps, until the factors stop moving.
 
 :func:`decompose` takes a dense tensor; :func:`decompose_projected` takes the
 projection ``T(I, Q, Q)`` that the estimators stream from the data, so the dense
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._checks import IllConditionedError, InputError, check_random_state
+from ._checks import IllConditionedError, InputError, check_random_state, check_real
 from ._params import Params
 
 __all__ = ["decompose", "decompose_projected", "jennrich", "als_refine", "CPDecomposer", "Decomposition"]
@@ -38,12 +38,17 @@ class Decomposition:
 
     ``A``: (r, d_in) unit-norm rows; ``W``: (r, d_out); ``gap``: the ratio
     sigma_r / sigma_{r+1} of the input unfolding (inf when not measurable), a
-    measure of how clearly the data show r components.
+    measure of how clearly the data show r components; ``als_sweeps``, ``als_change``:
+    how the alternating least squares ended (a change above the tolerance: stopped by
+    the cap, not converged).
     """
 
     A: np.ndarray
     W: np.ndarray
     gap: float
+    #: alternating least-squares sweeps done, and the last sweep's largest factor change
+    als_sweeps: int = 0
+    als_change: float = float("nan")
 
 
 def _khatri_rao(B: np.ndarray, C: np.ndarray) -> np.ndarray:
@@ -96,28 +101,58 @@ def output_factors(T: np.ndarray, A: np.ndarray) -> np.ndarray:
     return _lstsq_rows(T1 @ KR, (A @ A.T) ** 2).T
 
 
-def als_refine(T: np.ndarray, A: np.ndarray, W: np.ndarray, n_iter: int = 10) -> tuple[np.ndarray, np.ndarray]:
-    """Alternating least squares on ``T`` (d_out, d_in, d_in) from ``A`` (r, d_in), ``W`` (r, d_out).
+#: default cap on the alternating least-squares sweeps, and their stopping tolerance (largest
+#: change of a unit-normalised input factor in one sweep); a fixed 10 sweeps left an optimisation
+#: error that did not shrink with the data (docs/method.md, section 7, step 6)
+MAX_ALS = 1000
+ALS_TOL = 1e-8
 
-    The two input modes are updated as separate factors ``B``, ``C`` and merged
-    (signs aligned, averaged) at the end; ``W`` is then re-solved. Returns
-    ``(A, W)`` with unit-norm rows of ``A``.
-    """
+
+def _unit_columns(M: np.ndarray) -> np.ndarray:
+    """Columns of ``M`` scaled to unit norm, each signed so its largest entry is positive."""
+    M = M / np.maximum(np.linalg.norm(M, axis=0, keepdims=True), 1e-300)
+    return M * np.where(M[np.argmax(np.abs(M), axis=0), np.arange(M.shape[1])] < 0, -1.0, 1.0)
+
+
+def _als(T: np.ndarray, A: np.ndarray, W: np.ndarray, max_sweeps: int, tol: float
+         ) -> tuple[np.ndarray, np.ndarray, int, float]:
+    """:func:`als_refine`'s iteration: ``(A, W, sweeps done, last change)``; stops once no
+    unit-normalised input factor moved by more than ``tol`` in a sweep, or after ``max_sweeps``."""
     d_out, d_in, _ = T.shape
     Wc, B, C = W.T.copy(), A.T.copy(), A.T.copy()
     T1 = T.reshape(d_out, -1)
     T2 = T.transpose(1, 0, 2).reshape(d_in, -1)
     T3 = T.transpose(2, 0, 1).reshape(d_in, -1)
-    for _ in range(n_iter):
+    prev = np.concatenate([_unit_columns(B), _unit_columns(C)])
+    sweeps, change = 0, float("inf")
+    while sweeps < max_sweeps and change > tol:
         B = _lstsq_rows(T2 @ _khatri_rao(Wc, C), (Wc.T @ Wc) * (C.T @ C))
         C = _lstsq_rows(T3 @ _khatri_rao(Wc, B), (Wc.T @ Wc) * (B.T @ B))
         Wc = _lstsq_rows(T1 @ _khatri_rao(B, C), (B.T @ B) * (C.T @ C))
+        cur = np.concatenate([_unit_columns(B), _unit_columns(C)])
+        change = float(np.max(np.abs(cur - prev)))
+        prev = cur
+        sweeps += 1
     B = B / np.linalg.norm(B, axis=0, keepdims=True)
     C = C / np.linalg.norm(C, axis=0, keepdims=True)
     C = C * np.sign(np.sum(B * C, axis=0))
     A_new = B + C
     A_new = (A_new / np.linalg.norm(A_new, axis=0, keepdims=True)).T
-    return A_new, output_factors(T, A_new)
+    return A_new, output_factors(T, A_new), sweeps, change
+
+
+def als_refine(T: np.ndarray, A: np.ndarray, W: np.ndarray, n_iter: int = MAX_ALS,
+               tol: float = ALS_TOL) -> tuple[np.ndarray, np.ndarray]:
+    """Alternating least squares on ``T`` (d_out, d_in, d_in) from ``A`` (r, d_in), ``W`` (r, d_out).
+
+    The two input modes are updated as separate factors ``B``, ``C`` and merged
+    (signs aligned, averaged) at the end; ``W`` is then re-solved. Sweeps run until no
+    unit-normalised column of ``B`` or ``C`` moves by more than ``tol`` (entry-wise) in
+    one sweep, at most ``n_iter`` of them (``tol=0``: exactly ``n_iter``). Returns
+    ``(A, W)`` with unit-norm rows of ``A``.
+    """
+    A_new, W_new, _, _ = _als(T, A, W, n_iter, tol)
+    return A_new, W_new
 
 
 def _top_left(M: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray]:
@@ -136,8 +171,9 @@ def decompose_projected(
     Q: np.ndarray,
     rank: int,
     random_state: int | np.random.Generator | None = None,
-    n_als: int = 10,
+    n_als: int = MAX_ALS,
     min_gap: float = MIN_GAP,
+    als_tol: float = ALS_TOL,
 ) -> Decomposition:
     """Decompose from the projection ``Tp = T(I, Q, Q)`` (d_out, k, k), ``Q`` (d_in, k)
     orthonormal with ``k >= rank`` columns spanning the input factors.
@@ -148,6 +184,9 @@ def decompose_projected(
     unfoldings below ``min_gap``).
     """
     d_out, k, _ = Tp.shape
+    if isinstance(n_als, (bool, np.bool_)) or not isinstance(n_als, (int, np.integer)) or n_als < 0:
+        raise InputError(f"n_als must be a non-negative int (the most ALS sweeps), got {n_als!r}")
+    als_tol = check_real(als_tol, "als_tol", low=0.0)
     if rank > k or rank > d_out:
         raise InputError(f"rank {rank} exceeds the tensor's dimensions ({d_out}, {k}, {k})")
     Tp = 0.5 * (Tp + Tp.transpose(0, 2, 1))
@@ -164,15 +203,15 @@ def decompose_projected(
     Bk = R @ G  # (k, rank): factors inside Q's coordinates
     Bk = Bk / np.linalg.norm(Bk, axis=0, keepdims=True)
     W = output_factors(Tp, Bk.T)
-    Bk_rows, W = als_refine(Tp, Bk.T, W, n_iter=n_als)
+    Bk_rows, W, sweeps, change = _als(Tp, Bk.T, W, n_als, als_tol)
     A = Bk_rows @ Q.T
     norms = np.linalg.norm(A, axis=1, keepdims=True)
-    return Decomposition(A=A / norms, W=W * norms**2, gap=gap)
+    return Decomposition(A=A / norms, W=W * norms**2, gap=gap, als_sweeps=sweeps, als_change=change)
 
 
 def decompose(
-    T: np.ndarray, rank: int, random_state: int | np.random.Generator | None = None, n_als: int = 10,
-    min_gap: float = MIN_GAP,
+    T: np.ndarray, rank: int, random_state: int | np.random.Generator | None = None, n_als: int = MAX_ALS,
+    min_gap: float = MIN_GAP, als_tol: float = ALS_TOL,
 ) -> Decomposition:
     """Decompose a dense ``T`` (d_out, d_in, d_in) ``= sum_j w_j (x) a_j (x) a_j`` (a_j unit).
 
@@ -182,7 +221,7 @@ def decompose(
     T = np.asarray(T, dtype=np.float64)
     if T.ndim != 3 or T.shape[1] != T.shape[2]:
         raise InputError(f"expected a (d_out, d_in, d_in) tensor, got shape {T.shape}")
-    return decompose_projected(T, np.eye(T.shape[1]), rank, random_state, n_als, min_gap)
+    return decompose_projected(T, np.eye(T.shape[1]), rank, random_state, n_als, min_gap, als_tol)
 
 
 class CPDecomposer(Params):
@@ -190,21 +229,25 @@ class CPDecomposer(Params):
 
     Parameters
     ----------
-    n_als: alternating least-squares sweeps after the simultaneous diagonalisation.
+    n_als: the most alternating least-squares sweeps after the simultaneous
+        diagonalisation (they stop earlier once converged, see ``als_tol``).
     oversample: extra sketch columns beyond the rank when the input subspace is
         found from random contractions of the moment tensor.
+    als_tol: the sweeps stop once no unit-normalised input factor moves by more than
+        this (entry-wise) in one sweep; 0 runs exactly ``n_als`` sweeps.
     """
 
-    def __init__(self, n_als: int = 10, oversample: int = 6) -> None:
+    def __init__(self, n_als: int = MAX_ALS, oversample: int = 6, als_tol: float = ALS_TOL) -> None:
         self.n_als = n_als
         self.oversample = oversample
+        self.als_tol = als_tol
 
     def __repr__(self) -> str:
-        return f"CPDecomposer(n_als={self.n_als}, oversample={self.oversample})"
+        return f"CPDecomposer(n_als={self.n_als}, oversample={self.oversample}, als_tol={self.als_tol:g})"
 
     def decompose_projected(self, Tp: np.ndarray, Q: np.ndarray, rank: int, random_state=None,
                             min_gap: float = MIN_GAP) -> Decomposition:
-        return decompose_projected(Tp, Q, rank, random_state, self.n_als, min_gap)
+        return decompose_projected(Tp, Q, rank, random_state, self.n_als, min_gap, self.als_tol)
 
     def decompose(self, T: np.ndarray, rank: int, random_state=None, min_gap: float = MIN_GAP) -> Decomposition:
-        return decompose(T, rank, random_state, self.n_als, min_gap)
+        return decompose(T, rank, random_state, self.n_als, min_gap, self.als_tol)

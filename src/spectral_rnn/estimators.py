@@ -85,7 +85,7 @@ def refine_directions(stream: StepStream, dec: Decomposition, Q: np.ndarray) -> 
     A = C.T / np.maximum(np.linalg.norm(C, axis=0), 1e-300)[:, None]
     A *= np.where(np.sum(A * dec.A, axis=1) < 0, -1.0, 1.0)[:, None]
     inside = np.sum((A @ Q) ** 2, axis=1)  # ||Q^T a_j||^2 of the unit-norm refined directions
-    return Decomposition(A=A, W=dec.W / inside[:, None], gap=dec.gap)
+    return Decomposition(A=A, W=dec.W / inside[:, None], gap=dec.gap, als_sweeps=dec.als_sweeps, als_change=dec.als_change)
 
 
 def check_activation(f: Polynomial) -> None:

@@ -19,7 +19,7 @@ The route (:func:`fit_iornn_odd`), four streamed passes:
    simultaneous diagonalisation (:func:`~spectral_rnn.decomposition.jennrich`) of the
    ``(d_h^2, d_h, d_h)`` tensor ``sum_j (w_j (x) g_j) (x) g_j (x) g_j`` gives the ``g_j``
    (random contractions of the merged mode use all of the core, not one slice), polished by
-   a few sweeps of symmetric deflated power iterations. Unit directions ``a_j = Q g_j``.
+   symmetric deflated power sweeps run until the directions stop moving. Unit directions ``a_j = Q g_j``.
 3. Scales, ``U`` and ``A2``: the scale ``s_j`` of each row of A1 is identifiable for tanh (not
    homogeneous) but enters nonlinearly. With the directions fixed, ``(s, U)`` (``d_h + d_h^2``
    numbers) are fitted by L-BFGS on the squared prediction error with ``A2`` eliminated in
@@ -58,7 +58,7 @@ from ._checks import (
     valid_mask,
 )
 from .activations import Activation, Polynomial, Tanh, as_activation
-from .decomposition import jennrich
+from .decomposition import ALS_TOL, MAX_ALS, jennrich
 from ._fitting import _score_hint, drop_extreme_sequences, output_pinv
 from .chain import run_chain, step_mask
 from .control import control_for
@@ -123,13 +123,16 @@ def _kr3(G: np.ndarray) -> np.ndarray:
     return (G[:, None, None, :] * G[None, :, None, :] * G[None, None, :, :]).reshape(k**3, r)
 
 
-def decompose_symmetric4(T4: np.ndarray, random_state=None, n_sweeps: int = 20) -> tuple[np.ndarray, np.ndarray]:
+def decompose_symmetric4(T4: np.ndarray, random_state=None, n_sweeps: int = MAX_ALS,
+                         tol: float = ALS_TOL) -> tuple[np.ndarray, np.ndarray]:
     """``T4`` (p, k, k, k) ``~ sum_j w_j (x) g_j (x) g_j (x) g_j``, symmetric in its last three modes,
     with ``k`` components: returns ``G`` (k, k) unit columns and ``W`` (p, k).
 
-    Jennrich on the ``(p k, k, k)`` reshape (output and first input mode merged), then
-    ``n_sweeps`` sweeps of deflated symmetric power updates ``g_j <- R_j(w_j, ., g_j, g_j)`` and
-    least-squares ``W``."""
+    Jennrich on the ``(p k, k, k)`` reshape (output and first input mode merged), then sweeps of
+    deflated symmetric power updates ``g_j <- R_j(w_j, ., g_j, g_j)`` and least-squares ``W``, until
+    no entry of ``G`` moves by more than ``tol`` in a sweep, at most ``n_sweeps`` (as the ALS of
+    :mod:`~spectral_rnn.decomposition`: a fixed 20 sweeps left a planted tanh IO-RNN at 1e6 steps
+    with A1 error 0.044 where the converged sweeps give 0.008)."""
     p, k = T4.shape[0], T4.shape[1]
     T4 = sum(T4.transpose(0, *perm) for perm in
              ((1, 2, 3), (1, 3, 2), (2, 1, 3), (2, 3, 1), (3, 1, 2), (3, 2, 1))) / 6.0
@@ -141,6 +144,7 @@ def decompose_symmetric4(T4: np.ndarray, random_state=None, n_sweeps: int = 20) 
 
     W = weights(G)
     for _ in range(n_sweeps):
+        G_prev = G.copy()
         for j in range(k):
             others = [i for i in range(k) if i != j]
             R = T4 - np.einsum("pi,ai,bi,ci->pabc", W[:, others], G[:, others], G[:, others], G[:, others])
@@ -149,6 +153,8 @@ def decompose_symmetric4(T4: np.ndarray, random_state=None, n_sweeps: int = 20) 
             if nrm > 0:
                 G[:, j] = g / nrm * np.sign(g @ G[:, j] or 1.0)
         W = weights(G)
+        if np.max(np.abs(G - G_prev)) <= tol:
+            break
     return G, W
 
 
