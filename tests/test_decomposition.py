@@ -223,3 +223,18 @@ def test_als_settings_are_checked():
         with pytest.raises(InputError, match="als_tol"):
             decompose(T, 4, random_state=0, als_tol=bad)
     assert decompose(T, 4, random_state=0, n_als=0).als_sweeps == 0
+
+
+def test_als_that_stops_at_its_cap_says_so():
+    T, A, W = _planted_correlated(1)
+    N = np.random.default_rng(101).standard_normal(T.shape)
+    Tn = T + 1e-3 * np.linalg.norm(T) * 0.5 * (N + N.transpose(0, 2, 1)) / np.linalg.norm(N)
+    with pytest.warns(RuntimeWarning, match="did not converge in 3 sweeps"):
+        dec = decompose(Tn, 8, random_state=0, n_als=3, min_gap=1.0)
+    assert dec.als_sweeps == 3 and dec.als_change > 1e-6
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        decompose(Tn, 8, random_state=0, n_als=3, als_tol=0.0, min_gap=1.0)  # exactly 3 asked: no warning
+        decompose(Tn, 8, random_state=0, min_gap=1.0)  # converged: no warning

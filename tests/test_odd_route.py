@@ -83,6 +83,8 @@ def test_decompose_symmetric4_sweeps_to_convergence(seed):
 
     assert err(1e-4) <= 0.03 * err(1e-3)
     assert err(1e-3) <= 0.05 * err(1e-3, 20, 0.0)
+    with pytest.warns(RuntimeWarning, match="did not converge in 2 sweeps"):
+        err(1e-3, 2)  # stopped by the cap, not converged: said so
 
 
 # ------------------------------------------------------------------ metrics and dispatch

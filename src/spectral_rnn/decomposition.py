@@ -19,6 +19,7 @@ estimators plug in.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -106,6 +107,9 @@ def output_factors(T: np.ndarray, A: np.ndarray) -> np.ndarray:
 #: error that did not shrink with the data (docs/method.md, section 7, step 6)
 MAX_ALS = 1000
 ALS_TOL = 1e-8
+#: a sweep that stops at the cap warns when its last change exceeds this: with a slow linear rate
+#: (0.999 per sweep) what is left is then about 1e3 times it, near the statistical error of 1e6 steps
+ALS_WARN = 1e-6
 
 
 def _unit_columns(M: np.ndarray) -> np.ndarray:
@@ -204,6 +208,13 @@ def decompose_projected(
     Bk = Bk / np.linalg.norm(Bk, axis=0, keepdims=True)
     W = output_factors(Tp, Bk.T)
     Bk_rows, W, sweeps, change = _als(Tp, Bk.T, W, n_als, als_tol)
+    if als_tol > 0 and n_als > 0 and change > max(als_tol, ALS_WARN):
+        warnings.warn(
+            f"the tensor decomposition's alternating least squares did not converge in {n_als} sweeps "
+            f"(last change {change:.2g} > als_tol {als_tol:g}): the factors may carry optimisation error; "
+            "more data, a smaller hidden_size, or CPDecomposer(n_als=...) with more sweeps",
+            RuntimeWarning, stacklevel=2,
+        )
     A = Bk_rows @ Q.T
     norms = np.linalg.norm(A, axis=1, keepdims=True)
     return Decomposition(A=A / norms, W=W * norms**2, gap=gap, als_sweeps=sweeps, als_change=change)
@@ -234,7 +245,9 @@ class CPDecomposer(Params):
     oversample: extra sketch columns beyond the rank when the input subspace is
         found from random contractions of the moment tensor.
     als_tol: the sweeps stop once no unit-normalised input factor moves by more than
-        this (entry-wise) in one sweep; 0 runs exactly ``n_als`` sweeps.
+        this (entry-wise) in one sweep; 0 runs exactly ``n_als`` sweeps. Sweeps stopped by
+        the cap with a last change above ``max(als_tol, ALS_WARN)`` (1e-6) raise a
+        ``RuntimeWarning``.
     """
 
     def __init__(self, n_als: int = MAX_ALS, oversample: int = 6, als_tol: float = ALS_TOL) -> None:

@@ -44,6 +44,7 @@ positive (compare with :func:`~spectral_rnn.metrics.parameter_errors` ``odd=True
 from __future__ import annotations
 
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -58,7 +59,7 @@ from ._checks import (
     valid_mask,
 )
 from .activations import Activation, Polynomial, Tanh, as_activation
-from .decomposition import ALS_TOL, MAX_ALS, jennrich
+from .decomposition import ALS_TOL, ALS_WARN, MAX_ALS, jennrich
 from ._fitting import _score_hint, drop_extreme_sequences, output_pinv
 from .chain import run_chain, step_mask
 from .control import control_for
@@ -143,6 +144,7 @@ def decompose_symmetric4(T4: np.ndarray, random_state=None, n_sweeps: int = MAX_
         return np.linalg.lstsq(_kr3(G), unf.T, rcond=None)[0].T  # (p, k)
 
     W = weights(G)
+    change = float("inf")
     for _ in range(n_sweeps):
         G_prev = G.copy()
         for j in range(k):
@@ -153,8 +155,15 @@ def decompose_symmetric4(T4: np.ndarray, random_state=None, n_sweeps: int = MAX_
             if nrm > 0:
                 G[:, j] = g / nrm * np.sign(g @ G[:, j] or 1.0)
         W = weights(G)
-        if np.max(np.abs(G - G_prev)) <= tol:
+        change = float(np.max(np.abs(G - G_prev)))
+        if change <= tol:
             break
+    if tol > 0 and n_sweeps > 0 and change > max(tol, ALS_WARN):
+        warnings.warn(
+            f"the third-order decomposition's power sweeps did not converge in {n_sweeps} sweeps (last change "
+            f"{change:.2g} > {tol:g}): the directions may carry optimisation error; more data or a smaller hidden_size",
+            RuntimeWarning, stacklevel=2,
+        )
     return G, W
 
 
