@@ -301,3 +301,6 @@ def test_readout_in_float32_ends_where_float64_does(toy_arrays):
     assert not torch.equal(weights[0], weights[1])  # two solves in two precisions, not one
     assert abs(losses[1] - losses[0]) <= 1e-5
     assert torch.linalg.norm(weights[1] - weights[0]) <= 5e-3 * torch.linalg.norm(weights[0])
+    m = make_classifier("rnn", feat.n_features, 6, len(ts), seed=0)
+    with pytest.raises(InputError, match="dtype"):
+        fit_readout(m, Xt, yt, dtype=torch.int64)

@@ -38,7 +38,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from ._checks import InputError
+from ._checks import InputError, check_dtype
 from .features import WordFeaturizer, pad_sequences
 from .refine import DivergenceRecovery, EarlyStopping, RunLog
 
@@ -479,6 +479,7 @@ def fit_readout(module: SequenceClassifier, X, y, lengths=None, l2: float = 1e-4
     cross-entropy (computed in float64). This is the step that turns a spectral estimate of
     the recurrent part into a classifier.
     """
+    dtype = check_dtype(dtype)
     Xp, L = _as_batch(X, lengths)
     Y = _as_labels(y, Xp.shape[0], Xp.shape[1], L)
     with torch.no_grad():
