@@ -390,8 +390,7 @@ class AR1Process(Params):
         self.intercept_ = B[d] + centre - F @ centre
         self.noise_cov_ = 0.5 * (Sigma + Sigma.T)
         if first is not None and first[0] >= 2:  # from the sums above: no read of the first steps
-            m1 = first[1] / first[0]
-            own = (centre + m1, (first[2] - first[0] * np.outer(m1, m1)) / (first[0] - 1))
+            own = _mean_cov(centre, *first)
         else:
             own = _first_step_moments(X, d) if n >= 2 else (None, None)
         self._fit_first_law(n, d, *own)
@@ -696,6 +695,12 @@ def _first_step_moments(X, d: int) -> tuple[np.ndarray, np.ndarray]:
         n += z.shape[0]
         s1 += z.sum(axis=0)
         s2 += z.T @ z
+    return _mean_cov(c, n, s1, s2)
+
+
+def _mean_cov(c: np.ndarray, n: int, s1: np.ndarray, s2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and covariance (``n - 1`` normalisation) from sums ``s1 = sum z``, ``s2 = sum z z^T`` of
+    ``n`` points ``z = x - c`` centred at ``c``."""
     m = s1 / n
     return c + m, (s2 - n * np.outer(m, m)) / (n - 1)
 
