@@ -128,7 +128,8 @@ class Window:
     Attributes are computed on first use: ``x``, ``x_prev``, ``x_prev2`` (m, d_x);
     ``x_next``, ``x_next2``; ``y``, ``y_prev``, ``y_next`` (m, d_y); ``scores``, the
     process's :class:`~spectral_rnn.scores.StepScores` of the valid steps (rows ``m``),
-    and ``s`` = ``scores.s`` (m, d_x). Quantities before the first step are zero
+    and ``s`` (m, d_x), their first-order part (taken from the linear score where the stream
+    may use it, without building the full scores). Quantities before the first step are zero
     (``h_0 = 0``, and a constant is a valid instrument).
     """
 
