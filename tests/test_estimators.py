@@ -120,6 +120,7 @@ def test_fitted_attributes_and_reproducible():
     assert est.A1_.shape == (2, 6) and est.U_.shape == (2, 2) and est.A2_.shape == (2, 4)
     assert isinstance(est.model_, IORNN) and est.model_.activation == m.activation
     assert est.n_steps_ == 30_000 and est.gap_ > 1.5
+    assert 1 <= est.als_sweeps_ < 1000 and est.als_change_ <= 1e-8  # the ALS converged before its cap
     np.testing.assert_allclose(est.mu_, 1.0)  # 2 c2 for a quadratic
     assert {"process", "decomposition", "recurrence", "total"} <= set(est.timings_)
     assert est.predict(X[:3]).shape == (3, 10, 4)

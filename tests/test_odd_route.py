@@ -85,6 +85,15 @@ def test_decompose_symmetric4_sweeps_to_convergence(seed):
     assert err(1e-3) <= 0.05 * err(1e-3, 20, 0.0)
     with pytest.warns(RuntimeWarning, match="did not converge in 2 sweeps"):
         err(1e-3, 2)  # stopped by the cap, not converged: said so
+    # return_info says how the sweeps ended: below the tolerance, or at the cap (seed 3's correlated
+    # directions converge slowly: 1000 sweeps leave a change of 7e-7, under the warning's 1e-6)
+    noisy = T4 + 1e-3 * np.linalg.norm(T4) * N
+    _, _, (sweeps, change) = decompose_symmetric4(noisy, 0, return_info=True)
+    assert 2 < sweeps <= 1000 and (change <= 1e-8 or sweeps == 1000)
+    assert decompose_symmetric4(noisy, 0, sweeps, return_info=True)[2] == (sweeps, change)
+    with pytest.warns(RuntimeWarning):
+        _, _, (sweeps, change) = decompose_symmetric4(noisy, 0, 2, return_info=True)
+    assert sweeps == 2 and change > 1e-6
 
 
 # ------------------------------------------------------------------ metrics and dispatch
@@ -124,6 +133,7 @@ def test_tanh_iornn_recovers_planted_model_2e5():
     assert np.all(np.linalg.norm(est.A1_, axis=1) > 0)  # positive scales along canonical directions
     assert np.all(est.mu_ < 0)  # E[tanh'''(z)] < 0 for moderate pre-activations
     assert set(est.timings_) >= {"process", "decomposition", "recurrence", "total"}
+    assert 1 <= est.als_sweeps_ < 1000 and est.als_change_ <= 1e-8  # the power sweeps converged
 
 
 def test_tanh_iornn_ragged_sequences():

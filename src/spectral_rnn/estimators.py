@@ -289,7 +289,8 @@ class _SpectralBase(Params):
         timings["stability"] = time.perf_counter() - t0
         # fitted state is assigned only here, once the whole fit has succeeded
         self._set_fitted(model, stability, proc, X.shape[2], n_steps, n_dropped,
-                         {**fitted, "gap_": dec.gap, "robust_": robust_used})
+                         {**fitted, "gap_": dec.gap, "als_sweeps_": dec.als_sweeps, "als_change_": dec.als_change,
+                          "robust_": robust_used})
         timings["total"] = time.perf_counter() - t_start
         self.timings_ = timings
         return self
@@ -454,7 +455,10 @@ class SpectralIORNN(_SpectralBase):
 
     Fitted attributes: ``model_`` (:class:`IORNN`), ``A1_``, ``U_``, ``A2_``,
     ``n_dropped_``, ``process_``, ``scores_``, ``scores_reason_``, ``mu_`` (E[f''(z_j)] per unit),
-    ``gap_`` (singular-value gap of the moment tensor at rank d_h), ``n_steps_``, ``timings_``
+    ``gap_`` (singular-value gap of the moment tensor at rank d_h), ``als_sweeps_`` and
+    ``als_change_`` (how the decomposition's sweeps ended: a change above ``CPDecomposer.als_tol``
+    means the cap ``n_als`` stopped them; on the route for odd activations, the power sweeps of
+    :func:`~spectral_rnn.odd_route.decompose_symmetric4`), ``n_steps_``, ``timings_``
     (seconds per stage), ``stability_`` (:class:`~spectral_rnn.stability.StabilityReport`: whether
     ``U`` had to be shrunk so the recursion stays bounded on the training inputs), ``n_features_in_``.
     """
@@ -486,7 +490,7 @@ class SpectralBRNN(_SpectralBase):
     instruments and V from future-only ones.
 
     Fitted attributes: ``model_`` (:class:`BRNN`), ``A1_, U_, A2_, B1_, V_, B2_``,
-    ``process_``, ``mu_`` (forward then backward units), ``gap_``, ``separation_``
+    ``process_``, ``mu_`` (forward then backward units), ``gap_``, ``als_sweeps_``, ``als_change_``, ``separation_``
     (per component, the share of its lag derivative that looks to the past: near 1
     for forward units, near 0 for backward ones), ``n_steps_``, ``timings_``.
     """

@@ -125,9 +125,10 @@ def _kr3(G: np.ndarray) -> np.ndarray:
 
 
 def decompose_symmetric4(T4: np.ndarray, random_state=None, n_sweeps: int = MAX_ALS,
-                         tol: float = ALS_TOL) -> tuple[np.ndarray, np.ndarray]:
+                         tol: float = ALS_TOL, return_info: bool = False):
     """``T4`` (p, k, k, k) ``~ sum_j w_j (x) g_j (x) g_j (x) g_j``, symmetric in its last three modes,
-    with ``k`` components: returns ``G`` (k, k) unit columns and ``W`` (p, k).
+    with ``k`` components: returns ``G`` (k, k) unit columns and ``W`` (p, k); with ``return_info``
+    also ``(sweeps, change)``: the power sweeps done and the last sweep's largest change of ``G``.
 
     Jennrich on the ``(p k, k, k)`` reshape (output and first input mode merged), then sweeps of
     deflated symmetric power updates ``g_j <- R_j(w_j, ., g_j, g_j)`` and least-squares ``W``, until
@@ -144,8 +145,8 @@ def decompose_symmetric4(T4: np.ndarray, random_state=None, n_sweeps: int = MAX_
         return np.linalg.lstsq(_kr3(G), unf.T, rcond=None)[0].T  # (p, k)
 
     W = weights(G)
-    change = float("inf")
-    for _ in range(n_sweeps):
+    change, sweeps = float("inf"), 0
+    for sweeps in range(1, n_sweeps + 1):
         G_prev = G.copy()
         for j in range(k):
             others = [i for i in range(k) if i != j]
@@ -164,7 +165,7 @@ def decompose_symmetric4(T4: np.ndarray, random_state=None, n_sweeps: int = MAX_
             f"{change:.2g} > {tol:g}): the directions may carry optimisation error; more data or a smaller hidden_size",
             RuntimeWarning, stacklevel=2,
         )
-    return G, W
+    return (G, W, (sweeps, change)) if return_info else (G, W)
 
 
 # --------------------------------------------------------------------------- scales and U
@@ -430,7 +431,7 @@ def _fit_odd(est, X, Y, lengths, bidirectional: bool):
     except InputError as exc:
         raise InputError(f"{exc}: the route for odd activations (tanh) needs it; use scores='auto', 'gaussian', "
                          "'score-matching', 'mixture' or 'student-t'") from None
-    G, W3 = decompose_symmetric4(T4, rng)
+    G, W3, (sweeps, change) = decompose_symmetric4(T4, rng, return_info=True)
     timings["decomposition"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -509,7 +510,8 @@ def _fit_odd(est, X, Y, lengths, bidirectional: bool):
     est._set_fitted(model, stability, proc, X.shape[2], n_steps, n_dropped,
                     {**fitted, "mu_": mu, "scale_start_": s_ratio, "nls_iterations_": n_iter, "nls_loss_": loss,
                      "linear_units_": floored,
-                     "gap_": gap, "robust_": False})  # the third-order route uses plain means
+                     "gap_": gap, "als_sweeps_": sweeps, "als_change_": change,
+                     "robust_": False})  # the third-order route uses plain means
     timings["total"] = time.perf_counter() - t_start
     est.timings_ = timings
     return est
