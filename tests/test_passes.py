@@ -118,6 +118,18 @@ def test_threads_setting():
     with limit_threads(1):
         assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == before
+    # torch gets the fit's threads, the BLAS pool one (the two pools called in turn stall each other)
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    blas = [p for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"]
+    if blas:
+        with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+            with limit_threads(2):
+                assert torch.get_num_threads() == 2
+                assert all(p["num_threads"] == 1 for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas")
+            with limit_threads(2, blas=None):
+                assert all(p["num_threads"] == 2 for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas")
+            assert all(p["num_threads"] == 2 for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas")
+        assert torch.get_num_threads() == before
     p = make_planted("iornn", 6, 2, 5, n_steps=20_000, random_state=0)
     a = SpectralIORNN(2, random_state=0, n_threads=1).fit(p.X, p.Y)
     assert torch.get_num_threads() == before

@@ -134,6 +134,25 @@ def test_fit_matches_hand_least_squares_and_ragged():
         np.testing.assert_allclose(q2.initial_cov_, q.initial_cov_, atol=1e-12)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_wide_inputs_sums_match_hand_least_squares(threads):
+    """d >= 64 on the route of whole sequences: numpy's symmetric product on one thread, torch's
+    on more (the two pools called in turn stall each other); both are the hand least squares."""
+    d = 70
+    p = GaussianAR1.random(d, rho=0.5, random_state=3)
+    X = p.sample(60, 12, random_state=4)
+    F, b, S = _ls_reference(list(X))
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        q = GaussianAR1().fit(X)
+    finally:
+        torch.set_num_threads(before)
+    np.testing.assert_allclose(q.F_, F, atol=1e-10)
+    np.testing.assert_allclose(q.intercept_, b, atol=1e-10)
+    np.testing.assert_allclose(q.noise_cov_, S, atol=1e-10)
+
+
 def test_fit_independent_of_chunks_for_one_long_sequence():
     p = planted()
     X = p.sample(1, 500, random_state=7)

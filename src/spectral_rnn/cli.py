@@ -174,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="averaging of the moment passes: auto (default: plain means, median of means when a few "
                         "extreme steps dominate), on (always median of means), off (plain means; refuse such data)")
     f.add_argument("--threads", type=_positive_int, default=None,
-                   help="threads of torch and the BLAS pool during the fit (default: the CPUs other jobs leave free)")
+                   help="torch threads during the fit (default: the CPUs other jobs leave free; the BLAS pool gets one)")
     f.add_argument("--control-variate", choices=("auto", "on", "off"), default="auto",
                    help="subtract from the outputs their linear fit on neighbouring inputs in the tensor passes "
                         "(same tensor in expectation, less noise): auto (default: on for non-Gaussian inputs), "

@@ -442,8 +442,9 @@ class SpectralIORNN(_SpectralBase):
     outlier_factor: ``None`` (default) uses every sequence; a number (e.g. 100) leaves out
         the sequences whose largest |output| exceeds that many times the median over
         sequences (see :func:`drop_extreme_sequences`); ``n_dropped_`` counts them.
-    n_threads: threads of torch's intra-op pool and of the BLAS pool during ``fit`` (both are
-        restored afterwards); ``None`` (default): the CPUs not kept busy by other jobs (see
+    n_threads: threads of torch's intra-op pool during ``fit``, where the large products run (the
+        BLAS pool of numpy and scipy gets one: :func:`~spectral_rnn.threads.limit_threads`; both
+        are restored afterwards); ``None`` (default): the CPUs not kept busy by other jobs (see
         :func:`~spectral_rnn.threads.resolve_threads`), so a fit on a shared machine does not stall.
     control_variate: subtract from the outputs, in the tensor passes only (``S_2``; ``S_3`` on the
         route for odd activations), their least-squares fit on ``[1, x_{t-1}, x_t, x_{t+1}]`` (from

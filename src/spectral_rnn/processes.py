@@ -749,8 +749,11 @@ def _ls_block_sums(X, _Y, lengths: np.ndarray | None, centre: np.ndarray, chunk_
             flat = xw.reshape(-1, d)
             first, last = xw[:, 0], xw[:, -1]
             # numpy sees A^T A and does a symmetric rank-k update (half the flops): 2x torch's full
-            # product at d = 300, 2x slower at d = 10 (measured crossover near 64)
-            if on_device or d < 64:
+            # product at d = 300, 2x slower at d = 10 (measured crossover near 64). Only on one
+            # thread: with two, numpy's BLAS pool and torch's OpenMP pool, called in turn, stall
+            # each other (their idle threads spin): the d = 300 sums took 10.4 s per 1e6 steps on
+            # two threads against 6.5 s on one; torch alone for both products is the faster there
+            if on_device or d < 64 or torch.get_num_threads() > 1:
                 G = flat.T @ flat
             else:
                 fn = flat.numpy()
