@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from spectral_rnn import BRNN, IORNN
+from spectral_rnn import BRNN, IORNN, make_planted
 from spectral_rnn.cli import main, run_demo
 from spectral_rnn.io import load_data, load_model, save_data
 from spectral_rnn.metrics import parameter_errors, prediction_error
@@ -81,6 +81,27 @@ def test_fit_prints_the_score_choice_and_one_summary_line(planted, tmp_path, cap
     code, out, err = run(capsys, "fit", data, "--hidden-size", "3", "--activation", "0,1,0.5", "--scores", "magic",
                          "--out", tmp_path / "m3.safetensors")
     assert code == 2 and err.count("\n") == 1 and "--scores" in err and not (tmp_path / "m3.safetensors").exists()
+
+
+def test_fit_warns_in_one_line_when_a_forced_law_misses_stein(tmp_path, capsys):
+    """A law forced on inputs it cannot score (a mixture on uniform innovations: edges): a fit that succeeds
+    ends with one warning line saying its scores miss Stein's identity (exit 0); a fit refused shows its one
+    error line only (exit 2); the default law fits the same data quietly."""
+    p = make_planted("iornn", d_x=8, d_h=2, d_y=6, n_steps=100_000, random_state=0, innovations="uniform")
+    np.savez(tmp_path / "u.npz", inputs=p.X, outputs=p.Y)
+    fit = ["fit", tmp_path / "u.npz", "--hidden-size", "2", "--activation", "0,1,0.5", "--out"]
+    code, out, err = run(capsys, *fit, tmp_path / "m.safetensors", "--scores", "mixture")
+    assert code == 0 and (tmp_path / "m.safetensors").exists(), err
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        "spectral-rnn: warning: the 'mixture' law's scores miss Stein's identity on the innovations"), err
+    q = make_planted("iornn", d_x=4, d_h=1, d_y=3, n_steps=100_000, random_state=0, innovations="uniform")
+    np.savez(tmp_path / "v.npz", inputs=q.X, outputs=q.Y)
+    code, out, err = run(capsys, "fit", tmp_path / "v.npz", "--hidden-size", "1", "--activation", "0,1,0.5",
+                         "--scores", "mixture", "--out", tmp_path / "v.safetensors")
+    assert code == 2 and err.count("\n") == 1 and err.startswith("spectral-rnn: error: "), err
+    code, out, err = run(capsys, *fit, tmp_path / "d.safetensors")
+    assert code == 0 and err == "" and out.startswith("scores: moment"), (out, err)
 
 
 def test_fit_ragged_data(planted, tmp_path, capsys):

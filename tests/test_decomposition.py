@@ -238,3 +238,20 @@ def test_als_that_stops_at_its_cap_says_so():
         warnings.simplefilter("error")
         decompose(Tn, 8, random_state=0, n_als=3, als_tol=0.0, min_gap=1.0)  # exactly 3 asked: no warning
         decompose(Tn, 8, random_state=0, min_gap=1.0)  # converged: no warning
+
+
+def test_a_breakdown_is_an_ill_conditioned_error_not_a_linalg_error():
+    """Non-finite numbers inside the decomposition (a garbage tensor, e.g. from a score law that misses
+    Stein's identity: a forced mixture on uniform innovations did it) are refused as IllConditionedError
+    before LAPACK sees them, not raised as numpy's LinAlgError."""
+    rng = np.random.default_rng(0)
+    T = rng.standard_normal((4, 3, 3))
+    A = rng.standard_normal((2, 3))
+    A[0, 0] = np.nan
+    with pytest.raises(IllConditionedError, match="broke down"):
+        output_factors(T, A)
+    with pytest.raises(IllConditionedError, match="broke down"):
+        als_refine(T, A, rng.standard_normal((2, 4)), 5)
+    T[0, 0, 0] = np.inf
+    with pytest.raises(IllConditionedError, match="broke down"):
+        als_refine(T, rng.standard_normal((2, 3)), rng.standard_normal((2, 4)), 5)

@@ -347,8 +347,8 @@ def test_fuzz_commands_in_process(world, capfd):
             for p, _ in outputs:
                 assert digest(p) == state[p], f"output {p} changed by a failed command\n{what}"
         else:
-            if argv[0] in ("fit", "predict", "simulate"):
-                assert err == "", what
+            if argv[0] in ("fit", "predict", "simulate"):  # nothing on stderr but the library's doubts, one line each
+                assert all(ln.startswith("spectral-rnn: warning: ") for ln in err.splitlines()), what
             for p, kind in outputs:
                 check_output(p, kind)
         assert {p: digest(p) for p in world["inputs"]} == before, f"an input file changed\n{what}"

@@ -249,7 +249,8 @@ def _tiny():
 def test_forced_gaussian_refusal_names_the_cause():
     """Bimodal inputs with the Gaussian score: the refusal says the innovations are not Gaussian."""
     p = make_planted("brnn", d_x=12, d_h=3, d_y=8, n_steps=200_000, random_state=0, innovations="bimodal")
-    with pytest.raises(IllConditionedError, match="not Gaussian.*scores='auto'"):
+    with pytest.raises(IllConditionedError, match="not Gaussian.*scores='auto'"), \
+            pytest.warns(RuntimeWarning, match="'gaussian' law's scores miss Stein's identity"):
         SpectralBRNN(3, scores="gaussian", random_state=0).fit(p.X, p.Y)
 
 
@@ -261,11 +262,13 @@ def test_io_rnn_default_scores_on_non_gaussian_inputs(law):
     assert auto.scores_ == "moment"
     err = parameter_errors(p.model, auto.model_)
     assert err["A1"] < 0.05 and err["A2"] < 0.06 and err["U"] < 0.15, err
-    try:
-        gauss = parameter_errors(p.model, SpectralIORNN(4, scores="gaussian", random_state=0).fit(p.X, p.Y).model_)
-        assert gauss["A1"] > 3 * err["A1"], (gauss, err)
-    except IllConditionedError:
-        pass  # refused: also fine, the Gaussian score cannot fit these data
+    # the forced Gaussian score: a warning that it misses Stein's identity here, and a biased fit (or a refusal)
+    with pytest.warns(RuntimeWarning, match="'gaussian' law's scores miss Stein's identity"):
+        try:
+            gauss = parameter_errors(p.model, SpectralIORNN(4, scores="gaussian", random_state=0).fit(p.X, p.Y).model_)
+            assert gauss["A1"] > 3 * err["A1"], (gauss, err)
+        except IllConditionedError:
+            pass  # refused: also fine, the Gaussian score cannot fit these data
 
 
 @pytest.mark.slow
@@ -291,3 +294,52 @@ def test_acceptance_non_gaussian_defaults(kind, law):
                      max(err["U"], err.get("V", 0)), pred])
     med = np.median(rows, axis=0)
     assert med[0] <= 0.05 and med[1] <= 0.05 and med[2] <= 0.10 and med[3] <= 3e-3, med
+
+
+# ------------------------------------------------------------------ a law that misses Stein's identity
+def _fitted(law, innovations, n=200_000, seed=0):
+    rng = np.random.default_rng(seed)
+    w = draw_innovations(innovations, (n, 2), rng)
+    from spectral_rnn.scores import make_law
+
+    law = make_law(law)
+    return law.fit(innovation_stats([w], 2, histogram=law.wants_histogram)), w
+
+
+@pytest.mark.parametrize("law,innovations,low,high", [
+    ("gaussian", "gaussian", 0.0, 0.05), ("mixture", "bimodal", 0.0, 0.05), ("student-t", "t10", 0.0, 0.05),
+    ("score-matching", "laplace", 0.0, 0.05),
+    ("gaussian", "laplace", 1.2, 2.2), ("mixture", "uniform", 0.8, 2.0), ("score-matching", "uniform", 1.5, 3.5),
+])
+def test_stein_violation_separates_laws_that_fit_from_laws_that_do_not(law, innovations, low, high):
+    """Measured at 2e5 samples (scores.stein_violation's docstring): at most 0.05 where the law fits,
+    0.6 to 2.3 where it cannot (edges, or the Gaussian score on Laplace innovations: E[w^4] = 6)."""
+    from spectral_rnn.scores import stein_violation
+
+    fitted, w = _fitted(law, innovations)
+    viol, se, mom = stein_violation(fitted, w)
+    assert np.all((low <= viol) & (viol <= high)), (viol, se)
+    if high <= 0.05:  # where the law fits, the measure is precise enough to tell 0.25 from 0
+        assert np.all(se < 0.04), se
+    if innovations == "laplace" and law == "gaussian":
+        np.testing.assert_allclose(mom, 5.0, atol=0.3)  # E[(w^2 - 1) w^2] = E[w^4] - 1 = 5
+
+
+def test_a_law_that_misses_stein_is_refused_when_chosen_and_warned_when_forced():
+    """Uniform innovations have edges: no smooth density has their score. The automatic choice of a
+    BRNN (two-sided scores need a density) refuses with the reason; a law the user forces warns, and
+    the violation is kept in stein_violation_."""
+    p = make_planted("brnn", d_x=6, d_h=1, d_y=4, n_steps=100_000, random_state=0, innovations="uniform")
+    with pytest.raises(IllConditionedError, match="no density model fits these innovations.*Stein's identity"):
+        SpectralBRNN(1, random_state=0).fit(p.X, p.Y)
+    with pytest.warns(RuntimeWarning, match="'mixture' law's scores miss Stein's identity"):
+        proc = AR1Process(innovations="mixture").fit(p.X)
+    assert proc.stein_violation_.max() > 0.5
+    # the density-free score satisfies it by construction; a law that fits stays quiet
+    assert np.all(AR1Process(innovations="moment").fit(p.X).stein_violation_ == 0)
+    q = make_planted("iornn", d_x=4, d_h=1, d_y=3, n_steps=100_000, random_state=0, innovations="bimodal")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        assert AR1Process(innovations="mixture").fit(q.X).stein_violation_.max() < 0.1

@@ -15,7 +15,8 @@ import types
 # the command line installs its signal handlers before torch is imported, and an
 # interrupt during that (slow) import is then reported in one line.
 _EXPORTS = {
-    "._checks": ("DivergenceError", "IllConditionedError", "InputError", "NotFittedError", "SpectralRNNError"),
+    "._checks": ("DivergenceError", "IllConditionedError", "InputError", "NotFittedError", "SpectralRNNError",
+                  "SpectralRNNWarning"),
     ".activations": ("Activation", "Polynomial", "Tanh", "as_activation"),
     ".compare": ("Comparison", "run_comparison"),
     ".corpora": ("TaggedCorpus", "load_corpus", "load_elecdemand", "read_conllu", "split_corpus"),
@@ -101,6 +102,7 @@ __all__ = [
     "SpectralBRNN",
     "SpectralIORNN",
     "SpectralRNNError",
+    "SpectralRNNWarning",
     "SpectralStart",
     "StabilityReport",
     "StepStream",

@@ -64,6 +64,12 @@ class IllConditionedError(SpectralRNNError):
     """The moment problem is (near) singular: the data do not identify the model."""
 
 
+class SpectralRNNWarning(RuntimeWarning):
+    """A result the library returns but doubts: a decomposition stopped by its sweep cap, a law
+    chosen by the user whose scores miss Stein's identity on the data, a refinement that diverged
+    before improving. The command line prints these as one ``warning:`` line each."""
+
+
 class NotFittedError(SpectralRNNError, AttributeError):
     """An estimator was used before ``fit`` (an ``AttributeError`` too, as scikit-learn's is)."""
 

@@ -526,11 +526,17 @@ def _run(argv: Sequence[str] | None) -> int:
     import warnings
 
     with warnings.catch_warnings():
-        # overflow warnings, torch's notes...: the command line shows one line or nothing
+        # overflow warnings, torch's notes...: the command line shows nothing of them; the library's
+        # own warnings (a result it doubts: SpectralRNNWarning) one line each after a command that
+        # succeeded (a failed one shows its one error line only)
         warnings.simplefilter("ignore")
         import numpy as np
 
-        from ._checks import SpectralRNNError
+        from ._checks import SpectralRNNError, SpectralRNNWarning
+
+        doubts: list[str] = []
+        warnings.simplefilter("always", SpectralRNNWarning)
+        warnings.showwarning = lambda message, *_args, **_kw: doubts.append(str(message))
 
         with np.errstate(all="ignore"):
             parser = build_parser()
@@ -540,7 +546,11 @@ def _run(argv: Sequence[str] | None) -> int:
             except SystemExit as exc:  # --help (0) or a usage error (2, already reported)
                 return exc.code if isinstance(exc.code, int) else EXIT_USAGE
             try:
-                return _COMMANDS[args.command](args)
+                code = _COMMANDS[args.command](args)
+                if code == 0:
+                    for text in dict.fromkeys(doubts):  # each distinct warning once
+                        sys.stderr.write(f"{PROG}: warning: {_one_line(Exception(text))}\n")
+                return code
             except (SpectralRNNError, ValueError, OSError, MemoryError) as exc:
                 sys.stderr.write(f"{PROG}: error: {_one_line(exc)}\n")
                 return EXIT_USAGE

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._checks import IllConditionedError, InputError, check_random_state, check_real
+from ._checks import IllConditionedError, InputError, SpectralRNNWarning, check_random_state, check_real
 from ._params import Params
 
 __all__ = ["decompose", "decompose_projected", "jennrich", "als_refine", "CPDecomposer", "Decomposition"]
@@ -90,7 +90,10 @@ def jennrich(core: np.ndarray, random_state: int | np.random.Generator | None = 
 
 
 def _lstsq_rows(M: np.ndarray, gram: np.ndarray) -> np.ndarray:
-    """Solve ``X gram = M`` for X (robust to a near-singular Gram matrix)."""
+    """Solve ``X gram = M`` for X (robust to a near-singular Gram matrix). Non-finite operands raise
+    ``LinAlgError`` here, before LAPACK sees them (it prints its own complaint to the terminal)."""
+    if not (np.all(np.isfinite(M)) and np.all(np.isfinite(gram))):
+        raise np.linalg.LinAlgError("non-finite operands")
     return np.linalg.lstsq(gram.T, M.T, rcond=None)[0].T
 
 
@@ -99,7 +102,11 @@ def output_factors(T: np.ndarray, A: np.ndarray) -> np.ndarray:
     minimises ``||T - sum_j W[j] (x) A[j] (x) A[j]||``."""
     KR = _khatri_rao(A.T, A.T)  # (d_in^2, r)
     T1 = T.reshape(T.shape[0], -1)
-    return _lstsq_rows(T1 @ KR, (A @ A.T) ** 2).T
+    try:
+        return _lstsq_rows(T1 @ KR, (A @ A.T) ** 2).T
+    except np.linalg.LinAlgError:
+        raise IllConditionedError("the tensor decomposition broke down (non-finite factors): the moment tensor "
+                                  "does not show components it can separate") from None
 
 
 #: default cap on the alternating least-squares sweeps, and their stopping tolerance (largest
@@ -129,20 +136,35 @@ def _als(T: np.ndarray, A: np.ndarray, W: np.ndarray, max_sweeps: int, tol: floa
     T3 = T.transpose(2, 0, 1).reshape(d_in, -1)
     prev = np.concatenate([_unit_columns(B), _unit_columns(C)])
     sweeps, change = 0, float("inf")
-    while sweeps < max_sweeps and change > tol:
-        B = _lstsq_rows(T2 @ _khatri_rao(Wc, C), (Wc.T @ Wc) * (C.T @ C))
-        C = _lstsq_rows(T3 @ _khatri_rao(Wc, B), (Wc.T @ Wc) * (B.T @ B))
-        Wc = _lstsq_rows(T1 @ _khatri_rao(B, C), (B.T @ B) * (C.T @ C))
-        cur = np.concatenate([_unit_columns(B), _unit_columns(C)])
-        change = float(np.max(np.abs(cur - prev)))
-        prev = cur
-        sweeps += 1
-    B = B / np.linalg.norm(B, axis=0, keepdims=True)
-    C = C / np.linalg.norm(C, axis=0, keepdims=True)
-    C = C * np.sign(np.sum(B * C, axis=0))
-    A_new = B + C
-    A_new = (A_new / np.linalg.norm(A_new, axis=0, keepdims=True)).T
-    return A_new, output_factors(T, A_new), sweeps, change
+    broke = IllConditionedError(
+        f"the tensor decomposition broke down (its alternating least squares produced non-finite factors): the "
+        f"moment tensor does not show {A.shape[0]} components it can separate; fewer hidden units, more data, "
+        "or another score law")
+    try:
+        with np.errstate(all="ignore"):
+            while sweeps < max_sweeps and change > tol:
+                B = _lstsq_rows(T2 @ _khatri_rao(Wc, C), (Wc.T @ Wc) * (C.T @ C))
+                C = _lstsq_rows(T3 @ _khatri_rao(Wc, B), (Wc.T @ Wc) * (B.T @ B))
+                Wc = _lstsq_rows(T1 @ _khatri_rao(B, C), (B.T @ B) * (C.T @ C))
+                cur = np.concatenate([_unit_columns(B), _unit_columns(C)])
+                if not (np.all(np.isfinite(cur)) and np.all(np.isfinite(Wc))):
+                    raise broke
+                change = float(np.max(np.abs(cur - prev)))
+                prev = cur
+                sweeps += 1
+            B = B / np.linalg.norm(B, axis=0, keepdims=True)
+            C = C / np.linalg.norm(C, axis=0, keepdims=True)
+            C = C * np.sign(np.sum(B * C, axis=0))
+            A_new = B + C
+            A_new = (A_new / np.linalg.norm(A_new, axis=0, keepdims=True)).T
+            if not np.all(np.isfinite(A_new)):
+                raise broke
+            W_new = output_factors(T, A_new)
+    except np.linalg.LinAlgError:  # a least-squares solve met non-finite numbers
+        raise broke from None
+    if not np.all(np.isfinite(W_new)):
+        raise broke
+    return A_new, W_new, sweeps, change
 
 
 def als_refine(T: np.ndarray, A: np.ndarray, W: np.ndarray, n_iter: int = MAX_ALS,
@@ -213,7 +235,7 @@ def decompose_projected(
             f"the tensor decomposition's alternating least squares did not converge in {n_als} sweeps "
             f"(last change {change:.2g} > als_tol {als_tol:g}): the factors may carry optimisation error; "
             "more data, a smaller hidden_size, or CPDecomposer(n_als=...) with more sweeps",
-            RuntimeWarning, stacklevel=2,
+            SpectralRNNWarning, stacklevel=2,
         )
     A = Bk_rows @ Q.T
     norms = np.linalg.norm(A, axis=1, keepdims=True)

@@ -53,6 +53,7 @@ from ._checks import (
     DivergenceError,
     IllConditionedError,
     InputError,
+    SpectralRNNWarning,
     check_random_state,
     check_xy,
     resolve_device,
@@ -163,7 +164,7 @@ def decompose_symmetric4(T4: np.ndarray, random_state=None, n_sweeps: int = MAX_
         warnings.warn(
             f"the third-order decomposition's power sweeps did not converge in {n_sweeps} sweeps (last change "
             f"{change:.2g} > {tol:g}): the directions may carry optimisation error; more data or a smaller hidden_size",
-            RuntimeWarning, stacklevel=2,
+            SpectralRNNWarning, stacklevel=2,
         )
     return (G, W, (sweeps, change)) if return_info else (G, W)
 

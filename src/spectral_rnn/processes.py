@@ -32,6 +32,7 @@ from ._checks import (
     IllConditionedError,
     InputError,
     SpectralRNNError,
+    SpectralRNNWarning,
     as_sequences,
     check_finite,
     check_lengths,
@@ -51,6 +52,7 @@ from .scores import (
     colsum,
     innovation_stats,
     make_law,
+    stein_violation,
 )
 
 __all__ = ["MarkovProcess", "AR1Process", "GaussianAR1", "LogDensityProcess", "choose_law", "select_density",
@@ -60,6 +62,12 @@ __all__ = ["MarkovProcess", "AR1Process", "GaussianAR1", "LogDensityProcess", "c
 MIN_FIRST_STEPS = 1000
 #: about this many steps (every k-th sequence) serve to choose the innovations' law
 SUBSAMPLE_STEPS = 100_000
+#: a law whose second-order score misses Stein's identity on the innovations by more than this
+#: (relative, :func:`~spectral_rnn.scores.stein_violation`; plus four standard errors) biases the
+#: moment tensor: refused when chosen automatically, a warning when chosen by the user
+STEIN_TOLERANCE = 0.25
+#: ... measured on at least this many innovations (and 20 per input dimension); below, not measured
+MIN_STEIN_SAMPLE = 1000
 
 
 @runtime_checkable
@@ -216,7 +224,10 @@ class AR1Process(Params):
     Fitted attributes (the values in use; for a process given ``F`` and ``noise_cov``, those
     values completed): ``F_``, ``intercept_``, ``noise_cov_``, ``initial_mean_``, ``initial_cov_``,
     ``law_`` and ``first_law_`` (fitted :class:`MarginalLaw`), ``law_name_``, ``law_reason_``,
-    ``first_step_`` ("own" or "stationary"), ``stats_`` (:class:`InnovationStats`).
+    ``first_step_`` ("own" or "stationary"), ``stats_`` (:class:`InnovationStats`),
+    ``stein_violation_`` (d,): how far the law's second-order score misses Stein's identity on the
+    innovations (:func:`~spectral_rnn.scores.stein_violation`; above 0.25 the scores bias the
+    moment tensor: ``"auto"`` refuses such a law, a law the user chose gets a warning).
     """
 
     def __init__(
@@ -480,6 +491,7 @@ class AR1Process(Params):
         self.law_ = law.fit(stats)
         self.law_name_ = law.name
         self.law_reason_ = reason
+        self._check_stein(self.law_)
         if isinstance(law, GaussianLaw) or n < MIN_FIRST_STEPS:
             self.first_law_ = GaussianLaw()
         else:
@@ -487,6 +499,39 @@ class AR1Process(Params):
             w0 = ((torch.as_tensor(x1) - m0) @ W0.T for x1 in _first_steps(X))  # block by block
             self.first_law_ = law.fit(innovation_stats(w0, d, n_total=n, histogram=mixture))
         self._cache = {}
+
+    def _check_stein(self, law: MarginalLaw) -> None:
+        """Set ``stein_violation_`` (d,): how far the fitted law's second-order score misses Stein's
+        identity on the innovations (:func:`~spectral_rnn.scores.stein_violation`; 0 for the laws
+        that satisfy it by construction: the density-free score, the Stein-corrected densities; NaN
+        below :data:`MIN_STEIN_SAMPLE` innovations or 20 per input dimension, where the whitened
+        residuals of the least squares are too few to tell). Above
+        :data:`STEIN_TOLERANCE` (and four standard errors) the scores bias the moment tensor whatever
+        the sample size: a law chosen by ``"auto"`` is refused, one chosen by the user gets a warning."""
+        d = self.dim
+        if law.stein_by_construction:
+            self.stein_violation_ = np.zeros(d)
+            return
+        sample = self.stats_.sample
+        if sample.shape[0] < max(MIN_STEIN_SAMPLE, 20 * (d + 1)):  # residuals of a near-saturated fit: no verdict
+            self.stein_violation_ = np.full(d, np.nan)
+            return
+        viol, se, mom = stein_violation(law, sample)
+        self.stein_violation_ = viol
+        bad = np.flatnonzero(viol > STEIN_TOLERANCE + 4 * se)
+        if not len(bad):
+            return
+        j = int(bad[np.argmax(viol[bad])])
+        msg = (f"the {law.name!r} law's scores miss Stein's identity on the innovations of input column {j} "
+               f"(E[h2(w) w^2] = {mom[j]:.3g} where the score of their density gives 2; relative violation "
+               f"{viol[j]:.2f} > {STEIN_TOLERANCE}): the moment tensor would be biased whatever the sample size")
+        if self.innovations == "auto":
+            why = (" (a bidirectional model's two-sided scores need a density: the density-free score is "
+                   "one-sided only)" if self.two_sided else "")
+            raise IllConditionedError(f"no density model fits these innovations: {msg}; innovations with edges "
+                                      f"(a uniform law) or atoms have no smooth score{why}")
+        warnings.warn(msg + "; scores='auto' chooses a law that satisfies it, or refuses", SpectralRNNWarning,
+                      stacklevel=2)
 
     @staticmethod
     def _check_discrete(X: np.ndarray, lengths: np.ndarray | None) -> None:

@@ -59,6 +59,7 @@ import torch
 from ._checks import (
     DivergenceError,
     InputError,
+    SpectralRNNWarning,
     check_dtype,
     check_nonnegative_int,
     check_positive_int,
@@ -780,7 +781,7 @@ def refine(
             warnings.warn(
                 f"refinement diverged before improving on the start model (validation relative MSE "
                 f"{hist.val_loss[0]:.3g}); the start model is returned unchanged: try a smaller lr",
-                RuntimeWarning, stacklevel=2,
+                SpectralRNNWarning, stacklevel=2,
             )
         return copy.deepcopy(model), hist  # nothing beat the start: return it exactly
     return from_torch(module), hist
