@@ -214,11 +214,13 @@ def test_cli_train_eval_predict(toy, tmp_path, capsys):
     test = tmp_path / "test.conllu"
     test.write_text(conllu_text(dev_s, test_tags), encoding="utf-8")
     model = tmp_path / "m.safetensors"
+    threads = torch.get_num_threads()
     code = main(["tag", "train", str(train), "--out", str(model), "--budget", "2", "--hidden-size", "8",
                  "--dim", "8"])
     out, err = capsys.readouterr()
     assert code == 0, err
     assert out.strip().splitlines()[-1].startswith("development accuracy ")
+    assert ", 1 thread\n" in out and torch.get_num_threads() == threads  # the default, and restored after
     code = main(["tag", "eval", str(model), str(test)])
     out, err = capsys.readouterr()
     assert code == 0, err
@@ -257,6 +259,7 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys, content):
 
 def test_cli_usage_errors(tmp_path, capsys):
     for argv in (["tag", "train", "x.conllu", "--out", "m", "--budget", "-1"],
+                 ["tag", "train", "x.conllu", "--out", "m", "--threads", "0"],
                  ["tag", "eval", str(tmp_path / "nope.safetensors"), "x.conllu"],
                  ["tag"]):
         code = main(argv)

@@ -85,6 +85,9 @@ def add_tag_parser(subparsers) -> argparse.ArgumentParser:
                     help="share of TRAIN's sentences held out for development and early stopping (default 0.1)")
     tr.add_argument("--dim", type=_int_at_least(1, "a positive integer"), default=32,
                     help="word-vector dimension (default 32)")
+    tr.add_argument("--threads", type=_int_at_least(1, "a positive integer"), default=1,
+                    help="torch threads for the fit and the training (default 1: the minibatches of a tagger are "
+                         "too small for more to help, and with --clock cpu every extra thread spends the budget)")
     ev = sub.add_parser("eval", help="accuracy of a tagger on a tagged CoNLL-U file",
                         description="Tag TEST.conllu and compare with its UPOS column. A gold tag the tagger "
                                     "never saw counts as an error and is listed. Last line: accuracy A on N tokens.")
@@ -121,6 +124,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     from .corpora import read_conllu, split_corpus
     from .features import WordFeaturizer
     from .tagger import save_tagger, train_tagger
+    from .threads import limit_threads
 
     out_dir = os.path.dirname(os.path.abspath(a.out))
     if not os.path.isdir(out_dir):
@@ -140,10 +144,11 @@ def cmd_train(a: argparse.Namespace) -> int:
         raise InputError("--start spectral builds a BiRNN(tanh) or a BiLSTM: --kind gru takes --start random only")
     start = a.start or (DEFAULT_START if a.kind in ("rnn", "lstm") else "random")
     _say(f"model: bidirectional {a.kind}{'(tanh)' if a.kind == 'rnn' else ''}, {a.hidden_size} units per direction, "
-         f"{start} start, Adam, cross-entropy, budget {a.budget:g} s")
-    tagger, hist = train_tagger(sp.train.words, sp.train.tags, sp.dev.words, sp.dev.tags, kind=a.kind,
-                                hidden_size=a.hidden_size, budget_s=a.budget, seed=a.seed, featurizer=feat,
-                                start=start, log=_say, clock=CLOCKS[a.clock])
+         f"{start} start, Adam, cross-entropy, budget {a.budget:g} s, {a.threads} thread{'s' if a.threads > 1 else ''}")
+    with limit_threads(a.threads):
+        tagger, hist = train_tagger(sp.train.words, sp.train.tags, sp.dev.words, sp.dev.tags, kind=a.kind,
+                                    hidden_size=a.hidden_size, budget_s=a.budget, seed=a.seed, featurizer=feat,
+                                    start=start, log=_say, clock=CLOCKS[a.clock])
     tagger.config.update({"train_file": os.path.basename(a.train), "dev_fraction": a.dev_fraction})
     save_tagger(tagger, a.out)
     _say(f"stopped: {hist.stop_reason} after {hist.epoch[-1]:.1f} epochs, {hist.time[-1]:.1f} s of training"
