@@ -347,3 +347,19 @@ def test_a_law_that_misses_stein_is_refused_when_chosen_and_warned_when_forced()
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
         assert AR1Process(innovations="mixture").fit(q.X).stein_violation_.max() < 0.1
+
+
+def test_innovation_sample_is_bounded_for_wide_inputs():
+    """The kept sample holds at most about SAMPLE_ENTRIES numbers (at d = 500: 40,000 rows, not 200,000),
+    while the moments use every row."""
+    from spectral_rnn.scores import SAMPLE_ENTRIES
+
+    d, rows, n_chunks = 500, 8_000, 10
+    rng = np.random.default_rng(0)
+    chunks = (rng.standard_normal((rows, d)) for _ in range(n_chunks))
+    stats = innovation_stats(chunks, d, n_total=rows * n_chunks)
+    assert stats.n == rows * n_chunks
+    assert stats.sample.shape == (SAMPLE_ENTRIES // d, d)
+    np.testing.assert_allclose(stats.powers[2], 1.0, atol=0.05)
+    narrow = innovation_stats([rng.standard_normal((300_000, 2))], 2, n_total=300_000)
+    assert narrow.sample.shape[0] == 300_000 // 2  # stride 2: 150,000 rows, under 2 x max_sample
