@@ -119,6 +119,16 @@ ALS_TOL = 1e-8
 ALS_WARN = 1e-6
 
 
+def warn_unconverged(what: str, cap: int, change: float, tol: float, remedy: str) -> None:
+    """A :class:`SpectralRNNWarning` when sweeps stopped by their ``cap`` still moved by more than
+    ``max(tol, ALS_WARN)`` in their last sweep (nothing when ``tol`` or ``cap`` is 0: a fixed
+    number of sweeps was asked for). Shared by the ALS here and the odd route's power sweeps."""
+    if tol > 0 and cap > 0 and change > max(tol, ALS_WARN):
+        warnings.warn(
+            f"{what} did not converge in {cap} sweeps (last change {change:.2g} > {tol:g}): the factors may carry "
+            f"optimisation error; {remedy}", SpectralRNNWarning, stacklevel=3)
+
+
 def _unit_columns(M: np.ndarray) -> np.ndarray:
     """Columns of ``M`` scaled to unit norm, each signed so its largest entry is positive."""
     M = M / np.maximum(np.linalg.norm(M, axis=0, keepdims=True), 1e-300)
@@ -230,13 +240,8 @@ def decompose_projected(
     Bk = Bk / np.linalg.norm(Bk, axis=0, keepdims=True)
     W = output_factors(Tp, Bk.T)
     Bk_rows, W, sweeps, change = _als(Tp, Bk.T, W, n_als, als_tol)
-    if als_tol > 0 and n_als > 0 and change > max(als_tol, ALS_WARN):
-        warnings.warn(
-            f"the tensor decomposition's alternating least squares did not converge in {n_als} sweeps "
-            f"(last change {change:.2g} > als_tol {als_tol:g}): the factors may carry optimisation error; "
-            "more data, a smaller hidden_size, or CPDecomposer(n_als=...) with more sweeps",
-            SpectralRNNWarning, stacklevel=2,
-        )
+    warn_unconverged("the tensor decomposition's alternating least squares", n_als, change, als_tol,
+                     "more data, a smaller hidden_size, or CPDecomposer(n_als=...) with more sweeps")
     A = Bk_rows @ Q.T
     norms = np.linalg.norm(A, axis=1, keepdims=True)
     return Decomposition(A=A / norms, W=W * norms**2, gap=gap, als_sweeps=sweeps, als_change=change)
@@ -269,7 +274,7 @@ class CPDecomposer(Params):
     als_tol: the sweeps stop once no unit-normalised input factor moves by more than
         this (entry-wise) in one sweep; 0 runs exactly ``n_als`` sweeps. Sweeps stopped by
         the cap with a last change above ``max(als_tol, ALS_WARN)`` (1e-6) raise a
-        ``RuntimeWarning``.
+        :class:`~spectral_rnn.SpectralRNNWarning` (a ``RuntimeWarning``).
     """
 
     def __init__(self, n_als: int = MAX_ALS, oversample: int = 6, als_tol: float = ALS_TOL) -> None:

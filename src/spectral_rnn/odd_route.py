@@ -44,7 +44,6 @@ positive (compare with :func:`~spectral_rnn.metrics.parameter_errors` ``odd=True
 from __future__ import annotations
 
 import time
-import warnings
 
 import numpy as np
 import torch
@@ -53,14 +52,13 @@ from ._checks import (
     DivergenceError,
     IllConditionedError,
     InputError,
-    SpectralRNNWarning,
     check_random_state,
     check_xy,
     resolve_device,
     valid_mask,
 )
 from .activations import Activation, Polynomial, Tanh, as_activation
-from .decomposition import ALS_TOL, ALS_WARN, MAX_ALS, jennrich
+from .decomposition import ALS_TOL, MAX_ALS, jennrich, warn_unconverged
 from ._fitting import _score_hint, drop_extreme_sequences, output_pinv
 from .chain import run_chain, step_mask
 from .control import control_for
@@ -160,12 +158,8 @@ def decompose_symmetric4(T4: np.ndarray, random_state=None, n_sweeps: int = MAX_
         change = float(np.max(np.abs(G - G_prev)))
         if change <= tol:
             break
-    if tol > 0 and n_sweeps > 0 and change > max(tol, ALS_WARN):
-        warnings.warn(
-            f"the third-order decomposition's power sweeps did not converge in {n_sweeps} sweeps (last change "
-            f"{change:.2g} > {tol:g}): the directions may carry optimisation error; more data or a smaller hidden_size",
-            SpectralRNNWarning, stacklevel=2,
-        )
+    warn_unconverged("the third-order decomposition's power sweeps", n_sweeps, change, tol,
+                     "more data or a smaller hidden_size")
     return (G, W, (sweeps, change)) if return_info else (G, W)
 
 
