@@ -329,6 +329,46 @@ def test_stein_violation_separates_laws_that_fit_from_laws_that_do_not(law, inno
         np.testing.assert_allclose(mom, 5.0, atol=0.3)  # E[(w^2 - 1) w^2] = E[w^4] - 1 = 5
 
 
+@pytest.mark.parametrize("law,innovations,low,high", [
+    ("gaussian", "gaussian", 0.0, 0.1), ("student-t", "t10", 0.0, 0.05), ("mixture", "bimodal", 0.0, 0.25),
+    ("student-t", "laplace", 0.1, 0.3),
+    ("gaussian", "t16", 1.0, 2.2), ("gaussian", "laplace", 8.0, 16.0), ("mixture", "uniform", 30.0, 60.0),
+])
+def test_third_order_stein_violation_flags_what_the_second_order_misses(law, innovations, low, high):
+    """Third order (seeds 0-2 at 2e5 samples): at most 0.21 where the law fits (Student-t on Laplace
+    included, whose tanh fits are as accurate as the true law's), 1.27-1.69 for the Gaussian score
+    on t16 innovations, whose second-order miss (0.23-0.30) is within the second-order tolerance."""
+    from spectral_rnn.scores import stein_violation
+
+    fitted, w = _fitted(law, innovations)
+    viol, se, mom = stein_violation(fitted, w, order=3)
+    assert np.all((low <= viol) & (viol <= high)), (viol, se)
+    if innovations == "t16":
+        assert stein_violation(fitted, w)[0].max() < 0.33  # the second order does not tell
+    if high <= 0.1:
+        np.testing.assert_allclose(mom, 6.0, atol=0.6)  # E[h3 w^3] = E[third derivative of w^3] = 6
+    with pytest.raises(InputError, match="order must be 2 or 3"):
+        stein_violation(fitted, w, order=4)
+
+
+def test_third_order_check_runs_only_for_odd_activations_and_refuses_when_auto(monkeypatch):
+    """A forced Gaussian law on t16 innovations passes the second-order check; where the scores serve
+    an odd activation (third_order) the third-order check warns, and a law chosen by 'auto' that
+    misses it is refused."""
+    import spectral_rnn.processes as processes
+
+    p = make_planted("iornn", d_x=3, d_h=1, d_y=3, n_steps=200_000, random_state=0, innovations="t16")
+    with pytest.warns(RuntimeWarning, match="'gaussian' law's third-order scores .* miss Stein's identity"):
+        proc = AR1Process(innovations="gaussian", third_order=True).fit(p.X)
+    assert proc.stein_violation3_.max() > 0.8
+    plain = AR1Process(innovations="gaussian").fit(p.X)
+    assert np.all(np.isnan(plain.stein_violation3_))
+    assert np.all(AR1Process(innovations="moment", third_order=True).fit(p.X).stein_violation3_ == 0)
+    monkeypatch.setattr(processes, "choose_law", lambda *a, **k: ("gaussian", "as a test"))
+    with pytest.raises(IllConditionedError, match="no density model fits these innovations.*third-order"):
+        AR1Process(third_order=True).fit(p.X)
+
+
 def test_a_law_that_misses_stein_is_refused_when_chosen_and_warned_when_forced():
     """Uniform innovations have edges: no smooth density has their score. The automatic choice of a
     BRNN (two-sided scores need a density) refuses with the reason; a law the user forces warns, and
