@@ -304,3 +304,21 @@ def test_floor_scales_backward_chain():
     assert np.linalg.norm(after.predict(X) - P0) < 1e-2 * np.linalg.norm(P0)
     wrong = BRNN(A1b[:2], U2, A2b[:2], A1b[2:], V, A2b[2:], "tanh")
     assert np.linalg.norm(wrong.predict(X) - P0) > 10 * np.linalg.norm(after.predict(X) - P0)
+
+
+def test_odd_route_refuses_a_tensor_a_few_steps_dominate():
+    """The third-order pass measures each step's weight as the main route's does; one sequence with
+    extreme outputs is refused with the remedies of this route (no median of means), and
+    max_peak_share is validated."""
+    from spectral_rnn._checks import IllConditionedError
+
+    pb = planted_tanh(100_000, 0)
+    Y = pb.Y.copy()
+    Y[7] *= 3e3
+    with pytest.raises(IllConditionedError, match="dominated by a few extreme time steps.*outputs") as exc:
+        SpectralIORNN(4, activation="tanh", random_state=0).fit(pb.X, Y)
+    assert "robust" not in str(exc.value) and "outlier_factor=100" in str(exc.value)
+    with pytest.raises(InputError, match="max_peak_share"):
+        SpectralIORNN(4, activation="tanh", max_peak_share=0.0).fit(pb.X, pb.Y)
+    est = SpectralIORNN(4, activation="tanh", random_state=0).fit(pb.X, pb.Y)  # light tails: no refusal
+    assert parameter_errors(pb.model, est.model_, odd=True)["A1"] < 0.1

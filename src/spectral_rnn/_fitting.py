@@ -78,3 +78,31 @@ def output_pinv(W: np.ndarray) -> np.ndarray:
             "the output directions of the hidden units are (near) collinear: A2 is not of full row rank"
         )
     return np.linalg.pinv(W)
+
+
+class HeavyTailError(IllConditionedError):
+    """A few extreme time steps dominate the moment tensor (``robust="auto"`` then uses median of means)."""
+
+
+def check_peak_share(stream, max_peak_share: float | None, median_of_means: bool = True) -> None:
+    """Refuse a moment tensor that a few extreme time steps dominate: :class:`HeavyTailError` when
+    the heaviest step's share (``stream.peak_share``, set by the pass that built the tensor) exceeds
+    ``max_peak_share`` (and ``200 / N``); ``None`` skips the check. ``median_of_means``: whether the
+    route offers ``robust='on'`` as a remedy."""
+    if max_peak_share is None or stream.peak_share <= max(max_peak_share, 200.0 / stream.n_steps):
+        return
+    share = f"one step carries {stream.peak_share:.1%} of it"
+    robust = ", robust='on' (median of means)," if median_of_means else ""
+    if stream.peak_cause == "outputs":
+        raise HeavyTailError(
+            f"the moment tensor is dominated by a few extreme time steps ({share}; its output is "
+            f"{stream.peak_ratios[0]:.3g}x the average size): heavy-tailed outputs, for example a sequence "
+            f"close to diverging; inspect or remove such sequences (outlier_factor=100, or --outlier-factor "
+            f"100, leaves them out){robust} or raise max_peak_share"
+        )
+    raise HeavyTailError(
+        f"the moment tensor is dominated by a few extreme time steps ({share}; its input score is "
+        f"{stream.peak_ratios[1]:.3g}x the average size): heavy-tailed or outlying inputs (outlier_factor, "
+        f"which looks at outputs, does not help here); clip or rank-transform the inputs{robust} or raise "
+        "max_peak_share"
+    )

@@ -55,7 +55,7 @@ from ._heap import trimming
 from .sources import is_chunk_source, open_chunks
 from .stability import stabilize
 from .threads import limit_threads, resolve_threads
-from ._fitting import _score_hint, drop_extreme_sequences, output_pinv, read_by_slices
+from ._fitting import HeavyTailError, _score_hint, check_peak_share, drop_extreme_sequences, output_pinv, read_by_slices
 
 __all__ = ["SpectralIORNN", "SpectralBRNN", "solve_scales_and_recurrence", "check_activation", "output_pinv"]
 
@@ -107,10 +107,6 @@ def check_activation(f: Polynomial) -> None:
             f"activation {f.to_string()!r}: a cubic needs c2 != 0 here; the scale equations use the second-order "
             "score and are homogeneous without it (an odd cubic, c0 = c2 = 0, goes through the third-order route)"
         )
-
-
-class _HeavyTailError(IllConditionedError):
-    """A few extreme time steps dominate the moment tensor (``robust="auto"`` then uses median of means)."""
 
 
 class _Progress:
@@ -259,7 +255,7 @@ class _SpectralBase(Params):
                 try:
                     dec = self._decompose(stream, decomposer, n_components, sketched, rng, min_gap,
                                           None if robust_used else max_peak_share, self._project_lags)
-                except _HeavyTailError:
+                except HeavyTailError:
                     if robust != "auto":
                         raise
                     # a few extreme steps dominate the means: median of means over blocks instead
@@ -363,21 +359,7 @@ class _SpectralBase(Params):
         else:
             Q = np.eye(d_x)
         Tp = stream.project(Q, lags=lags)
-        if max_peak_share is not None and stream.peak_share > max(max_peak_share, 200.0 / stream.n_steps):
-            share = f"one step carries {stream.peak_share:.1%} of it"
-            if stream.peak_cause == "outputs":
-                raise _HeavyTailError(
-                    f"the moment tensor is dominated by a few extreme time steps ({share}; its output is "
-                    f"{stream.peak_ratios[0]:.3g}x the average size): heavy-tailed outputs, for example a sequence "
-                    "close to diverging; inspect or remove such sequences (outlier_factor=100, or --outlier-factor "
-                    "100, leaves them out), robust='on' (median of means), or raise max_peak_share"
-                )
-            raise _HeavyTailError(
-                f"the moment tensor is dominated by a few extreme time steps ({share}; its input score is "
-                f"{stream.peak_ratios[1]:.3g}x the average size): heavy-tailed or outlying inputs (outlier_factor, "
-                "which looks at outputs, does not help here); clip or rank-transform the inputs, robust='on' "
-                "(median of means), or raise max_peak_share"
-            )
+        check_peak_share(stream, max_peak_share)
         dec = decomposer.decompose_projected(Tp, Q, n_components, random_state=rng, min_gap=min_gap)
         return refine_directions(stream, dec, Q) if sketched and REFINE_DIRECTIONS else dec
 

@@ -642,6 +642,15 @@ class StepStream:
         self._last_Q, self._last_lags = Q, tuple(lags)
         return self._project_result(m, Q, tuple(lags))
 
+    def _set_peak(self, m: dict) -> None:
+        """``peak_share``, ``peak_cause`` and ``peak_ratios`` from a pass's mass sums and heaviest step."""
+        peak = m.get("max:peak", np.zeros(3))
+        self.peak_share = float(peak[0]) / max(float(m["mass"]) * self.n_steps, 1e-300)
+        y_ratio = float(peak[1]) / max(float(m["ynorm"]), 1e-300)
+        s_ratio = float(peak[2]) / max(float(m["spart"]), 1e-300)
+        self.peak_cause = "outputs" if y_ratio >= s_ratio else "inputs"
+        self.peak_ratios = (y_ratio, s_ratio)
+
     def _project_result(self, m: dict, Q: np.ndarray, lags: tuple[int, ...]) -> np.ndarray:
         """:meth:`project`'s tensor from the means of its pass (and its peak and lag attributes)."""
         k = Q.shape[1]
@@ -649,12 +658,7 @@ class StepStream:
         acc = np.empty((m["acc"].shape[0], k, k))
         acc[:, iu, ju] = m["acc"]
         acc[:, ju, iu] = m["acc"]
-        peak = m.get("max:peak", np.zeros(3))
-        self.peak_share = float(peak[0]) / max(float(m["mass"]) * self.n_steps, 1e-300)
-        y_ratio = float(peak[1]) / max(float(m["ynorm"]), 1e-300)
-        s_ratio = float(peak[2]) / max(float(m["spart"]), 1e-300)
-        self.peak_cause = "outputs" if y_ratio >= s_ratio else "inputs"
-        self.peak_ratios = (y_ratio, s_ratio)
+        self._set_peak(m)
         self.lag_cross = {lag: m[("lag", lag)] for lag in lags}
         BQ = self._basis_np() @ Q
         return acc - np.einsum("ik,ka,kb->iab", m["yk"], BQ, BQ)
@@ -687,12 +691,15 @@ class StepStream:
         + sum_K tau_K c_K^(x)3``; the pass accumulates ``sum_t (P^T y_t) (x) u_t^(x)3``,
         ``sum_t (P^T y_t) (x) u_t (x) kappa_t`` and ``sum_t (P^T y_t) (x) tau_t``, combined with the
         constant basis at the end. Cost ``O(N (d_y p + d_x k + p k^3 + p k K))``. With ``lags``, the same
-        pass sets ``lag_cross`` (see :meth:`project`). Raises
-        :class:`~spectral_rnn.InputError` if the scores have no third order.
+        pass sets ``lag_cross`` (see :meth:`project`), and it sets ``peak_share``, ``peak_cause`` and
+        ``peak_ratios`` as :meth:`project` does, with each step's weight bounded by
+        ``||y_t|| ||S_3(Q, Q, Q)_t||``. Raises :class:`~spectral_rnn.InputError` if the scores have no
+        third order.
         """
         m = self.reduce(project3_chunk, self._to(P), self._to(Q), tuple(lags), blocks=False)
         if not m:
             raise ValueError("no valid steps")
+        self._set_peak(m)
         self.lag_cross = {lag: m[("lag", lag)] for lag in lags}
         C = self._basis_np() @ Q  # (K, k)
         k = Q.shape[1]
@@ -853,8 +860,8 @@ def first_order_chunk(w: Window) -> dict:
 
 
 def project3_chunk(w: Window, Pt: torch.Tensor, Qt: torch.Tensor, lags: tuple[int, ...] = ()) -> dict:
-    """Partial sums of :meth:`StepStream.project3` (``uuu`` (p, k^3), ``uk`` (p, k K), ``tau`` (p, K))
-    and the lag cross-moments of :func:`lag_chunk`."""
+    """Partial sums of :meth:`StepStream.project3` (``uuu`` (p, k^3), ``uk`` (p, k K), ``tau`` (p, K)),
+    the mass sums and heaviest step of :func:`project_chunk`, and the lag cross-moments of :func:`lag_chunk`."""
     w.require_third()
     yp = w.y_tensor @ Pt  # (m, p); a control variate subtracted where the stream has one
     u = w.s_proj(Qt)  # (m, k)
@@ -873,6 +880,19 @@ def project3_chunk(w: Window, Pt: torch.Tensor, Qt: torch.Tensor, lags: tuple[in
     tau = w.tau
     if tau is not None:
         out["tau"] = yp.T @ tau
+    # each step's weight in the tensor, as in project_chunk: ||y_t|| times a bound on ||S_3(Q, Q, Q)_t||,
+    # ||u||^3 + 3 ||u|| sum_K |kappa_K| ||c_K||^2 + sum_K |tau_K| ||c_K||^3
+    cn = torch.linalg.vector_norm(w.basis @ Qt, dim=1)  # (K,) ||Q^T b_K||
+    un = torch.linalg.vector_norm(u, dim=1)
+    spart = un**3 + 3 * un * w.kappa_proj((cn * cn)[:, None], absolute=True)[:, 0]
+    if tau is not None:
+        spart = spart + tau.abs() @ cn**3
+    ynorm = torch.linalg.vector_norm(w.y, dim=1)
+    mass = ynorm * spart
+    out.update(mass=mass.sum(), ynorm=ynorm.sum(), spart=spart.sum())
+    if mass.numel():  # a chunk may hold only padding
+        i = int(mass.argmax())
+        out["max:peak"] = torch.stack([mass[i], ynorm[i], spart[i]])
     for lag in lags:
         out[("lag", lag)] = w.s_gram(w.y, lag)
     return out

@@ -53,13 +53,14 @@ from ._checks import (
     IllConditionedError,
     InputError,
     check_random_state,
+    check_real,
     check_xy,
     resolve_device,
     valid_mask,
 )
 from .activations import Activation, Polynomial, Tanh, as_activation
 from .decomposition import ALS_TOL, MAX_ALS, jennrich, warn_unconverged
-from ._fitting import _score_hint, drop_extreme_sequences, output_pinv
+from ._fitting import _score_hint, check_peak_share, drop_extreme_sequences, output_pinv
 from .chain import run_chain, step_mask
 from .control import control_for
 from .models import BRNN, IORNN
@@ -426,6 +427,9 @@ def _fit_odd(est, X, Y, lengths, bidirectional: bool):
     except InputError as exc:
         raise InputError(f"{exc}: the route for odd activations (tanh) needs it; use scores='auto', 'gaussian', "
                          "'score-matching', 'mixture' or 'student-t'") from None
+    # the route uses plain means: a tensor that a few steps dominate is refused, not robustified
+    check_peak_share(stream, check_real(est.max_peak_share, "max_peak_share", low=0.0, high=1.0, low_open=True),
+                     median_of_means=False)
     G, W3, (sweeps, change) = decompose_symmetric4(T4, rng, return_info=True)
     timings["decomposition"] = time.perf_counter() - t0
 
