@@ -49,6 +49,7 @@ from .scores import (
     MarginalLaw,
     MomentLaw,
     StepScores,
+    SteinCorrectedLaw,
     StudentTLaw,
     colsum,
     innovation_stats,
@@ -509,8 +510,9 @@ class AR1Process(Params):
 
     def _check_stein(self, law: MarginalLaw) -> None:
         """Set ``stein_violation_`` (d,): how far the fitted law's second-order score misses Stein's
-        identity on the innovations (:func:`~spectral_rnn.scores.stein_violation`; 0 for the laws
-        that satisfy it by construction: the density-free score, the Stein-corrected densities; NaN
+        identity on the innovations (:func:`~spectral_rnn.scores.stein_violation`; 0 for the
+        density-free score, which satisfies it by construction; for a Stein-corrected law, exact for
+        polynomials only, its base density's, which tanh's other terms use; NaN
         below :data:`MIN_STEIN_SAMPLE` innovations or 20 per input dimension, where the whitened
         residuals of the least squares are too few to tell), and, where the scores serve an odd
         activation (``third_order``), ``stein_violation3_`` (d,) the same for the third-order score
@@ -519,7 +521,8 @@ class AR1Process(Params):
         chosen by ``"auto"`` is refused, one chosen by the user gets a warning."""
         d = self.dim
         self.stein_violation3_ = np.full(d, np.nan)
-        if law.stein_by_construction:
+        corrected = isinstance(law, SteinCorrectedLaw)
+        if law.stein_by_construction and not corrected:
             self.stein_violation_ = np.zeros(d)
             if self.third_order:
                 self.stein_violation3_ = np.zeros(d)
@@ -528,9 +531,12 @@ class AR1Process(Params):
         if sample.shape[0] < max(MIN_STEIN_SAMPLE, 20 * (d + 1)):  # residuals of a near-saturated fit: no verdict
             self.stein_violation_ = np.full(d, np.nan)
             return
+        # a Stein-corrected law is exact for polynomials up to degree 3 by construction; the rest of the
+        # activation (tanh is no polynomial) keeps its base density's scores, which are what is checked
+        checked = law.base_ if corrected else law
         msg = None
         for order, tol in ((2, STEIN_TOLERANCE), (3, STEIN_TOLERANCE_3))[:1 + bool(self.third_order)]:
-            viol, se, mom = stein_violation(law, sample, order)
+            viol, se, mom = stein_violation(checked, sample, order)
             if order == 2:
                 self.stein_violation_ = viol
             else:
@@ -540,7 +546,10 @@ class AR1Process(Params):
                 continue
             j = int(bad[np.argmax(viol[bad])])
             which = "scores" if order == 2 else "third-order scores (an odd activation's)"
-            msg = (f"the {law.name!r} law's {which} miss Stein's identity on the innovations of input column {j} "
+            whose = (f"the {law.name!r} law's base density ({checked.name!r}: the correction makes Stein's identity "
+                     "exact for polynomials up to degree 3 only, the activation's other terms keep the density's "
+                     f"scores), whose {which}" if corrected else f"the {law.name!r} law's {which}")
+            msg = (f"{whose} miss Stein's identity on the innovations of input column {j} "
                    f"(E[h{order}(w) w^{order}] = {mom[j]:.3g} where the score of their density gives "
                    f"{math.factorial(order)}; relative violation {viol[j]:.2f} > {tol}): the moment tensor "
                    "would be biased whatever the sample size")
