@@ -49,7 +49,6 @@ from .scores import (
     MarginalLaw,
     MomentLaw,
     StepScores,
-    SteinCorrectedLaw,
     StudentTLaw,
     colsum,
     innovation_stats,
@@ -528,8 +527,8 @@ class AR1Process(Params):
         chosen by ``"auto"`` is refused, one chosen by the user gets a warning."""
         d = self.dim
         self.stein_violation3_ = np.full(d, np.nan)
-        corrected = isinstance(law, SteinCorrectedLaw)
-        if law.stein_by_construction and not corrected:
+        checked = law.stein_checked()  # a Stein-corrected law: its base density, which tanh's other terms use
+        if checked is None:  # exact on the data by construction
             self.stein_violation_ = np.zeros(d)
             if self.third_order:
                 self.stein_violation3_ = np.zeros(d)
@@ -538,9 +537,7 @@ class AR1Process(Params):
         if sample.shape[0] < max(MIN_STEIN_SAMPLE, 20 * (d + 1)):  # residuals of a near-saturated fit: no verdict
             self.stein_violation_ = np.full(d, np.nan)
             return
-        # a Stein-corrected law is exact for polynomials up to degree 3 by construction; the rest of the
-        # activation (tanh is no polynomial) keeps its base density's scores, which are what is checked
-        checked = law.base_ if corrected else law
+        corrected = checked is not law
         msg = None
         for order, tol in ((2, STEIN_TOLERANCE), (3, STEIN_TOLERANCE_3))[:1 + bool(self.third_order)]:
             viol, se, mom = stein_violation(checked, sample, order)

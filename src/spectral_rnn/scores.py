@@ -273,12 +273,17 @@ class MarginalLaw(Params):
     name = "law"
     exact = True
     has_third = True
-    #: Stein's identities hold on the fitted data by construction (up to the law's degree)
-    stein_by_construction = False
     #: the fit wants :attr:`InnovationStats.hist` (a histogram of every step), not only the sample
     wants_histogram = False
 
     def fit(self, stats: InnovationStats) -> "MarginalLaw":
+        return self
+
+    def stein_checked(self) -> "MarginalLaw | None":
+        """The fitted law whose scores :func:`stein_violation` should measure: the law itself;
+        ``None`` where Stein's identities hold on the data by construction for everything the
+        scores serve (the density-free score); a law exact for polynomials only names the density
+        whose scores its other terms keep (:class:`SteinCorrectedLaw`: its base)."""
         return self
 
     def terms(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -343,7 +348,9 @@ class MomentLaw(MarginalLaw):
     name = "moment"
     exact = False
     has_third = False
-    stein_by_construction = True
+
+    def stein_checked(self) -> None:  # Stein's identities exact on the data by construction
+        return None
 
     def __init__(self, degree: int = 2) -> None:
         self.degree = degree
@@ -739,15 +746,10 @@ def stein_violation(law: MarginalLaw, sample: np.ndarray,
     step = max(1, (1 << 20) // max(d, 1))  # blocks of rows: a few temporaries of at most 1M numbers
     for i in range(0, m, step):
         w = torch.as_tensor(np.asarray(sample[i:i + step], dtype=np.float64))
-        psi, kappa, tau = law.terms(w)
-        if order == 2:
-            h = psi * psi - kappa
-        else:
-            h = psi**3 - 3 * psi * kappa + (0.0 if tau is None else tau)
-        dev = h.clone()
+        dev = _stein_products(law, w)[order - 1]
         for l in range(order + 1):  # h w^l minus the target E[(w^l)^(k)]: 0 below l = k, k! at l = k
             if l:
-                dev *= w
+                dev = dev * w
             term = dev - scale if l == order else dev
             sums[l] += term.sum(0).numpy()
             squares[l] += (term * term).sum(0).numpy()
@@ -786,7 +788,6 @@ class SteinCorrectedLaw(MarginalLaw):
     """
 
     wants_histogram = True
-    stein_by_construction = True
 
     def __init__(self, base: "str | MarginalLaw" = "mixture", degree: int = 3) -> None:
         self.base = base
@@ -811,7 +812,8 @@ class SteinCorrectedLaw(MarginalLaw):
         d = w.shape[1]
         h = _stein_products(base, w)
         out.clip_ = _weighted_abs_quantile(w, wt, CORRECTION_QUANTILE)  # (d,)
-        wc = torch.minimum(torch.maximum(w, -torch.as_tensor(out.clip_)), torch.as_tensor(out.clip_))
+        clip = torch.as_tensor(out.clip_)
+        wc = w.clamp(-clip, clip)
         pw = torch.stack([w**k for k in range(L + 1)])  # (L+1, m, d): the test polynomials w^l
         pc = torch.stack([wc**k for k in range(L + 1)])  # the correction's basis, clipped
         mom = (pw * wt).sum(1).numpy()  # (L+1, d): E[w^l]
@@ -830,7 +832,7 @@ class SteinCorrectedLaw(MarginalLaw):
         """``(psi, kappa, tau)`` of the corrected law, from the base law's terms and the polynomials."""
         c = torch.as_tensor(self.coef_, dtype=w.dtype, device=w.device)  # (3, d, L+1)
         clip = torch.as_tensor(self.clip_, dtype=w.dtype, device=w.device)
-        wc = torch.minimum(torch.maximum(w, -clip), clip)
+        wc = w.clamp(-clip, clip)
 
         def poly(cm):
             out = cm[:, -1]
@@ -844,6 +846,11 @@ class SteinCorrectedLaw(MarginalLaw):
 
     def terms(self, w):
         return self._table(w)
+
+    def stein_checked(self) -> MarginalLaw:
+        """The base density: the correction makes Stein's identities exact for polynomials up to
+        ``degree`` only, and the rest of an activation (tanh) keeps the base density's scores."""
+        return self.base_
 
 
 LAW_NAMES = ("gaussian", "moment", "student-t", "score-matching", "mixture")
