@@ -11,6 +11,7 @@ import contextvars
 import math
 import numbers
 import os
+import warnings
 
 import numpy as np
 import torch
@@ -305,8 +306,15 @@ def _check_finite(arr, lengths, name: str, block_steps: int, limit: float | None
         if not isinstance(block, np.ndarray):
             block = np.asarray(block)
         if block.dtype.kind == "f" and block.size:
-            # fast path: two reductions and no temporary; NaN propagates through min and max
-            hi, lo = float(block.max()), float(block.min())
+            # fast path: no temporary; NaN propagates through min and max. float32/64: torch's aminmax,
+            # one read on torch's threads (half numpy's max and min at d_x = 300: 0.17 s per 2.4 GB)
+            if block.dtype in (np.float32, np.float64):
+                with warnings.catch_warnings():  # a read-only memory map: only read
+                    warnings.simplefilter("ignore", UserWarning)
+                    lo_t, hi_t = torch.aminmax(torch.as_tensor(block))
+                hi, lo = float(hi_t), float(lo_t)
+            else:
+                hi, lo = float(block.max()), float(block.min())
             if np.isfinite(hi) and np.isfinite(lo) and (limit is None or max(hi, -lo) <= limit):
                 continue
         valid = None if lengths is None else valid_mask(lengths[i : i + per], block.shape[0], T)

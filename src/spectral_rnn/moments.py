@@ -240,9 +240,8 @@ class Window:
         return self._take(self._linear_window(M))
 
     def _linear_window(self, M: torch.Tensor) -> torch.Tensor:
-        """``s_t M`` (n, W, c) at every step of the window, from the linear score: products of the
-        window's x with ``d_x x c`` matrices (two; two-sided three), each a contiguous (n, W, c)
-        array, and shifts in time. With ``r_t = x_t - F x_{t-1} - b`` (row form)::
+        """``s_t M`` (n, W, c) at every step of the window, from the linear score: one product of the
+        window's x with ``d_x x c`` matrices side by side (two; two-sided three), and shifts in time. With ``r_t = x_t - F x_{t-1} - b`` (row form)::
 
             s_t M = x_t P M - x_{t-1} F^T P M - b P M                  (t >= 1; the first step: its own law)
                     - (x_{t+1} P F M - x_t F^T P F M - b P F M)        (two-sided, where x_{t+1} exists)
@@ -252,13 +251,17 @@ class Window:
         L = self.linear
         X = self._X
         n, W, d = X.shape
+        c = M.shape[1]
         Xf = X.reshape(-1, d)
         PM, bPM = L["P"] @ M, L["bP"] @ M
+        # one product of the window's x with all the d_x x c operands side by side: the inputs are
+        # read once (the separate skinny products each read them, at several times the flop cost)
         if self._stream.two_sided:
             FtPFM, bPFM = L["FtPF"] @ M, L["bPF"] @ M
-            S = torch.addmm(bPFM - bPM, Xf, PM + FtPFM).view(n, W, -1)
+            R = (Xf @ torch.cat([PM + FtPFM, L["PF"] @ M, L["FtP"] @ M], dim=1)).view(n, W, 3 * c)
+            S = R[..., :c] + (bPFM - bPM)
             if W > 1:
-                S[:, :-1] -= (Xf @ (L["PF"] @ M)).view(n, W, -1)[:, 1:]  # - x_{t+1} P F M
+                S[:, :-1] -= R[:, 1:, c:2 * c]  # - x_{t+1} P F M
             S[:, -1] -= X[:, -1] @ FtPFM + bPFM  # no successor in the window
             if W > 1:
                 ends = ~self._has_next()  # a sequence's last step (x_{t+1} is zero padding there)
@@ -266,9 +269,10 @@ class Window:
                     at = ends.nonzero(as_tuple=True)
                     S[at] -= X[at] @ FtPFM + bPFM
         else:
-            S = torch.addmm(-bPM, Xf, PM).view(n, W, -1)
+            R = (Xf @ torch.cat([PM, L["FtP"] @ M], dim=1)).view(n, W, 2 * c)
+            S = R[..., :c] - bPM
         if W > 1:
-            S[:, 1:] -= (Xf @ (L["FtP"] @ M)).view(n, W, -1)[:, :-1]  # - x_{t-1} F^T P M
+            S[:, 1:] -= R[:, :-1, -c:]  # - x_{t-1} F^T P M
         if self._t0 == 0:  # the first step: its own law, x_1 P0 M - m0 P0 M, instead of x_1 P M - b P M
             S[:, 0] += X[:, 0] @ (L["P0"] @ M - PM) - L["m0P0"] @ M + bPM
         return S
@@ -300,13 +304,21 @@ class Window:
                 H = H * self._valid.unsqueeze(-1)
         two = self._stream.two_sided
         # products with the window's x: H_u with x_u, H_{u+1} with x_u (the score of x_{u+1} holds -F^T P x_u);
-        # two-sided also Hc_u (H_u where x_{u+1} exists) with x_u, and Hc_{u-1} with x_u (for x_{u+1})
-        RH = H.reshape(-1, c).T @ X.reshape(-1, d)
-        R_next = self._shifted_gram(X, H, 1).T
+        # two-sided also Hc_u (H_u where x_{u+1} exists) with x_u, and Hc_{u-1} with x_u (for x_{u+1}).
+        # One product: the shifted copies of H (c columns each, zero where the partner step lies outside
+        # the window) side by side, against the inputs read once
+        Hs = H.new_empty((n, W, (4 if two else 2) * c))
+        Hs[..., :c] = H
+        self._shift_window(H, -1, out=Hs[..., c:2 * c])
         if two:
-            Hc = torch.zeros_like(H)
+            Hc = Hs[..., 2 * c:3 * c]
             Hc[:, :-1] = H[:, :-1] * self._has_next().unsqueeze(-1)
-            Rc, Rc_prev = Hc.reshape(-1, c).T @ X.reshape(-1, d), self._shifted_gram(X, Hc, -1).T
+            Hc[:, -1] = 0
+            self._shift_window(Hc, 1, out=Hs[..., 3 * c:])
+        R = Hs.reshape(-1, Hs.shape[2]).T @ X.reshape(-1, d)
+        RH, R_next = R[:c], R[c:2 * c]
+        if two:
+            Rc, Rc_prev = R[2 * c:3 * c], R[3 * c:]
         h = colsum(H.reshape(-1, c))
         out = -(R_next @ L["FtP"])
         if self._t0 == 0:  # the first step: P0 (x_1 - m0) instead of the transition's score
