@@ -1,4 +1,4 @@
-"""How far below the exact fit's arithmetic floor issue 10's wide-input target lies, in one run.
+"""Issue 10's wide-input target set against the exact fit's arithmetic floor and an information bound, in one run.
 
 The target: an IO-RNN with d_x = 300 (d_h = 4, d_y = 8, 1e6 steps) fitted in under 10x the
 d_x = 10 time. This script times, back to back in one process (torch on ``--threads``):

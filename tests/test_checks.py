@@ -261,3 +261,28 @@ def test_a_fit_reads_each_input_once_for_finiteness():
         C.check_finite(X, L, "inputs")
         with pytest.raises(InputError, match="NaN"):
             C.check_finite(X, None, "inputs")
+
+
+@pytest.mark.parametrize("threads", [1, 2])  # numpy's max and min on one thread, torch's aminmax on more
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_finiteness_scan_finds_a_bad_value_on_either_path(threads, dtype, bad):
+    from spectral_rnn._checks import check_finite
+
+    X = np.random.default_rng(0).standard_normal((50, 7, 3)).astype(dtype)
+    X[31, 4, 2] = bad
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with pytest.raises(InputError, match="NaN or infinite"):
+            check_finite(X, None, "inputs")
+        L = np.full(50, 7)
+        L[31] = 4  # the bad value now lies in padding: not read as data
+        check_finite(X, L, "inputs")
+        X[31, 4, 2] = 0
+        check_finite(X, None, "inputs", limit=10.0)
+        X[2, 0, 0] = 20.0
+        with pytest.raises(InputError, match="values up to 20"):
+            check_finite(X, None, "inputs", limit=10.0)
+    finally:
+        torch.set_num_threads(before)

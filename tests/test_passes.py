@@ -15,15 +15,16 @@ from spectral_rnn.threads import limit_threads, resolve_threads
 def small(seed=0, n=40, T=9, d_x=6, d_h=3, d_y=5):
     proc = GaussianAR1.random(d_x, random_state=seed)
     X = proc.sample(n, T, random_state=seed + 1)
-    m = IORNN.random(d_x, d_h, d_y, random_state=seed + 2)
+    m = IORNN.random(d_x, d_h, d_y, random_state=seed + 2, input_norm=1.0 if d_x > 10 else None)  # wide: bounded drive
     return proc, X, m.simulate(X, noise_std=0.1, random_state=seed + 3)
 
 
-def test_instrument_moments_equal_dense_numpy_sums():
+@pytest.mark.parametrize("d_x", [6, 24])  # 24 > 2 (r + 1): the two lags' sums as one product of shifted copies
+def test_instrument_moments_equal_dense_numpy_sums(d_x):
     """phi_ax, phi_lag and r against sums written out in numpy, step by step (past instruments)."""
-    proc, X, Y = small()
+    proc, X, Y = small(d_x=d_x)
     rng = np.random.default_rng(0)
-    A = rng.standard_normal((3, 6))
+    A = rng.standard_normal((3, d_x))
     A /= np.linalg.norm(A, axis=1, keepdims=True)
     Wp = rng.standard_normal((5, 3))
     (got,) = instrument_moments(StepStream(X, Y, None, proc, chunk_steps=7), [(A, Wp, 2, "past")])

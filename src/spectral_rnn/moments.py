@@ -304,21 +304,33 @@ class Window:
                 H = H * self._valid.unsqueeze(-1)
         two = self._stream.two_sided
         # products with the window's x: H_u with x_u, H_{u+1} with x_u (the score of x_{u+1} holds -F^T P x_u);
-        # two-sided also Hc_u (H_u where x_{u+1} exists) with x_u, and Hc_{u-1} with x_u (for x_{u+1}).
-        # One product: the shifted copies of H (c columns each, zero where the partner step lies outside
-        # the window) side by side, against the inputs read once
-        Hs = H.new_empty((n, W, (4 if two else 2) * c))
-        Hs[..., :c] = H
-        self._shift_window(H, -1, out=Hs[..., c:2 * c])
-        if two:
-            Hc = Hs[..., 2 * c:3 * c]
-            Hc[:, :-1] = H[:, :-1] * self._has_next().unsqueeze(-1)
-            Hc[:, -1] = 0
-            self._shift_window(Hc, 1, out=Hs[..., 3 * c:])
-        R = Hs.reshape(-1, Hs.shape[2]).T @ X.reshape(-1, d)
-        RH, R_next = R[:c], R[c:2 * c]
-        if two:
-            Rc, Rc_prev = R[2 * c:3 * c], R[3 * c:]
+        # two-sided also Hc_u (H_u where x_{u+1} exists) with x_u, and Hc_{u-1} with x_u (for x_{u+1})
+        blocks = 4 if two else 2
+        if blocks * c < d:
+            # wide inputs: the shifted copies of H (c columns each, zero where the partner step lies
+            # outside the window) side by side, against the inputs read once (d = 300: each skinny
+            # product was a read of the chunk, 1.5-2.5x the cost of the fused one)
+            Hs = H.new_empty((n, W, blocks * c))
+            Hs[..., :c] = H
+            self._shift_window(H, -1, out=Hs[..., c:2 * c])
+            if two:
+                Hc = Hs[..., 2 * c:3 * c]
+                Hc[:, :-1] = H[:, :-1] * self._has_next().unsqueeze(-1)
+                Hc[:, -1] = 0
+                self._shift_window(Hc, 1, out=Hs[..., 3 * c:])
+            R = Hs.reshape(-1, blocks * c).T @ X.reshape(-1, d)
+            RH, R_next = R[:c], R[c:2 * c]
+            if two:
+                Rc, Rc_prev = R[2 * c:3 * c], R[3 * c:]
+        else:
+            # narrow inputs: copies of H would cost more than reading x again; sums offset in time are
+            # products of the flattened arrays offset by rows (_shifted_gram), nothing copied
+            RH = H.reshape(-1, c).T @ X.reshape(-1, d)
+            R_next = self._shifted_gram(X, H, 1).T
+            if two:
+                Hc = torch.zeros_like(H)
+                Hc[:, :-1] = H[:, :-1] * self._has_next().unsqueeze(-1)
+                Rc, Rc_prev = Hc.reshape(-1, c).T @ X.reshape(-1, d), self._shifted_gram(X, Hc, -1).T
         h = colsum(H.reshape(-1, c))
         out = -(R_next @ L["FtP"])
         if self._t0 == 0:  # the first step: P0 (x_1 - m0) instead of the transition's score

@@ -99,14 +99,15 @@ def instrument_chunk(w: Window, specs: tuple) -> dict:
         R1[..., r] = 1.0
         if owned is not None:
             R1.masked_fill_(~owned.unsqueeze(-1), 0.0)
-        # sum_t z_{t-k} [R_t, 1]^T = sum_u z_u [R, 1]_{u+k}^T: the window's x against [R, 1] shifted by
-        # lag and by 2 lag (copies of r + 1 columns each, side by side: one product reads x once), and
-        # q = (A_hat x)^2 against [R, 1] offset by lag
-        Rs = X.new_empty((n, W, 2 * (r + 1)))
-        w._shift_window(R1, -lag, out=Rs[..., :r + 1])
-        w._shift_window(R1, -2 * lag, out=Rs[..., r + 1:])
-        XR = (Rs.view(-1, 2 * (r + 1)).T @ Xf).T  # (d, 2 (r + 1))
-        X1, X2 = XR[:, :r + 1], XR[:, r + 1:]
+        # sum_t z_{t-k} [R_t, 1]^T = sum_u z_u [R, 1]_{u+k}^T, for z = x and q = (A_hat x)^2
+        if 2 * (r + 1) < d:  # wide inputs: [R, 1] shifted by lag and 2 lag side by side, x read once
+            Rs = X.new_empty((n, W, 2 * (r + 1)))
+            w._shift_window(R1, -lag, out=Rs[..., :r + 1])
+            w._shift_window(R1, -2 * lag, out=Rs[..., r + 1:])
+            XR = (Rs.view(-1, 2 * (r + 1)).T @ Xf).T  # (d, 2 (r + 1))
+            X1, X2 = XR[:, :r + 1], XR[:, r + 1:]
+        else:  # narrow: products of the flattened arrays offset by rows, nothing shifted or copied
+            X1, X2 = w._shifted_gram(X, R1, lag), w._shifted_gram(X, R1, 2 * lag)  # (d, r + 1)
         XA = XA_all[..., cols]
         Q1 = w._shifted_gram(XA * XA, R1, lag)  # (d_h, r + 1): q_t = (A_hat x_{t-lag})^2
         tot = colsum(R1.view(-1, r + 1))
