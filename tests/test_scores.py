@@ -207,6 +207,13 @@ def test_discrete_and_deterministic_columns_are_named():
     Xc[..., 2] = np.arange(10)[None, :] * 0.1  # a clock: exactly predictable from its past
     with pytest.raises(IllConditionedError, match=r"column\(s\) 2 are \(near\) deterministic"):
         AR1Process().fit(Xc)
+    # few values in the first rows (the check's quick look) but many later: counted in full, not refused
+    Xs = X.copy()
+    Xs[:20, :, 0] = np.where(Xs[:20, :, 0] > 0, 1.0, 0.0)  # 200 steps of a 0/1 flag, then continuous
+    AR1Process().fit(Xs)
+    Xs[..., 0] = np.where(X[..., 0] > 0, 1.0, 0.0)  # two values throughout: refused
+    with pytest.raises(IllConditionedError, match="input column 0 is discrete"):
+        AR1Process().fit(Xs)
 
 
 def test_first_step_rule():
