@@ -276,6 +276,8 @@ def test_finiteness_scan_finds_a_bad_value_on_either_path(threads, dtype, bad):
     try:
         with pytest.raises(InputError, match="NaN or infinite"):
             check_finite(X, None, "inputs")
+        with pytest.raises(InputError, match="NaN or infinite"):  # a reversed view (negative strides)
+            check_finite(X[:, ::-1, ::-1], None, "inputs")
         L = np.full(50, 7)
         L[31] = 4  # the bad value now lies in padding: not read as data
         check_finite(X, L, "inputs")

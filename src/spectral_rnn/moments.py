@@ -241,7 +241,8 @@ class Window:
 
     def _linear_window(self, M: torch.Tensor) -> torch.Tensor:
         """``s_t M`` (n, W, c) at every step of the window, from the linear score: one product of the
-        window's x with ``d_x x c`` matrices side by side (two; two-sided three), and shifts in time. With ``r_t = x_t - F x_{t-1} - b`` (row form)::
+        window's x with ``d_x x c`` matrices side by side (two; two-sided three), and shifts in
+        time. With ``r_t = x_t - F x_{t-1} - b`` (row form)::
 
             s_t M = x_t P M - x_{t-1} F^T P M - b P M                  (t >= 1; the first step: its own law)
                     - (x_{t+1} P F M - x_t F^T P F M - b P F M)        (two-sided, where x_{t+1} exists)
